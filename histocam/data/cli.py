@@ -1,0 +1,83 @@
+"""``histocam data ...`` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from histocam.data.check import CheckReport, check_source
+from histocam.data.config import DataConfig
+from histocam.data.errors import DataError
+
+data_app = typer.Typer(help="Inspect, validate and generate datasets.", no_args_is_help=True)
+console = Console(width=120) if not Console().is_terminal else Console()
+
+
+def print_report(report: CheckReport) -> None:
+    """Summary tables (counts, sizes, mask coverage) followed by every problem found."""
+    names = report.class_names
+    console.print(f"[bold]{report.name}[/]  classes: "
+                  + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
+    for note in report.notes:
+        console.print(f"  {note}")
+    counts = Table("split", "images", *names, "with mask", "sizes W×H (count)", title="images")
+    for split, s in report.splits.items():
+        sizes = ", ".join(f"{w}×{h} ({c})" for (w, h), c in s.sizes.most_common(3))
+        if len(s.sizes) > 3:
+            sizes += f", +{len(s.sizes) - 3} more"
+        counts.add_row(split, str(s.n), *(str(s.per_class.get(i, 0)) for i in range(len(names))),
+                       str(s.with_mask), sizes)
+    total = report.total
+    counts.add_row("[bold]all readable (unique)[/]", str(total.n),
+                   *(str(total.per_class.get(i, 0)) for i in range(len(names))),
+                   str(total.with_mask), "")
+    console.print(counts)
+    cover = Table("split", "class", "masks", "mean", "median", "min", "max",
+                  title="foreground fraction of masks")
+    for split, s in report.splits.items():
+        for c, v in sorted(s.coverage.items()):
+            arr = np.asarray(v)
+            label = names[c] if c < len(names) else str(c)
+            cover.add_row(split, label, str(arr.size), f"{arr.mean():.3f}", f"{np.median(arr):.3f}",
+                          f"{arr.min():.3f}", f"{arr.max():.3f}")
+    if cover.row_count:
+        console.print(cover)
+    for problem in report.problems:
+        style = "red" if problem.severity.value == "error" else "yellow"
+        console.print(f"[{style}]{escape(str(problem))}[/]", highlight=False, soft_wrap=True)
+    if total.unreadable:
+        console.print(f"[red]{total.unreadable} listed image(s) are missing or unreadable "
+                      "(listed above by name)[/]")
+    console.print(f"{total.n} readable images: "
+                  + ", ".join(f"{total.per_class.get(i, 0)} {n}" for i, n in enumerate(names))
+                  + f"; {total.with_mask} with masks; "
+                  f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+
+
+@data_app.command("check")
+def check(
+    path: str = typer.Argument(..., help="dataset name or path (GlaS folder, WSOL lists, CSV)"),
+    root: Optional[Path] = typer.Option(None, help="image root for WSOL split lists"),
+    classes: Optional[str] = typer.Option(None, help="comma-separated class names"),
+    split: Optional[list[str]] = typer.Option(None, help="check only these splits"),
+    seed: int = typer.Option(0, help="split seed for datasets without split lists"),
+) -> None:
+    """Validate a dataset: summary per split and class, and every problem found."""
+    from histocam.data.open import open_source
+
+    config = DataConfig(dataset=path, root=root, split_seed=seed,
+                        classes=classes.split(",") if classes else None)
+    try:
+        report = check_source(open_source(config), split)
+    except DataError as exc:
+        console.print(f"[red]error: {exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    print_report(report)
+    if report.errors:
+        raise typer.Exit(1)

@@ -1,0 +1,104 @@
+"""A CSV manifest for users' own data: ``image,label[,mask][,split]`` with a header row.
+
+Paths are relative to the CSV's folder. ``label`` is a class name or an integer index; the class
+encoding comes from ``classes`` (a list of names, index = position), or a ``classes.txt`` beside the
+CSV (one name per line). ``mask`` is a mask path, empty for an unannotated image, or the word
+``background`` for an annotated image without foreground. Without a ``split`` column the splits are
+drawn by seed (stratified; valpx from valcl).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from histocam.data.dataset import SPLITS, Layout, Record, layout_from_pool
+from histocam.data.errors import DataError
+
+ALL_BACKGROUND = "background"
+
+
+def read_class_names(path: Path) -> list[str]:
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(set(names)) != len(names):
+        raise DataError(path, "class names are not unique")
+    return names
+
+
+def _encode(label: str, class_names: list[str] | None, where: str) -> int:
+    if class_names is not None and label in class_names:
+        return class_names.index(label)
+    if label.lstrip("-").isdigit():
+        index = int(label)
+        if class_names is not None and not 0 <= index < len(class_names):
+            raise DataError(where, f"label {index} is outside the encoding {class_names}")
+        if index < 0:
+            raise DataError(where, f"label {index} is negative")
+        return index
+    if class_names is None:
+        raise DataError(where, f"label {label!r} is a name but no class encoding was given "
+                        "(pass classes, e.g. --classes benign,malignant, or write classes.txt)")
+    raise DataError(where, f"unknown label {label!r} (classes: {class_names})")
+
+
+def read_csv_manifest(
+    csv_path: str | Path,
+    class_names: list[str] | None = None,
+    *,
+    seed: int = 0,
+    valcl_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    valpx_per_class: int = 3,
+) -> Layout:
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(csv_path, "manifest not found")
+    if class_names is None and (csv_path.parent / "classes.txt").is_file():
+        class_names = read_class_names(csv_path.parent / "classes.txt")
+    base = csv_path.parent
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in reader.fieldnames or []]
+        missing = {"image", "label"} - set(header)
+        if missing:
+            raise DataError(csv_path, f"header must contain image,label[,mask][,split]; "
+                            f"missing {sorted(missing)} in {header}")
+        unknown = set(header) - {"image", "label", "mask", "split"}
+        if unknown:
+            raise DataError(csv_path, f"unknown columns {sorted(unknown)}")
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    records: dict[str, list[Record]] = {}
+    seen: set[str] = set()
+    for line_no, row in enumerate(rows, start=2):
+        where = f"{csv_path}:{line_no}"
+        image_rel = row["image"]
+        if not image_rel:
+            raise DataError(where, "empty image path")
+        if image_rel in seen:
+            raise DataError(where, f"duplicate image {image_rel!r}")
+        seen.add(image_rel)
+        mask_cell = row.get("mask", "")
+        mask_path = None if mask_cell in ("", ALL_BACKGROUND) else base / mask_cell
+        split = row.get("split", "") or "pool"
+        if split not in (*SPLITS, "pool"):
+            raise DataError(where, f"unknown split {split!r} (expected one of {SPLITS})")
+        records.setdefault(split, []).append(Record(
+            id=image_rel, image_path=base / image_rel,
+            label=_encode(row["label"], class_names, where),
+            mask_path=mask_path, has_mask=mask_cell != "", source=where,
+        ))
+    if class_names is None:
+        top = max((r.label for recs in records.values() for r in recs), default=0)
+        class_names = [str(i) for i in range(top + 1)]
+    name = csv_path.stem
+    if "pool" in records or not records:
+        pool = records.pop("pool", [])
+        fixed = [r for recs in records.values() for r in recs]
+        if fixed:
+            raise DataError(csv_path, "either every row has a split or none does")
+        return layout_from_pool(
+            name, class_names, pool, [], seed=seed, valcl_fraction=valcl_fraction,
+            test_fraction=test_fraction, valpx_per_class=valpx_per_class,
+            notes=[f"{len(pool)} images from {csv_path}"],
+        )
+    return Layout(name, class_names, records, [f"splits as given in {csv_path}"])

@@ -1,0 +1,149 @@
+"""Datasets as lazily loaded lists of records, one per split.
+
+A reader turns a file layout into ``Record`` lists; ``FileDataset`` loads them into ``Sample``s on
+access. Procedural datasets (synthetic) implement the same small interface: ``len``, indexing
+returning a ``Sample``, ``ids``, ``labels``, ``has_mask``, ``class_names``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from histocam.data.errors import DataError
+from histocam.data.io import read_image, read_mask
+from histocam.data.sample import Sample
+
+SPLITS = ("train", "valcl", "valpx", "test")
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where one sample lives. ``mask_path`` None with ``has_mask`` True = all-background mask."""
+
+    id: str
+    image_path: Path
+    label: int
+    mask_path: Path | None
+    has_mask: bool
+    expected_wh: tuple[int, int] | None = None  # from image_sizes.txt, checked by `data check`
+    source: str | None = None  # the list/CSV file that named this record, for messages
+
+
+class FileDataset:
+    """One split of an on-disk dataset. Indexing reads the image (and mask) from disk."""
+
+    def __init__(self, records: list[Record], class_names: list[str], name: str, split: str):
+        self.records = records
+        self.class_names = list(class_names)
+        self.name = name
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    @property
+    def has_mask(self) -> list[bool]:
+        return [r.has_mask for r in self.records]
+
+    def __getitem__(self, index: int) -> Sample:
+        rec = self.records[index]
+        image, warnings = read_image(rec.image_path)
+        if not 0 <= rec.label < len(self.class_names):
+            raise DataError(
+                rec.source or rec.image_path,
+                f"label {rec.label} of {rec.id} is outside the encoding {self.class_names}",
+            )
+        mask = None
+        if rec.has_mask:
+            if rec.mask_path is None:
+                mask = np.zeros(image.shape[:2], dtype=bool)
+            else:
+                mask = read_mask(rec.mask_path, image.shape[:2])
+        return Sample(image, rec.label, mask, rec.id, rec.image_path, warnings)
+
+    def __repr__(self) -> str:
+        return f"FileDataset({self.name!r}, split={self.split!r}, n={len(self)})"
+
+
+def _normalise(name: str) -> str:
+    return name.replace(" ", "_").lower()
+
+
+def resolve_path(root: Path, relative: str) -> Path:
+    """Join ``relative`` to ``root``, matching folder names that differ only in spaces/underscores.
+
+    The WSOL lists spell the GlaS folder ``Warwick_QU_Dataset_(Released_2016_07_08)`` while the
+    official release is ``Warwick QU Dataset (Released 2016_07_08)``; both resolve to the folder that
+    exists. Returns the plain join when no match exists (the caller reports it as missing).
+    """
+    direct = root / relative
+    if direct.exists():
+        return direct
+    current = root
+    for part in Path(relative).parts:
+        candidate = current / part
+        if not candidate.exists() and current.is_dir():
+            matches = [c for c in current.iterdir() if _normalise(c.name) == _normalise(part)]
+            if len(matches) == 1:
+                candidate = matches[0]
+        current = candidate
+    return current if current.exists() else direct
+
+
+@dataclass
+class Layout:
+    """What a reader found: records per split, the class encoding, and notes for the user."""
+
+    name: str
+    class_names: list[str]
+    splits: dict[str, list[Record]]
+    notes: list[str]
+
+    def dataset(self, split: str) -> FileDataset:
+        if split not in self.splits:
+            raise KeyError(f"{self.name} has no split {split!r} (has {sorted(self.splits)})")
+        return FileDataset(self.splits[split], self.class_names, self.name, split)
+
+
+def layout_from_pool(
+    name: str,
+    class_names: list[str],
+    pool: list[Record],
+    test: list[Record],
+    *,
+    seed: int,
+    valcl_fraction: float,
+    test_fraction: float,
+    valpx_per_class: int,
+    notes: list[str],
+) -> Layout:
+    """Build the four splits from a labelled pool (and an optional fixed test set) by seed."""
+    from histocam.data.splits import make_splits
+
+    carve_test = test_fraction if not test else 0.0
+    if not test and test_fraction > 0:
+        notes.append(
+            f"no test images: a stratified {test_fraction:.0%} of the pool is held out as test"
+        )
+    parts = make_splits(
+        [r.id for r in pool], [r.label for r in pool], [r.has_mask for r in pool],
+        seed=seed, valcl_fraction=valcl_fraction, test_fraction=carve_test,
+        valpx_per_class=valpx_per_class,
+    )
+    splits = {s: [pool[i] for i in idx] for s, idx in parts.items()}
+    if test:
+        splits["test"] = test
+    notes.append(f"splits drawn with seed {seed} (valcl {valcl_fraction:.0%}, "
+                 f"valpx {valpx_per_class} per class from valcl)")
+    return Layout(name, class_names, splits, notes)

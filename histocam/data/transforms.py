@@ -1,0 +1,116 @@
+"""Joint image / mask / pseudo-label-map transforms (PROTOCOL.md, "Preprocessing").
+
+Train: resize to ``resize``² -> random crop ``crop`` -> random horizontal and vertical flips ->
+ColorJitter(.5, .5, .5, .05) [-> optional HED stain augmentation] -> ImageNet mean/std. The same
+geometry is applied to the mask (nearest) and to a stored CAM (bilinear, ``align_corners=False``).
+Eval: resize to ``eval_size``² (no crop); mask nearest, binary.
+
+Nearest-neighbour resizing uses PyTorch's ``nearest`` (source index = floor(dst · scale)), the rule
+of OpenCV's INTER_NEAREST used by the reference evaluator for masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from histocam.data.config import DataConfig
+from histocam.data.sample import Sample
+from histocam.data.stain import hed_augment
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """3×H×W float in [0, 1] -> 3×size×size, bilinear with antialiasing (as PIL's resize)."""
+    if image.shape[-2:] == (size, size):
+        return image
+    out = F.interpolate(image[None], (size, size), mode="bilinear", align_corners=False,
+                        antialias=True)[0]
+    return out.clamp_(0.0, 1.0)
+
+
+def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """H×W {0,1} float -> size×size, nearest neighbour."""
+    if mask.shape[-2:] == (size, size):
+        return mask
+    return F.interpolate(mask[None, None], (size, size), mode="nearest")[0, 0]
+
+
+def resize_map(cam: torch.Tensor, size: int) -> torch.Tensor:
+    """h×w float map -> size×size, bilinear ``align_corners=False`` (maps are never antialiased)."""
+    if cam.shape[-2:] == (size, size):
+        return cam
+    return F.interpolate(cam[None, None], (size, size), mode="bilinear", align_corners=False)[0, 0]
+
+
+@dataclass
+class JointTransform:
+    """Apply the protocol pipeline to a ``Sample`` (and optionally its stored CAM).
+
+    Returns a dict with ``image`` (3×S×S normalised float), ``label`` (int64), ``mask`` (S×S float
+    in {0, 1}, zeros when the sample has none), ``has_mask`` (bool), ``cam`` (S×S, if given) and
+    ``id``.
+    """
+
+    train: bool
+    resize: int = 256
+    crop: int = 224
+    eval_size: int = 224
+    color_jitter: bool = True
+    stain_augment: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: DataConfig, train: bool) -> JointTransform:
+        return cls(train, config.resize, config.crop, config.eval_size, config.color_jitter,
+                   config.stain_augment)
+
+    def __post_init__(self) -> None:
+        if self.crop > self.resize:
+            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
+        self._jitter = v2.ColorJitter(0.5, 0.5, 0.5, 0.05)
+
+    def __call__(self, sample: Sample, cam: np.ndarray | torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> dict[str, Any]:
+        image = torch.from_numpy(sample.image).permute(2, 0, 1).float().div_(255.0)
+        has_mask = sample.mask is not None
+        mask = (torch.from_numpy(sample.mask).float() if has_mask
+                else torch.zeros(sample.image.shape[:2]))
+        cam_t = None if cam is None else torch.as_tensor(cam, dtype=torch.float32)
+        size = self.resize if self.train else self.eval_size
+        image, mask = resize_image(image, size), resize_mask(mask, size)
+        cam_t = None if cam_t is None else resize_map(cam_t, size)
+        if self.train:
+            image, mask, cam_t = self._random_geometry(image, mask, cam_t, generator)
+            if self.color_jitter:
+                image = self._jitter(image)
+            image = hed_augment(image, self.stain_augment, generator)
+        image = v2.functional.normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+        out: dict[str, Any] = {
+            "image": image, "label": torch.tensor(sample.label, dtype=torch.int64),
+            "mask": mask, "has_mask": has_mask, "id": sample.id,
+        }
+        if cam_t is not None:
+            out["cam"] = cam_t
+        return out
+
+    def _random_geometry(self, image, mask, cam, generator):
+        span = self.resize - self.crop + 1
+        top, left = (int(v) for v in torch.randint(span, (2,), generator=generator))
+        hflip, vflip = (bool(v) for v in torch.rand(2, generator=generator) < 0.5)
+        tensors = [image, mask] + ([cam] if cam is not None else [])
+        out = []
+        for t in tensors:
+            t = t[..., top : top + self.crop, left : left + self.crop]
+            if hflip:
+                t = t.flip(-1)
+            if vflip:
+                t = t.flip(-2)
+            out.append(t.contiguous())
+        return out[0], out[1], (out[2] if cam is not None else None)
