@@ -31,9 +31,7 @@ def _load_array(path: Path) -> np.ndarray:
             im.load()
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.asarray(im).astype(np.int64)
-            return np.asarray(im)
+            return np.array(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(path, f"unreadable or truncated image ({exc})") from exc
 
@@ -111,6 +109,5 @@ def read_mask(path: str | Path, expected_hw: tuple[int, int] | None = None) -> n
 
 
 def read_mask_values(path: str | Path) -> np.ndarray:
-    """Raw mask values (for validation reports: binary vs instance map)."""
-    a = _load_array(Path(path))
-    return a[:, :, 0] if a.ndim == 3 else a
+    """Raw mask array, channels kept (for validation reports: binary, instance map, colour)."""
+    return _load_array(Path(path))

@@ -1,0 +1,103 @@
+"""Joint transforms apply one geometry to image, mask and CAM; HED stain model round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from histocam.data.sample import Sample
+from histocam.data.stain import HED_FROM_RGB, hed_augment, hed_to_rgb, rgb_to_hed
+from histocam.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform
+
+
+def _asymmetric_pattern(h: int = 16, w: int = 16) -> np.ndarray:
+    """An L-shape plus a dot: no flip or shift maps it onto itself."""
+    m = np.zeros((h, w), bool)
+    m[2:12, 3] = True
+    m[11, 3:9] = True
+    m[4, 12] = True
+    return m
+
+
+def _unnormalise(image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return image * std + mean
+
+
+def test_train_geometry_is_shared_by_image_mask_and_cam() -> None:
+    pattern = _asymmetric_pattern()
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[..., 0] = pattern * 255
+    image[..., 1] = np.arange(16, dtype=np.uint8)[None, :] * 10  # encodes column
+    sample = Sample(image, 1, pattern.copy(), "x")
+    cam = pattern.astype(np.float32) * 0.8
+    t = JointTransform(train=True, resize=16, crop=11, color_jitter=False)
+    seen_flips = set()
+    for seed in range(12):
+        g = torch.Generator().manual_seed(seed)
+        out = t(sample, cam, generator=g)
+        red = _unnormalise(out["image"])[0] > 0.5
+        assert out["image"].shape == (3, 11, 11) and out["mask"].shape == (11, 11)
+        assert torch.equal(red, out["mask"] > 0.5)
+        assert torch.allclose(out["cam"], out["mask"] * 0.8)
+        # reproduce the geometry from the same generator draws
+        g = torch.Generator().manual_seed(seed)
+        top, left = (int(v) for v in torch.randint(6, (2,), generator=g))
+        hflip, vflip = (bool(v) for v in torch.rand(2, generator=g) < 0.5)
+        expected = pattern[top : top + 11, left : left + 11]
+        expected = expected[:, ::-1] if hflip else expected
+        expected = expected[::-1] if vflip else expected
+        assert np.array_equal(out["mask"].numpy() > 0.5, expected)
+        seen_flips.add((hflip, vflip))
+    assert len(seen_flips) == 4
+
+
+def test_eval_resize_only_and_mask_binary() -> None:
+    pattern = _asymmetric_pattern(16, 16)
+    image = np.repeat(pattern[..., None] * 255, 3, axis=2).astype(np.uint8)
+    out = JointTransform(train=False, eval_size=8)(Sample(image, 0, pattern, "y"))
+    assert out["image"].shape == (3, 8, 8)
+    assert set(out["mask"].unique().tolist()) <= {0.0, 1.0}
+    # nearest: source index floor(i * 2)
+    assert np.array_equal(out["mask"].numpy() > 0.5, pattern[::2, ::2])
+    no_mask = JointTransform(train=False, eval_size=8)(Sample(image, 0, None, "z"))
+    assert no_mask["has_mask"] is False and no_mask["mask"].sum() == 0
+
+
+def test_cam_is_resized_with_bilinear_and_cropped() -> None:
+    cam = np.arange(4 * 4, dtype=np.float32).reshape(4, 4) / 15
+    sample = Sample(np.zeros((7, 11, 3), np.uint8), 0, None, "z")
+    out = JointTransform(train=False, eval_size=8)(sample, cam)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(cam)[None, None], (8, 8),
+                                          mode="bilinear", align_corners=False)[0, 0]
+    assert torch.allclose(out["cam"], ref)
+
+
+def test_hed_round_trip_is_lossless() -> None:
+    rgb = torch.rand(3, 3, 7, 11, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(hed_to_rgb(rgb_to_hed(rgb)), rgb, atol=1e-12)
+    assert torch.equal(hed_augment(rgb, 0.0), rgb)
+
+
+def test_hed_matrix_matches_scikit_image() -> None:
+    from skimage.color import hed_from_rgb
+
+    assert np.allclose(HED_FROM_RGB, hed_from_rgb, atol=1e-8)
+
+
+def test_hed_augment_changes_stain_only_within_bounds() -> None:
+    g = torch.Generator().manual_seed(1)
+    rgb = torch.rand(5, 3, 7, 11, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    out = hed_augment(rgb, 0.05, generator=g)
+    assert out.shape == rgb.shape and out.min() >= 0 and out.max() <= 1
+    delta = rgb_to_hed(out) - rgb_to_hed(rgb)
+    assert not torch.allclose(out, rgb)
+    # each image's change is an affine map per stain channel: alpha in [0.95,1.05], beta in ±0.05
+    for b in range(5):
+        for c in range(3):
+            x = rgb_to_hed(rgb)[b, c].flatten()
+            y = (rgb_to_hed(rgb)[b, c] + delta[b, c]).flatten()
+            fit = np.polyfit(x.numpy(), y.numpy(), 1)
+            assert 0.95 - 1e-6 <= fit[0] <= 1.05 + 1e-6
+            assert abs(fit[1]) <= 0.05 + 1e-6
