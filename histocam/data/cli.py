@@ -81,3 +81,44 @@ def check(
     print_report(report)
     if report.errors:
         raise typer.Exit(1)
+
+
+@data_app.command("synth")
+def synth(
+    out: Path = typer.Option(..., help="output folder (WSOL split-list layout)"),
+    domain: str = typer.Option("colon", help="colon (GlaS-like) or node (CAMELYON-like)"),
+    seed: int = typer.Option(0),
+    size: int = typer.Option(256, help="tile size"),
+    n_train: int = typer.Option(240),
+    n_valcl: int = typer.Option(40),
+    n_test: int = typer.Option(120),
+    stain_shift: float = typer.Option(0.0, help="0 = source stain; higher = further away"),
+) -> None:
+    """Write a synthetic H&E dataset to disk in the same layout as real data."""
+    from histocam.data.config import SyntheticConfig
+    from histocam.data.synthetic import DOMAINS, write_synthetic
+
+    if domain not in DOMAINS:
+        console.print(f"[red]error: unknown domain {domain!r} (known: {', '.join(DOMAINS)})[/]")
+        raise typer.Exit(2)
+    config = SyntheticConfig(seed=seed, size=size, n_train=n_train, n_valcl=n_valcl, n_test=n_test,
+                             stain_shift=stain_shift)
+    write_synthetic(domain, out, config, progress=True)
+    console.print(f"wrote synthetic-{domain} to {out}; check it with: histocam data check {out}")
+
+
+@data_app.command("gallery")
+def gallery(
+    dataset: str = typer.Argument(..., help="dataset name or path"),
+    out: Path = typer.Option(..., help="PNG file to write"),
+    split: str = typer.Option("train"),
+    n: int = typer.Option(16, help="number of samples (alternating classes)"),
+    root: Optional[Path] = typer.Option(None, help="image root for WSOL split lists"),
+) -> None:
+    """Save a contact sheet of samples with their mask outlines."""
+    from histocam.data.gallery import save_gallery
+    from histocam.data.open import open_dataset
+
+    save_gallery(open_dataset(DataConfig(dataset=dataset, root=root), split), out, n=n,
+                 title=f"{dataset} ({split})")
+    console.print(f"wrote {out}")

@@ -13,6 +13,23 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class SyntheticConfig(StrictModel):
+    """Sizes, counts and difficulty knobs of the synthetic benchmark."""
+
+    seed: int = 0
+    size: int = Field(256, ge=64, description="stored tile size (train crops 224 from it)")
+    n_train: int = Field(240, ge=2)
+    n_valcl: int = Field(40, ge=2)
+    n_test: int = Field(120, ge=2)
+    valpx_per_class: int | None = Field(None, ge=1, description="default: colon 3, node 5")
+    positive_fraction: float = Field(0.5, gt=0, lt=1, description="share of class 1")
+    contrast: float = Field(0.5, ge=0, le=1, description="foreground vs background colour gap")
+    nuclear_size_gap: float = Field(0.5, ge=0, le=1, description="nuclear size gap of classes")
+    stain_variation: float = Field(1.0, ge=0, le=3, description="per-image stain perturbation")
+    stain_shift: float = Field(0.0, ge=0, le=3, description="0 = source stain; higher = further")
+    cache_dir: Path | None = Field(None, description="optional on-disk cache of rendered samples")
+
+
 class DataConfig(StrictModel):
     """Which dataset, how to split it, and the PROTOCOL.md pre-processing sizes."""
 
@@ -32,3 +49,5 @@ class DataConfig(StrictModel):
     eval_size: int = Field(224, ge=8, description="evaluation resize (no crop)")
     color_jitter: bool = True
     stain_augment: float = Field(0.0, ge=0, le=1, description="HED stain augmentation strength")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig,
+                                       description="used by the synthetic-* datasets")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from histocam.data.config import DataConfig
-from histocam.data.csv_manifest import read_csv_manifest
+from histocam.data.csv_manifest import read_class_names, read_csv_manifest
 from histocam.data.errors import DataError
 from histocam.data.glas import GLAS_CLASSES, find_release, read_glas
 from histocam.data.sample import Sample
@@ -53,6 +53,19 @@ def _glas(config: DataConfig) -> DatasetSource:
 DATASETS.register("glas")(_glas)
 
 
+def _synthetic(domain: str):
+    def factory(config: DataConfig) -> DatasetSource:
+        from histocam.data.synthetic import SyntheticSource
+
+        return SyntheticSource(domain, config.synthetic)
+
+    return factory
+
+
+DATASETS.register("synthetic-colon")(_synthetic("colon"))
+DATASETS.register("synthetic-node")(_synthetic("node"))
+
+
 def _split_kwargs(config: DataConfig, valcl: float, valpx: int) -> dict[str, Any]:
     return dict(
         seed=config.split_seed,
@@ -66,14 +79,15 @@ def _open_path(path: Path, config: DataConfig) -> DatasetSource:
     if path.suffix.lower() == ".csv":
         return read_csv_manifest(path, config.classes, **_split_kwargs(config, 0.2, 3))
     if is_wsol_lists(path):
-        if config.root is None:
-            raise DataError(path, "WSOL split lists need the image root (--root / data.root)")
+        root = config.root if config.root is not None else _lists_own_root(path)
         classes = config.classes
+        if classes is None and (path / "classes.txt").is_file():
+            classes = read_class_names(path / "classes.txt")
         if classes is None:
             lowered = str(path.resolve()).lower()
             classes = GLAS_CLASSES if "glas" in lowered else (
                 CAMELYON_CLASSES if "camelyon" in lowered else None)
-        return read_wsol_lists(path, config.root, classes)
+        return read_wsol_lists(path, root, classes)
     if path.is_dir():
         try:
             find_release(path)
@@ -86,6 +100,17 @@ def _open_path(path: Path, config: DataConfig) -> DatasetSource:
                         f"(known: {', '.join(DATASETS.names())})")
     raise DataError(path, "unrecognised dataset: expected a GlaS release folder, a WSOL split-list "
                     "folder (train/valcl/valpx/test with image_ids.txt) or a CSV manifest")
+
+
+def _lists_own_root(list_dir: Path) -> Path:
+    """Lists written by ``histocam data synth`` hold their images: the list folder is the root."""
+    for split in ("train", "valcl", "valpx", "test"):
+        ids = list_dir / split / "image_ids.txt"
+        if ids.is_file():
+            first = next((line.strip() for line in ids.read_text().splitlines() if line.strip()), "")
+            if first and (list_dir / first).exists():
+                return list_dir
+    raise DataError(list_dir, "WSOL split lists need the image root (--root / data.root)")
 
 
 def open_source(config: DataConfig | str, **overrides: Any) -> DatasetSource:

@@ -1,0 +1,178 @@
+"""The embedded synthetic H&E benchmark: ``synthetic-colon`` and ``synthetic-node``.
+
+Sample i of (domain, split, seed) is a pure function of those and the knobs: nothing is stored, any
+size works, and the same index gives byte-identical pixels in any process. ``write_synthetic``
+materialises a dataset in the WSOL split-list layout, so the real-data readers read it back.
+
+Domains (see ``synth_colon`` and ``synth_node``): colon-like glands (benign/malignant, GlaS-like
+foreground fractions) and lymph-node-like tiles (normal with empty masks / tumour clusters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from histocam.data.config import SyntheticConfig
+from histocam.data.dataset import SPLITS
+from histocam.data.sample import Sample
+from histocam.data.synth_colon import render_colon
+from histocam.data.synth_node import render_node
+
+DOMAINS = {"colon": (render_colon, ["benign", "malignant"]),
+           "node": (render_node, ["normal", "tumor"])}
+_SPLIT_CODE = {"train": 1, "valcl": 2, "test": 3}
+
+
+class SyntheticSplit:
+    """One split of a synthetic domain; indexing renders (or loads from cache) the sample."""
+
+    def __init__(self, domain: str, split: str, config: SyntheticConfig) -> None:
+        if domain not in DOMAINS:
+            raise KeyError(f"unknown synthetic domain {domain!r} (known: {sorted(DOMAINS)})")
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r} (known: {SPLITS})")
+        self.domain, self.split, self.config = domain, split, config
+        self.name = f"synthetic-{domain}"
+        self.class_names = DOMAINS[domain][1]
+        base = "valcl" if split == "valpx" else split
+        n = {"train": config.n_train, "valcl": config.n_valcl, "test": config.n_test}[base]
+        labels = _labels(domain, base, config, n)
+        indices = np.arange(n)
+        if split == "valpx":  # B-LOC set: the first k images of each class of valcl (valpx ⊂ valcl)
+            k = config.valpx_per_class or (3 if domain == "colon" else 5)
+            indices = np.sort(np.concatenate([np.flatnonzero(labels == c)[:k] for c in (0, 1)]))
+        self._base = base
+        self._indices = indices
+        self._labels = labels[indices]
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @property
+    def ids(self) -> list[str]:
+        return [f"{self.domain}-{self._base}-{i:05d}" for i in self._indices]
+
+    @property
+    def labels(self) -> list[int]:
+        return self._labels.tolist()
+
+    @property
+    def has_mask(self) -> list[bool]:
+        return [True] * len(self)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        i = int(self._indices[index])
+        label = int(self._labels[index])
+        image, mask = render_cached(self.domain, self._base, i, label, self.config)
+        return Sample(image, label, mask, self.ids[index], None)
+
+    def __repr__(self) -> str:
+        return f"SyntheticSplit({self.domain!r}, split={self.split!r}, n={len(self)})"
+
+
+def _labels(domain: str, split: str, config: SyntheticConfig, n: int) -> np.ndarray:
+    n_pos = int(round(config.positive_fraction * n))
+    labels = np.array([1] * n_pos + [0] * (n - n_pos))
+    rng = np.random.default_rng([config.seed, _domain_code(domain), _SPLIT_CODE[split], 0])
+    return labels[rng.permutation(n)]
+
+
+def _domain_code(domain: str) -> int:
+    return list(DOMAINS).index(domain) + 1
+
+
+def _knob_hash(config: SyntheticConfig) -> str:
+    knobs = config.model_dump(exclude={"cache_dir", "n_train", "n_valcl", "n_test",
+                                       "valpx_per_class", "positive_fraction"})
+    return hashlib.sha1(repr(sorted(knobs.items())).encode()).hexdigest()[:12]
+
+
+def render_sample(domain: str, split: str, index: int, label: int,
+                  config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The pure function behind every synthetic sample: (image uint8 H×W×3, mask bool H×W)."""
+    rng = np.random.default_rng([config.seed, _domain_code(domain), _SPLIT_CODE[split], index + 1])
+    return DOMAINS[domain][0](rng, label, config.size, config)
+
+
+def render_cached(domain: str, split: str, index: int, label: int,
+                  config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    if config.cache_dir is None:
+        return render_sample(domain, split, index, label, config)
+    path = Path(config.cache_dir) / f"{domain}-{_knob_hash(config)}" / f"{split}-{index:05d}-{label}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return data["image"], data["mask"]
+    image, mask = render_sample(domain, split, index, label, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npz")
+    np.savez_compressed(tmp, image=image, mask=mask)
+    tmp.replace(path)
+    return image, mask
+
+
+class SyntheticSource:
+    """All splits of one synthetic domain (the ``DatasetSource`` interface)."""
+
+    def __init__(self, domain: str, config: SyntheticConfig | None = None) -> None:
+        self.domain = domain
+        self.config = config or SyntheticConfig()
+        self.name = f"synthetic-{domain}"
+        self.class_names = DOMAINS[domain][1]
+        self.splits = list(SPLITS)
+        self.notes = [f"generated on the fly: seed {self.config.seed}, {self.config.size}², "
+                      f"stain_shift {self.config.stain_shift}"]
+
+    def dataset(self, split: str) -> SyntheticSplit:
+        return SyntheticSplit(self.domain, split, self.config)
+
+
+def write_synthetic(domain: str, out: str | Path, config: SyntheticConfig | None = None,
+                    progress: bool = False) -> Path:
+    """Write a synthetic dataset in the WSOL split-list layout under ``out``.
+
+    Layout: ``images/<id>.png``, ``masks/<id>.png`` (tumour-free node tiles get an empty mask path,
+    i.e. all background, as CAMELYON16 normal patches), ``<split>/{image_ids,class_labels,
+    image_sizes,localization}.txt`` and ``classes.txt``. Read back with ``open_source(out)``.
+    """
+    from PIL import Image
+
+    out = Path(out)
+    source = SyntheticSource(domain, config)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    (out / "classes.txt").write_text("\n".join(source.class_names) + "\n")
+    written: set[str] = set()
+    for split in SPLITS:
+        ds = source.dataset(split)
+        lines: dict[str, list[str]] = {f: [] for f in ("ids", "labels", "sizes", "loc")}
+        iterator = range(len(ds))
+        if progress:
+            from rich.progress import track
+
+            iterator = track(iterator, description=f"{domain} {split}")
+        for i in iterator:
+            image_id = ds.ids[i]
+            rel_image = f"images/{image_id}.png"
+            rel_mask = f"masks/{image_id}.png"
+            if image_id not in written:
+                sample = ds[i]
+                Image.fromarray(sample.image).save(out / rel_image)
+                if sample.mask.any() or domain != "node":
+                    Image.fromarray(sample.mask.astype(np.uint8) * 255).save(out / rel_mask)
+                written.add(image_id)
+            label = ds.labels[i]
+            lines["ids"].append(rel_image)
+            lines["labels"].append(f"{rel_image},{label}")
+            lines["sizes"].append(f"{rel_image},{source.config.size},{source.config.size}")
+            mask_field = rel_mask if (out / rel_mask).exists() else ""
+            lines["loc"].append(f"{rel_image},{mask_field},")
+        split_dir = out / split
+        split_dir.mkdir(exist_ok=True)
+        for key, name in (("ids", "image_ids"), ("labels", "class_labels"),
+                          ("sizes", "image_sizes"), ("loc", "localization")):
+            (split_dir / f"{name}.txt").write_text("\n".join(lines[key]) + "\n")
+    return out

@@ -1,0 +1,1 @@
+"""Pipelines that chain the stages: demo, teacher -> CAMs -> PixelCAM, robustness studies."""
