@@ -1,0 +1,45 @@
+"""Image classification accuracy (CL, survey eq. 13), per class, and the confusion matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ClassificationAccuracy:
+    """Streaming K×K confusion matrix (rows = true class, columns = predicted)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+
+    def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
+        """``predictions``: B class indices, or B×K logits/probabilities (argmax taken)."""
+        if predictions.ndim == 2:
+            predictions = predictions.argmax(dim=1)
+        labels = labels.to(torch.int64).cpu()
+        predictions = predictions.to(torch.int64).cpu()
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels outside 0..{self.num_classes - 1}: {labels.unique().tolist()}")
+        flat = labels * self.num_classes + predictions
+        self.matrix += torch.bincount(flat, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes)
+
+    def merge(self, other: ClassificationAccuracy) -> ClassificationAccuracy:
+        self.matrix += other.matrix
+        return self
+
+    def compute(self) -> dict:
+        m = self.matrix.double().numpy()
+        total = m.sum()
+        per_class = np.divide(np.diag(m), m.sum(1), out=np.full(self.num_classes, np.nan),
+                              where=m.sum(1) > 0)
+        return {
+            "accuracy": float(100 * np.trace(m) / total) if total else float("nan"),
+            "per_class": [float(100 * v) for v in per_class],
+            "confusion_matrix": self.matrix.tolist(),
+            "n_images": int(total),
+        }

@@ -1,0 +1,93 @@
+"""Score histograms of foreground and background pixels: the state behind PxAP and confusion rates.
+
+PROTOCOL.md: thresholds τ = 0, 0.001, …, 0.999 (``np.arange(0, 1, 0.001)``, 1000 values), bin edges
+= thresholds + [1, 2, 3] (1002 bins), counts summed over the dataset. ``bin_index`` reproduces
+``np.histogram``'s binning exactly (value v goes to the last edge ≤ v), including values that sit
+on an edge, for float32 maps too: float32 comparisons against float64 edges are made exact by
+rounding each edge *up* to the next float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+THRESHOLDS = np.arange(0, 1, 0.001)
+EDGES = np.concatenate([THRESHOLDS, [1.0, 2.0, 3.0]])
+N_BINS = EDGES.size - 1  # 1002
+
+
+def _edges_for(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if dtype == torch.float64:
+        return torch.as_tensor(EDGES, dtype=torch.float64, device=device)
+    e32 = EDGES.astype(np.float32)
+    up = e32.astype(np.float64) < EDGES  # rounded down: move to the next float32 above
+    e32[up] = np.nextafter(e32[up], np.float32(np.inf))
+    if dtype == torch.float32:
+        return torch.as_tensor(e32, device=device)
+    raise TypeError(f"maps must be float32 or float64, got {dtype}")
+
+
+def bin_index(scores: torch.Tensor) -> torch.Tensor:
+    """Histogram bin of each score in [0, 1] (0..1000), identical to ``np.histogram(…, EDGES)``."""
+    edges = _edges_for(scores.dtype, scores.device)
+    idx = torch.floor(scores * 1000).to(torch.int64).clamp_(0, 1000)
+    idx -= (scores < edges[idx]).to(torch.int64)  # floor overshot by one
+    idx += (scores >= edges[idx + 1]).to(torch.int64)  # floor undershot by one
+    return idx
+
+
+class PixelHistogram:
+    """Streaming dataset-level histograms of map scores for foreground and background pixels.
+
+    ``update`` per batch, ``merge``/``sync`` to combine processes (counts are summed), ``reset``.
+    Images without a mask are not passed here; an all-background mask adds background counts only.
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        self.fg = torch.zeros(N_BINS, dtype=torch.int64, device=self.device)
+        self.bg = torch.zeros(N_BINS, dtype=torch.int64, device=self.device)
+        self.n_images = 0
+
+    def update(self, maps: torch.Tensor, masks: torch.Tensor, ids=None) -> None:
+        """Add a batch: ``maps`` B×H×W in [0, 1], ``masks`` B×H×W (bool or {0, 1})."""
+        from histocam.metrics.validation import validate_maps
+
+        validate_maps(maps, masks, ids)
+        if self.device is None:
+            self.device = maps.device
+            self.fg, self.bg = self.fg.to(maps.device), self.bg.to(maps.device)
+        idx = bin_index(maps.to(self.device)).reshape(-1)
+        fg = masks.to(self.device).reshape(-1).bool()
+        counts = torch.bincount(idx + N_BINS * fg.to(torch.int64), minlength=2 * N_BINS)
+        self.bg += counts[:N_BINS]
+        self.fg += counts[N_BINS:]
+        self.n_images += maps.shape[0]
+
+    def merge(self, other: PixelHistogram) -> PixelHistogram:
+        self.fg += other.fg.to(self.fg.device)
+        self.bg += other.bg.to(self.bg.device)
+        self.n_images += other.n_images
+        return self
+
+    def sync(self) -> None:
+        """Sum the counts over all processes of ``torch.distributed`` (no-op when not initialised)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            state = torch.cat([self.fg, self.bg, torch.tensor([self.n_images], device=self.fg.device)])
+            dist.all_reduce(state)
+            self.fg, self.bg = state[:N_BINS].clone(), state[N_BINS : 2 * N_BINS].clone()
+            self.n_images = int(state[-1])
+
+    def counts(self) -> dict[str, np.ndarray]:
+        """tp, fp, fn, tn at each threshold of ``THRESHOLDS`` (float64 arrays of length 1000)."""
+        fg = self.fg.double().cpu().numpy()
+        bg = self.bg.double().cpu().numpy()
+        tp = fg[::-1].cumsum()[::-1][: THRESHOLDS.size]  # pixels with score >= τ
+        fp = bg[::-1].cumsum()[::-1][: THRESHOLDS.size]
+        return {"tp": tp, "fp": fp, "fn": fg.sum() - tp, "tn": bg.sum() - fp}

@@ -1,0 +1,33 @@
+"""PxAP (Choe et al., CVPR 2020; survey eqs. 14–16), exactly as PROTOCOL.md specifies."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from histocam.metrics.histogram import PixelHistogram
+
+
+def pxap_from_histograms(fg: np.ndarray, bg: np.ndarray) -> float:
+    """100 · Σ_i precision_i · (recall_i − recall_{i−1}), thresholds in decreasing order.
+
+    ``fg``/``bg`` are the 1002-bin histograms. tp(τ), fp(τ) are cumulative sums from the top bin;
+    precision is taken as 0 where tp + fp = 0 (those steps have zero recall increment anyway).
+    """
+    fg = np.asarray(fg, dtype=np.float64)
+    bg = np.asarray(bg, dtype=np.float64)
+    n_fg = fg.sum()
+    if n_fg <= 0:
+        raise ValueError("PxAP is undefined without foreground pixels in the evaluation set")
+    tp = fg[::-1].cumsum()
+    fp = bg[::-1].cumsum()
+    predicted = tp + fp
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = tp / n_fg
+    return float(100.0 * (precision[1:] * np.diff(recall)).sum())
+
+
+class PxAP(PixelHistogram):
+    """Streaming PxAP: ``update(maps, masks)`` per batch, ``compute()`` -> PxAP in [0, 100]."""
+
+    def compute(self) -> float:
+        return pxap_from_histograms(self.fg.cpu().numpy(), self.bg.cpu().numpy())
