@@ -31,6 +31,30 @@ def demo(
     run_demo(out, n_train=n_train, seed=seed)
 
 
+@app.command("score-maps")
+def score_maps(
+    maps_dir: Path = typer.Argument(..., help="folder of <id>.npy float maps in [0, 1]"),
+    masks_dir: Path = typer.Argument(..., help="folder of <id>.png masks (missing = background)"),
+    valpx_maps: Optional[Path] = typer.Option(None, help="B-LOC maps: choose τ* here"),
+    valpx_masks: Optional[Path] = typer.Option(None, help="B-LOC masks"),
+    size: int = typer.Option(224, help="evaluation size (protocol: 224)"),
+    native: bool = typer.Option(False, help="evaluate at each mask's own size instead"),
+) -> None:
+    """Score saved maps against masks per the protocol; prints metrics JSON on stdout."""
+    import json
+
+    from histocam.data.errors import DataError
+    from histocam.metrics.score_maps import score_map_dirs
+
+    try:
+        report = score_map_dirs(maps_dir, masks_dir, valpx_maps, valpx_masks,
+                                None if native else size)
+    except (DataError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(report, indent=2))
+
+
 @app.callback()
 def main(version: Optional[bool] = typer.Option(None, "--version", help="print the version")):
     if version:

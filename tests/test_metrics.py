@@ -11,7 +11,7 @@ from histocam.metrics import (
     THRESHOLDS, ClassificationAccuracy, MapError, PerImageScores, PixelHistogram, PxAP,
     area_rates, at_threshold, best_threshold, bin_index, paired_ttest, separability_index,
 )
-from histocam.metrics.histogram import EDGES
+from histocam.metrics.histogram import EDGES, histogram_counts
 
 # thresholds of the reference evaluator, plus the two extra edges (1.0 and 2.0) it also visits
 REF_TAUS = np.concatenate([THRESHOLDS, [1.0, 2.0]])
@@ -65,6 +65,25 @@ def test_bin_index_equals_numpy_histogram_including_edges() -> None:
         # and the counts equal np.histogram's
         assert np.array_equal(np.bincount(got, minlength=1002),
                               np.histogram(values.astype(np.float64), bins=EDGES)[0])
+
+
+def test_float32_fast_path_invariant_holds_at_every_edge() -> None:
+    """The fast path relies on: float32 values >= an edge are never truncated below its bin, and
+    values just below an edge land at most _BAND above the integer. Checked for all 1001 edges."""
+    from histocam.metrics.histogram import _BAND, _edges_for
+
+    e32 = _edges_for(torch.float32, torch.device("cpu"))[:1001]
+    k = torch.arange(1001, dtype=torch.int32)
+    at = e32 * 1000.0
+    assert bool((at.to(torch.int32) >= k).all())
+    below = torch.nextafter(e32[1:], torch.tensor(-1.0)) * 1000.0
+    wrong = below.to(torch.int32) >= k[1:]
+    assert bool((torch.frac(below[wrong]) < _BAND).all())
+    values = torch.cat([e32, torch.nextafter(e32, torch.tensor(-1.0)).clamp(min=0),
+                        torch.nextafter(e32, torch.tensor(2.0)).clamp(max=1)])
+    fg = torch.zeros_like(values, dtype=torch.bool)
+    counts = histogram_counts(values, fg)[:1002].numpy()
+    assert np.array_equal(counts, np.histogram(values.double().numpy(), bins=EDGES)[0])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

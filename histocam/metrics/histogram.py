@@ -31,10 +31,39 @@ def _edges_for(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 def bin_index(scores: torch.Tensor) -> torch.Tensor:
     """Histogram bin of each score in [0, 1] (0..1000), identical to ``np.histogram(…, EDGES)``."""
     edges = _edges_for(scores.dtype, scores.device)
-    idx = torch.floor(scores * 1000).to(torch.int64).clamp_(0, 1000)
-    idx -= (scores < edges[idx]).to(torch.int64)  # floor overshot by one
-    idx += (scores >= edges[idx + 1]).to(torch.int64)  # floor undershot by one
-    return idx
+    return torch.bucketize(scores, edges, right=True) - 1
+
+
+#: Width of the band above integers of 1000·s in which truncation may bin a value too high. For
+#: float32, trunc(fl(e32[k]·1000)) ≥ k for every edge (checked exhaustively in the tests), so by
+#: monotonicity values are never binned too low; values just below an edge whose product rounds up
+#: to ≥ k land within 1.3e-4 above k. For float64 the band is checked on both sides.
+_BAND = 1e-3
+_CHUNK = 1 << 17  # elements per pass: keeps the temporaries in cache
+
+
+def histogram_counts(scores: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+    """Counts per bin of background (first ``N_BINS``) and foreground (next ``N_BINS``) scores.
+
+    Fast path: bin = trunc(1000·s); values within ``_BAND`` of a bin edge are re-binned exactly with
+    ``bin_index``. Equal to ``np.histogram`` of each class with ``EDGES`` (tested).
+    """
+    s = scores.reshape(-1)
+    fg = foreground.reshape(-1)
+    two_sided = s.dtype != torch.float32
+    counts = torch.zeros(2 * N_BINS, dtype=torch.int64, device=s.device)
+    for start in range(0, s.numel(), _CHUNK):
+        chunk = s[start : start + _CHUNK]
+        x = chunk * 1000.0
+        idx = x.to(torch.int32)
+        frac = torch.frac(x)
+        near = (frac < _BAND) | (frac > 1 - _BAND) if two_sided else frac < _BAND
+        ambiguous = near.nonzero().squeeze(1)
+        if ambiguous.numel():
+            idx[ambiguous] = bin_index(chunk[ambiguous]).to(torch.int32)
+        idx.add_(fg[start : start + _CHUNK], alpha=N_BINS)
+        counts += torch.bincount(idx, minlength=2 * N_BINS)
+    return counts
 
 
 class PixelHistogram:
@@ -61,9 +90,7 @@ class PixelHistogram:
         if self.device is None:
             self.device = maps.device
             self.fg, self.bg = self.fg.to(maps.device), self.bg.to(maps.device)
-        idx = bin_index(maps.to(self.device)).reshape(-1)
-        fg = masks.to(self.device).reshape(-1).bool()
-        counts = torch.bincount(idx + N_BINS * fg.to(torch.int64), minlength=2 * N_BINS)
+        counts = histogram_counts(maps.to(self.device), masks.to(self.device).bool())
         self.bg += counts[:N_BINS]
         self.fg += counts[N_BINS:]
         self.n_images += maps.shape[0]

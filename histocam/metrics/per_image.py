@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from histocam.metrics.confusion import threshold_index
-from histocam.metrics.histogram import N_BINS, bin_index
+from histocam.metrics.histogram import N_BINS, histogram_counts
 from histocam.metrics.validation import validate_maps
 
 
@@ -29,10 +29,7 @@ class PerImageScores:
     def update(self, maps: torch.Tensor, masks: torch.Tensor, ids: Sequence[str]) -> None:
         validate_maps(maps, masks, ids)
         b = maps.shape[0]
-        idx = bin_index(maps).reshape(b, -1)
-        fg = masks.reshape(b, -1).bool().to(torch.int64)
-        offset = (torch.arange(b, device=maps.device)[:, None] * 2 + fg) * N_BINS
-        hist = torch.bincount((idx + offset).reshape(-1), minlength=b * 2 * N_BINS)
+        hist = torch.stack([histogram_counts(maps[i], masks[i].bool()) for i in range(b)])
         hist = hist.reshape(b, 2, N_BINS).double().cpu().numpy()
         for i in range(b):
             self.rows.append({"id": ids[i], **self._scores(hist[i, 1], hist[i, 0])})

@@ -25,11 +25,11 @@ def validate_maps(maps: torch.Tensor, masks: torch.Tensor | None = None,
     if masks is not None and masks.shape != maps.shape:
         raise MapError(f"map shape {tuple(maps.shape)} != mask shape {tuple(masks.shape)}")
     flat = maps.reshape(maps.shape[0], -1)
-    finite = torch.isfinite(flat).all(dim=1)
+    low, high = flat.amin(dim=1), flat.amax(dim=1)  # NaN propagates; ±inf shows as min/max
+    finite = torch.isfinite(low) & torch.isfinite(high)
     if not bool(finite.all()):
         i = int((~finite).nonzero()[0])
         raise MapError(f"map of image {_name(ids, i)} has non-finite values (NaN or inf)")
-    low, high = flat.amin(dim=1), flat.amax(dim=1)
     bad = (low < 0) | (high > 1)
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
