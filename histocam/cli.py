@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +30,72 @@ def demo(
     from histocam.experiments.demo import run_demo
 
     run_demo(out, n_train=n_train, seed=seed)
+
+
+@app.command()
+def methods() -> None:
+    """List the registered WSOL methods and their hyper-parameters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from histocam.methods import METHODS
+
+    table = Table("method", "hyper-parameters (default)", "summary")
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        fields = {k: v for k, v in cls.Config.model_fields.items() if k not in ("name", "backbone")}
+        params = ", ".join(f"{k}={v.default}" for k, v in fields.items()) or "-"
+        doc = " ".join((sys.modules[cls.__module__].__doc__ or "").split())
+        table.add_row(name, params, doc.split(":")[0])
+    Console().print(table)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="run YAML"),
+    resume: bool = typer.Option(False, help="continue the run from its last checkpoint"),
+) -> None:
+    """Train a WSOL method: histocam train --config run.yaml [key=value ...]."""
+    from histocam.train import Trainer, load_run_config
+
+    try:
+        run = load_run_config(config, list(ctx.args))
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        best = Trainer(run).fit(resume=resume)
+    except (FileExistsError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"done: {run.run_dir}  B-LOC epoch {best['loc_epoch']} (valpx PxAP "
+               f"{best['pxap']:.2f}), B-CL epoch {best['cl_epoch']} (valcl accuracy "
+               f"{best['accuracy']:.2f})")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="run directory"),
+    split: str = typer.Option("test"),
+    checkpoint: str = typer.Option("both", help="best-loc, best-cl, last or both"),
+    save_maps: bool = typer.Option(False, help="also save the maps (float16 .npz)"),
+    separability: bool = typer.Option(False, help="also compute the separability index J"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Evaluate a trained run on a split; τ* is chosen on valpx and applied to the split."""
+    import json
+
+    from histocam.train.evaluate_run import evaluate_checkpoint
+
+    names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
+    for name in names:
+        metrics = evaluate_checkpoint(run, name, split, device=device, save_maps=save_maps,
+                                      separability=separability)
+        loc = metrics.get("localization", {})
+        summary = {"checkpoint": name, "accuracy": metrics["classification"]["accuracy"],
+                   **{k: loc[k] for k in ("pxap", "TP*", "FN*", "FP*", "TN*") if k in loc}}
+        typer.echo(json.dumps(summary))
 
 
 @app.command("score-maps")

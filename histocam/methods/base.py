@@ -1,0 +1,96 @@
+"""The method interface (DESIGN.md): every WSOL method answers forward, loss and localize.
+
+A method is an encoder (``histocam.models``) plus a head plus a loss plus a way to produce a map.
+Subclasses set ``Config`` (their typed hyper-parameters), build their head in ``build_head`` and
+implement ``head_forward``; built-in maps come from ``MethodOutput.maps`` and are post-processed by
+the one protocol function ``normalize_cam``. Top-down methods override ``localize_with_logits``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from histocam.data.config import StrictModel
+from histocam.methods.maps import normalize_cam
+from histocam.models.backbones import BackboneConfig, create_encoder
+
+
+class MethodConfig(StrictModel):
+    """Common to all methods; subclasses add their hyper-parameters."""
+
+    name: str
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+
+
+@dataclass
+class MethodOutput:
+    logits: torch.Tensor  # B×K
+    features: list[torch.Tensor]  # encoder stages, last = the CAM layer
+    maps: torch.Tensor | None = None  # B×K×h×w built-in class maps (None for top-down)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
+    """Base class. ``relu_maps``: whether the protocol applies ReLU before min–max (CAM only)."""
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    relu_maps: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.config = config
+        self.num_classes = num_classes
+        self.encoder = create_encoder(config.backbone)
+        self.head = self.build_head(self.encoder.out_channels, num_classes)
+
+    # --- each method implements these two
+    @abc.abstractmethod
+    def build_head(self, channels: int, num_classes: int) -> nn.Module:
+        """The layers after the encoder (stored as ``self.head``)."""
+
+    @abc.abstractmethod
+    def head_forward(self, features: list[torch.Tensor]) -> MethodOutput:
+        """Logits (and built-in maps) from the encoder's feature maps."""
+
+    # --- the interface
+    def forward(self, images: torch.Tensor) -> MethodOutput:
+        return self.head_forward(self.encoder(images))
+
+    def loss(self, batch: dict[str, Any], output: MethodOutput
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy on image labels; methods with extra terms extend this."""
+        ce = F.cross_entropy(output.logits, batch["label"].to(output.logits.device))
+        return ce, {"ce": float(ce.detach())}
+
+    def class_maps(self, output: MethodOutput, classes: torch.Tensor) -> torch.Tensor:
+        """Low-resolution B×h×w map of ``classes`` (one class per image), before normalisation."""
+        if output.maps is None:
+            raise RuntimeError(f"{type(self).__name__} has no built-in maps")
+        index = torch.arange(classes.shape[0], device=output.maps.device)
+        return output.maps[index, classes.to(output.maps.device)]
+
+    def localize_with_logits(self, images: torch.Tensor, classes: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits B×K, maps B×H×W in [0, 1] at input resolution) from one forward pass."""
+        output = self(images)
+        maps = normalize_cam(self.class_maps(output, classes), images.shape[-2:], self.relu_maps)
+        return output.logits, maps
+
+    def localize(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Maps of ``classes`` (the ground-truth class per the protocol) as B×H×W in [0, 1]."""
+        return self.localize_with_logits(images, classes)[1]
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Encoder and head parameters separately (the head gets a larger learning rate)."""
+        head = [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+        return [{"params": list(self.encoder.parameters()), "role": "encoder"},
+                {"params": head, "role": "head"}]

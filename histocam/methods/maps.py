@@ -1,0 +1,34 @@
+"""The one implementation of the protocol's map post-processing (PROTOCOL.md, "Maps").
+
+CAM and Grad-CAM family: ReLU -> per-image min–max at low resolution (a constant map becomes all
+zeros, never NaN) -> bilinear upsampling (``align_corners=False``) to the input size. Built-in pooling
+maps: the same without ReLU. PixelCAM/NEGEV: a foreground probability, no min–max, bilinear only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def minmax_normalize(cams: torch.Tensor, relu: bool) -> torch.Tensor:
+    """Per-image min–max of B×h×w maps to [0, 1] (constant maps -> 0)."""
+    if relu:
+        cams = cams.clamp(min=0)
+    flat = cams.reshape(cams.shape[0], -1)
+    low = flat.amin(dim=1).view(-1, 1, 1)
+    span = (flat.amax(dim=1).view(-1, 1, 1) - low)
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (cams - low) / safe, torch.zeros_like(cams))
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B×h×w maps in [0, 1] -> B×H×W, bilinear ``align_corners=False`` (clamped for rounding)."""
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return maps.clamp(0.0, 1.0)
+
+
+def normalize_cam(cams: torch.Tensor, size: tuple[int, int], relu: bool) -> torch.Tensor:
+    """Protocol normalisation of low-resolution class maps B×h×w -> B×H×W in [0, 1]."""
+    return upsample(minmax_normalize(cams.float(), relu), size)

@@ -1,0 +1,11 @@
+"""Training: the run config, the trainer with B-LOC/B-CL selection, checkpoints, evaluation."""
+
+from histocam.train.config import RunConfig, TrainConfig, load_run_config
+from histocam.train.trainer import Trainer, load_method
+
+__all__ = ["RunConfig", "TrainConfig", "Trainer", "load_method", "load_run_config"]
+
+
+def train(config: RunConfig, resume: bool = False) -> dict:
+    """Python equivalent of ``histocam train``: fit and return the best values and epochs."""
+    return Trainer(config).fit(resume=resume)

@@ -1,0 +1,87 @@
+"""The one run config (pydantic): data + method + training, loaded from YAML with overrides.
+
+Every key is consumed: unknown keys anywhere are an error. ``key=value`` overrides use dotted paths
+(``train.epochs=3``, ``method.backbone.name=resnet50``) and YAML values (``data.classes=[a,b]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SerializeAsAny, field_validator
+
+from histocam.data.config import DataConfig, StrictModel
+from histocam.methods.base import MethodConfig
+from histocam.methods.registry import method_config
+
+
+class TrainConfig(StrictModel):
+    """Survey App. A defaults: SGD Nesterov 0.9, wd 1e-4, batch 32, head lr × 10, step decay."""
+
+    epochs: int = Field(20, ge=0)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.01, gt=0)
+    head_lr_multiplier: float = Field(10.0, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(1e-4, ge=0)
+    lr_step: int = Field(5, ge=1, description="multiply the lr by lr_gamma every lr_step epochs")
+    lr_gamma: float = Field(0.1, gt=0, le=1)
+    num_workers: int = Field(2, ge=0)
+    amp: bool = Field(True, description="mixed precision (CUDA only)")
+    on_bad_sample: Literal["skip", "error"] = "skip"
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
+
+
+class RunConfig(StrictModel):
+    name: str = "run"
+    out_dir: Path = Path("runs")
+    seed: int = 0
+    deterministic: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: method_config("cam"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _parse_method(cls, value: Any) -> MethodConfig:
+        return method_config(value)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out_dir / self.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``a.b.c=value`` entries (values parsed as YAML) in a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return tree
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ValueError(f"{path}: a run config must be a mapping")
+    return RunConfig.model_validate(apply_overrides(tree, overrides or []))

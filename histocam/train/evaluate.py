@@ -1,0 +1,85 @@
+"""Evaluate a method on a split: classification accuracy and protocol localisation metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from histocam.data.config import DataConfig
+from histocam.data.transforms import JointTransform
+from histocam.methods.base import WSOLMethod
+from histocam.metrics.classification import ClassificationAccuracy
+from histocam.metrics.histogram import PixelHistogram
+from histocam.metrics.per_image import PerImageScores
+from histocam.train.loader import make_loader
+
+
+@dataclass
+class SplitResult:
+    accuracy: ClassificationAccuracy
+    histogram: PixelHistogram | None
+    per_image: PerImageScores | None = None
+    predictions: list[dict] = field(default_factory=list)
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def pxap(self) -> float | None:
+        from histocam.metrics.pxap import pxap_from_histograms
+
+        if self.histogram is None or int(self.histogram.fg.sum()) == 0:
+            return None
+        return pxap_from_histograms(self.histogram.fg.cpu().numpy(),
+                                    self.histogram.bg.cpu().numpy())
+
+
+def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device: torch.device, *,
+                   batch_size: int = 64, num_workers: int = 0, localize: bool = True,
+                   tau: float | None = None, keep_maps: bool = False,
+                   on_bad_sample: str = "error", progress=None) -> SplitResult:
+    """One pass over ``dataset`` (eval transform). Maps are for the ground-truth class.
+
+    ``tau`` enables per-image scores at that operating threshold; ``keep_maps`` keeps every map
+    (float16, CPU) for export. Images without a mask count for accuracy only.
+    """
+    transform = JointTransform.from_config(data_config, train=False)
+    loader = make_loader(dataset, transform, batch_size, shuffle=False, num_workers=num_workers,
+                         on_bad_sample=on_bad_sample)
+    accuracy = ClassificationAccuracy(method.num_classes)
+    hist = PixelHistogram(device) if localize else None
+    per_image = PerImageScores(tau) if (localize and tau is not None) else None
+    result = SplitResult(accuracy, hist, per_image)
+    was_training = method.training
+    method.eval()
+    try:
+        for batch in loader:
+            if batch is None:
+                continue
+            images = batch["image"].to(device)
+            labels = batch["label"].to(device)
+            if localize:
+                logits, maps = method.localize_with_logits(images, labels)
+                maps = maps.detach().float()
+                has = batch["has_mask"].to(device)
+                if bool(has.any()):
+                    masks = batch["mask"].to(device)[has] > 0.5
+                    ids = [i for i, h in zip(batch["id"], has.tolist()) if h]
+                    hist.update(maps[has], masks, ids)
+                    if per_image is not None:
+                        per_image.update(maps[has], masks, ids)
+                if keep_maps:
+                    for image_id, m in zip(batch["id"], maps.cpu().half()):
+                        result.maps[image_id] = m
+            else:
+                with torch.no_grad():
+                    logits = method(images).logits
+            accuracy.update(logits.detach(), labels)
+            probs = torch.softmax(logits.detach().float(), dim=1).cpu()
+            for image_id, y, p in zip(batch["id"], labels.cpu().tolist(), probs):
+                result.predictions.append({"id": image_id, "label": y, "prediction": int(p.argmax()),
+                                           "confidence": float(p.max())})
+            if progress is not None:
+                progress(len(batch["id"]))
+    finally:
+        method.train(was_training)
+    return result
