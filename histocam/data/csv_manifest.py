@@ -68,20 +68,22 @@ def read_csv_manifest(
             raise DataError(csv_path, f"unknown columns {sorted(unknown)}")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     records: dict[str, list[Record]] = {}
-    seen: set[str] = set()
+    seen: dict[str, set[str]] = {}
     for line_no, row in enumerate(rows, start=2):
         where = f"{csv_path}:{line_no}"
         image_rel = row["image"]
         if not image_rel:
             raise DataError(where, "empty image path")
-        if image_rel in seen:
-            raise DataError(where, f"duplicate image {image_rel!r}")
-        seen.add(image_rel)
         mask_cell = row.get("mask", "")
         mask_path = None if mask_cell in ("", ALL_BACKGROUND) else base / mask_cell
         split = row.get("split", "") or "pool"
         if split not in (*SPLITS, "pool"):
             raise DataError(where, f"unknown split {split!r} (expected one of {SPLITS})")
+        earlier = seen.setdefault(image_rel, set())
+        if earlier and (split in earlier or not (earlier | {split}) <= {"valcl", "valpx"}):
+            raise DataError(where, f"duplicate image {image_rel!r} (already in "
+                            f"{', '.join(sorted(earlier))}; only valpx may repeat valcl images)")
+        earlier.add(split)
         records.setdefault(split, []).append(Record(
             id=image_rel, image_path=base / image_rel,
             label=_encode(row["label"], class_names, where),

@@ -1,0 +1,164 @@
+"""Trainer: outputs, model selection, resume == uninterrupted, bad samples, config strictness."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import write_rgb
+from histocam.cli import app
+from histocam.train import RunConfig, Trainer, load_method, load_run_config
+from histocam.train.checkpoint import load_checkpoint, save_checkpoint
+from histocam.train.config import apply_overrides
+from histocam.train.seeding import set_deterministic
+
+
+class EvilPayload:
+    """An arbitrary Python object: refused by weights_only loading."""
+
+
+def tiny_config(tmp_path: Path, name: str = "r", **train) -> RunConfig:
+    return RunConfig.model_validate({
+        "name": name, "out_dir": str(tmp_path), "seed": 3, "deterministic": True,
+        "data": {"dataset": "synthetic-colon", "resize": 72, "crop": 64, "eval_size": 64,
+                 "synthetic": {"size": 72, "n_train": 12, "n_valcl": 8, "n_test": 6}},
+        "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
+        "train": {"epochs": 3, "batch_size": 4, "num_workers": 0, "lr": 0.05, **train},
+    })
+
+
+@pytest.fixture(autouse=True)
+def _restore_determinism():
+    yield
+    set_deterministic(False)
+
+
+def _log(run_dir: Path) -> list[dict]:
+    with (run_dir / "log.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_training_writes_run_directory_and_selects(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    best = Trainer(cfg).fit()
+    run = cfg.run_dir
+    assert (run / "config.yaml").is_file()
+    assert RunConfig.model_validate(__import__("yaml").safe_load((run / "config.yaml").read_text()))
+    rows = _log(run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    pxaps = [float(r["valpx_pxap"]) for r in rows]
+    accs = [float(r["valcl_accuracy"]) for r in rows]
+    # B-LOC = best valpx PxAP, ties -> the later epoch; same for B-CL with accuracy
+    assert best["loc_epoch"] == max(i for i, p in enumerate(pxaps) if p == max(pxaps))
+    assert best["cl_epoch"] == max(i for i, a in enumerate(accs) if a == max(accs))
+    loc = load_checkpoint(run / "checkpoints" / "best-loc.pt")
+    assert loc["epoch"] == best["loc_epoch"] and "optimizer" not in loc
+    assert "optimizer" in load_checkpoint(run / "checkpoints" / "last.pt")
+    method, config, names = load_method(run, "best-cl")
+    assert names == ["benign", "malignant"] and config.method.name == "cam"
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    full = tiny_config(tmp_path, "full")
+    Trainer(full).fit()
+    part = tiny_config(tmp_path, "part", epochs=1)
+    Trainer(part).fit()  # "killed" after epoch 1
+    resumed = tiny_config(tmp_path, "part")
+    Trainer(resumed).fit(resume=True)
+    a, b = _log(full.run_dir), _log(resumed.run_dir)
+    assert [r["epoch"] for r in b] == ["0", "1", "2", "3"]
+    for key in ("valpx_pxap", "valcl_accuracy", "train_loss"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    wa = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    wb = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, epochs=0)
+    Trainer(cfg).fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(cfg).fit()
+
+
+def test_evaluate_command_outputs(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, epochs=1)
+    Trainer(cfg).fit()
+    result = CliRunner().invoke(app, ["evaluate", str(cfg.run_dir), "--checkpoint", "best-loc",
+                                      "--save-maps", "--separability"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((cfg.run_dir / "metrics" / "best-loc-test.json").read_text())
+    loc = metrics["localization"]
+    assert 0 <= loc["pxap"] <= 100 and "tau_star_valpx" in loc
+    assert loc["oracle_test_tau"]["note"].startswith("threshold chosen on the evaluated set")
+    assert metrics["classification"]["n_images"] == 6
+    assert "J = tr(S_B)/tr(S_W)" in metrics["separability"]["definition"]
+    with (cfg.run_dir / "metrics" / "best-loc-test-per-image.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and all(r["ap"] != "" for r in rows)
+    maps = np.load(cfg.run_dir / "metrics" / "best-loc-test-maps.npz")
+    assert len(maps.files) == 6 and all(maps[k].shape == (64, 64) for k in maps.files)
+    assert (cfg.run_dir / "metrics" / "best-loc-test-curves.png").is_file()
+
+
+def test_bad_samples_are_skipped_and_logged(tmp_path: Path, caplog) -> None:
+    data = tmp_path / "d"
+    for i in range(8):
+        write_rgb(data / f"{i}.png", 40, 40, i)
+    (data / "3.png").write_bytes(b"not a png")
+    rows = [f"{i}.png,{i % 2},background,{'train' if i < 6 else 'valcl'}" for i in range(8)]
+    rows += ["6.png,0,background,valpx", "7.png,1,background,valpx"]
+    (data / "set.csv").write_text("image,label,mask,split\n" + "\n".join(rows) + "\n")
+    base = {"name": "bad", "out_dir": str(tmp_path / "runs"),
+            "data": {"dataset": str(data / "set.csv"), "resize": 36, "crop": 32, "eval_size": 32},
+            "method": {"name": "gap", "backbone": {"name": "test_resnet"}},
+            "train": {"epochs": 1, "batch_size": 3, "num_workers": 0}}
+    with caplog.at_level("WARNING", logger="histocam"):
+        Trainer(RunConfig.model_validate(base)).fit()
+    assert any("3.png" in r.message for r in caplog.records)
+    base["name"] = "bad2"
+    base["train"]["on_bad_sample"] = "error"
+    with pytest.raises(Exception, match="3.png"):
+        Trainer(RunConfig.model_validate(base)).fit()
+
+
+def test_config_unknown_keys_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("name: x\ntrain: {epochs: 2}\nmethod: {name: lse, q: 3}\n")
+    cfg = load_run_config(tmp_path / "r.yaml", ["train.epochs=5", "method.q=7.5",
+                                                "method.backbone.name=resnet50"])
+    assert cfg.train.epochs == 5 and cfg.method.q == 7.5 and cfg.method.backbone.name == "resnet50"
+    assert "q: 7.5" in cfg.to_yaml()
+    with pytest.raises(ValueError, match="extra"):
+        load_run_config(tmp_path / "r.yaml", ["train.epoch=5"])
+    with pytest.raises(ValueError, match="not key=value"):
+        apply_overrides({}, ["train.epochs"])
+    with pytest.raises(FileNotFoundError):
+        load_run_config(tmp_path / "nope.yaml")
+
+
+def test_checkpoint_is_atomic_and_weights_only(tmp_path: Path) -> None:
+    path = save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 1}, tmp_path / "c" / "x.pt")
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["x.pt"]  # no temporary left behind
+
+    torch.save({"obj": EvilPayload()}, tmp_path / "evil.pt")
+    with pytest.raises(RuntimeError, match="cannot load checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_cli_train(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "cli", epochs=1)
+    (tmp_path / "run.yaml").write_text(cfg.to_yaml())
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "run.yaml"),
+                                      "train.epochs=1", "name=cli2"])
+    assert result.exit_code == 0, result.output
+    assert "B-LOC epoch" in result.output and (tmp_path / "cli2" / "checkpoints").is_dir()
+    bad = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "run.yaml"), "nope=1"])
+    assert bad.exit_code == 2 and "nope" in bad.output
