@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from histocam.data.config import StrictModel
-from histocam.methods.maps import normalize_cam
+from histocam.cams.normalize import normalize_cam
 from histocam.models.backbones import BackboneConfig, create_encoder
 
 

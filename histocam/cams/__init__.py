@@ -1,0 +1,21 @@
+"""Map extraction: top-down CAMs (Grad-CAM and confidence families) usable on any torch model."""
+
+from histocam.cams.ablationcam import AblationCAM
+from histocam.cams.base import TopDownCAM
+from histocam.cams.gradcam import GradCAM
+from histocam.cams.gradcampp import GradCAMPlusPlus
+from histocam.cams.iscam import ISCAM
+from histocam.cams.layercam import LayerCAM
+from histocam.cams.scorecam import ScoreCAM
+from histocam.cams.smoothgradcampp import SmoothGradCAMPlusPlus
+from histocam.cams.sscam import SSCAM
+from histocam.cams.xgradcam import XGradCAM
+
+TOP_DOWN = {
+    "gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "smoothgradcampp": SmoothGradCAMPlusPlus,
+    "xgradcam": XGradCAM, "layercam": LayerCAM, "scorecam": ScoreCAM, "sscam": SSCAM,
+    "iscam": ISCAM, "ablationcam": AblationCAM,
+}
+
+__all__ = ["TOP_DOWN", "AblationCAM", "GradCAM", "GradCAMPlusPlus", "ISCAM", "LayerCAM",
+           "SSCAM", "ScoreCAM", "SmoothGradCAMPlusPlus", "TopDownCAM", "XGradCAM"]
