@@ -98,6 +98,85 @@ def evaluate(
         typer.echo(json.dumps(summary))
 
 
+@app.command()
+def cams(
+    run: Path = typer.Argument(..., help="trained teacher run directory"),
+    checkpoint: str = typer.Option("best-loc", help="best-loc, best-cl or last"),
+    split: str = typer.Option("train"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM)."""
+    from histocam.cams.store import export_cams
+
+    path = export_cams(run, checkpoint, split, device=device, progress=True)
+    typer.echo(f"wrote {path} (+ .json)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def pixelcam(
+    ctx: typer.Context,
+    teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
+    name: Optional[str] = typer.Option(None, help="run name (default pixelcam-<teacher method>)"),
+) -> None:
+    """Train PixelCAM from a trained teacher run: CAMs exported if needed, [key=value ...]
+    overrides of the pipeline config (e.g. pixelcam.n=10 pixelcam_train.epochs=5)."""
+    from histocam.experiments.pixelcam import PipelineConfig, pixelcam_run_config
+    from histocam.train import Trainer
+    from histocam.train.config import RunConfig, apply_overrides
+    import yaml
+
+    base = RunConfig.model_validate(yaml.safe_load((teacher_run / "config.yaml").read_text()))
+    tree = apply_overrides({"name": base.name, "out_dir": str(teacher_run.parent),
+                            "seed": base.seed, "data": base.data.model_dump(mode="json"),
+                            "backbone": base.method.backbone.model_dump(mode="json"),
+                            "teacher": base.method.model_dump(mode="json"),
+                            "pixelcam_train": base.train.model_dump(mode="json")}, list(ctx.args))
+    p = PipelineConfig.model_validate(tree)
+    from histocam.cams.store import export_cams, store_paths
+
+    store, _ = store_paths(teacher_run, p.pixelcam.teacher_cams, "train")
+    if not store.is_file():
+        export_cams(teacher_run, p.pixelcam.teacher_cams, "train", device=p.device, progress=True)
+    cfg = pixelcam_run_config(p, teacher_run)
+    cfg = cfg.model_copy(update={"out_dir": teacher_run.parent,
+                                 "name": name or f"pixelcam-{base.method.name}-{base.name}"})
+    Trainer(cfg).fit()
+    typer.echo(f"done: {cfg.run_dir}")
+
+
+pipeline_app = typer.Typer(help="End-to-end pipelines.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("pixelcam", context_settings={"allow_extra_args": True,
+                                                     "ignore_unknown_options": True})
+def pipeline_pixelcam(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline YAML"),
+    teacher: Optional[str] = typer.Option(None, help="teacher method (cam, deepmil, gradcampp, "
+                                                     "layercam, ...)"),
+) -> None:
+    """Teacher -> stored CAMs -> PixelCAM -> evaluation of both -> comparison table."""
+    import yaml
+
+    from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
+    from histocam.train.config import apply_overrides
+
+    tree = yaml.safe_load(config.read_text()) if config else {}
+    if teacher:
+        tree["teacher"] = {"name": teacher}
+    try:
+        p = PipelineConfig.model_validate(apply_overrides(tree or {}, list(ctx.args)))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    results = run_pipeline(p)
+    from histocam.experiments.pixelcam import comparison_table
+
+    typer.echo(comparison_table(results))
+    typer.echo(f"\nrun directory: {p.root}")
+
+
 @app.command("score-maps")
 def score_maps(
     maps_dir: Path = typer.Argument(..., help="folder of <id>.npy float maps in [0, 1]"),

@@ -9,7 +9,7 @@ their gradients) into one low-resolution map per layer. The base:
   after an exception; parameter gradients are never touched (``torch.autograd.grad`` on
   activations only);
 - fuses several layers (mean of per-layer min–max maps; LayerCAM overrides) and applies the
-  protocol's ReLU -> min–max -> bilinear (``histocam.cams.normalize.normalize_cam``), on the model's
+  protocol's ReLU -> min–max -> bilinear (``histocam.cams.normalize``), on the model's
   device, batched.
 """
 
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from histocam.cams.normalize import minmax_normalize, normalize_cam
+from histocam.cams.normalize import minmax_normalize
+from histocam.cams.normalize import upsample as upsample_maps
 
 ForwardFn = Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
 
@@ -96,9 +97,10 @@ class TopDownCAM(abc.ABC):
     def __call__(self, images: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         return self.compute(images, classes)[1]
 
-    def compute(self, images: torch.Tensor, classes: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, maps): maps for ``classes`` (default: the predicted class)."""
+    def compute(self, images: torch.Tensor, classes: torch.Tensor | None = None,
+                upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, maps): maps for ``classes`` (default: the predicted class), at input resolution
+        or, with ``upsample=False``, normalised at the (largest) layer resolution."""
         with self._session() as captured, torch.enable_grad():
             x = images.detach().requires_grad_(self.needs_gradients)
             if self.forward_fn is not None:
@@ -111,8 +113,8 @@ class TopDownCAM(abc.ABC):
             classes = classes.to(logits.device).long()
             ctx = CAMContext(images.detach(), classes, logits, activations, self)
             raw = [m.detach() for m in self.layer_maps(ctx)]
-        fused = self.fuse(raw)
-        return logits.detach(), normalize_cam(fused, tuple(images.shape[-2:]), relu=True)
+        low = minmax_normalize(self.fuse(raw), relu=True)
+        return logits.detach(), (upsample_maps(low, tuple(images.shape[-2:])) if upsample else low)
 
     def score(self, inputs: torch.Tensor, classes: torch.Tensor, softmax: bool) -> torch.Tensor:
         """Class scores of ``inputs`` (N×C×H×W) in chunks of ``chunk_size``, no gradients."""

@@ -3,7 +3,7 @@
 A method is an encoder (``histocam.models``) plus a head plus a loss plus a way to produce a map.
 Subclasses set ``Config`` (their typed hyper-parameters), build their head in ``build_head`` and
 implement ``head_forward``; built-in maps come from ``MethodOutput.maps`` and are post-processed by
-the one protocol function ``normalize_cam``. Top-down methods override ``localize_with_logits``.
+the protocol functions of ``histocam.cams.normalize``. Top-down methods override ``localize_with_logits``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pydantic import Field
 from torch import nn
 
 from histocam.data.config import StrictModel
-from histocam.cams.normalize import normalize_cam
+from histocam.cams.normalize import minmax_normalize
+from histocam.cams.normalize import upsample as upsample_maps
 from histocam.models.backbones import BackboneConfig, create_encoder
 
 
@@ -27,6 +28,11 @@ class MethodConfig(StrictModel):
 
     name: str
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+
+    def for_inference(self) -> MethodConfig:
+        """This config without external weight sources (the checkpoint provides the weights)."""
+        return self.model_copy(update={"backbone": self.backbone.model_copy(
+            update={"pretrained": False})})
 
 
 @dataclass
@@ -78,16 +84,21 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
         index = torch.arange(classes.shape[0], device=output.maps.device)
         return output.maps[index, classes.to(output.maps.device)]
 
-    def localize_with_logits(self, images: torch.Tensor, classes: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits B×K, maps B×H×W in [0, 1] at input resolution) from one forward pass."""
+    def localize_with_logits(self, images: torch.Tensor, classes: torch.Tensor,
+                             upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits B×K, maps in [0, 1]) from one forward pass: B×H×W at input resolution, or the
+        normalised low-resolution maps (before upsampling) with ``upsample=False``."""
         output = self(images)
-        maps = normalize_cam(self.class_maps(output, classes), images.shape[-2:], self.relu_maps)
-        return output.logits, maps
+        low = minmax_normalize(self.class_maps(output, classes).float(), self.relu_maps)
+        return output.logits, (upsample_maps(low, tuple(images.shape[-2:])) if upsample else low)
 
     def localize(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Maps of ``classes`` (the ground-truth class per the protocol) as B×H×W in [0, 1]."""
         return self.localize_with_logits(images, classes)[1]
+
+    def training_maps(self, data_config) -> dict[str, torch.Tensor] | None:
+        """Per-image maps the method learns from (PixelCAM: stored teacher CAMs); None if none."""
+        return None
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder and head parameters separately (the head gets a larger learning rate)."""

@@ -37,10 +37,10 @@ class TopDownMethod(CAM):
         out = self(x)
         return out.logits, [out.features[i] for i in self.layer_indices()]
 
-    def localize_with_logits(self, images, classes):
+    def localize_with_logits(self, images, classes, upsample: bool = True):
         engine = self.engine(self, forward_fn=self._forward_for_cam,
                              chunk_size=self.config.chunk_size, **self.engine_kwargs())
-        return engine.compute(images, classes)
+        return engine.compute(images, classes, upsample=upsample)
 
 
 def _top_down(name: str, engine_cls: type[TopDownCAM], config_cls=TopDownConfig):

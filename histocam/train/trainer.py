@@ -42,6 +42,8 @@ class Trainer:
         self.source = open_source(config.data)
         self.class_names = self.source.class_names
         self.method = create_method(config.method, len(self.class_names)).to(self.device)
+        if self.cams is None:
+            self.cams = self.method.training_maps(config.data)
         groups = self.method.parameter_groups()
         t = config.train
         for group in groups:
@@ -209,9 +211,7 @@ def load_method(run_dir: str | Path, checkpoint: str = "best-loc", device: str =
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     state = load_checkpoint(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", device)
     config = RunConfig.model_validate(state["config"])
-    # the encoder weights come from the checkpoint: do not fetch or re-read pretrained weights
-    method_cfg = config.method.model_copy(update={
-        "backbone": config.method.backbone.model_copy(update={"pretrained": False})})
-    method = create_method(method_cfg, len(state["class_names"]))
+    # the weights come from the checkpoint: do not fetch or re-read any other weight source
+    method = create_method(config.method.for_inference(), len(state["class_names"]))
     method.load_state_dict(state["model"])
     return method.to(device).eval(), config, state["class_names"]

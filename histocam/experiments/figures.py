@@ -1,0 +1,50 @@
+"""Figures of the pipelines: test images with their mask and the maps of two models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: str = "auto",
+                    n: int = 6) -> Path:
+    """Rows of image | mask | teacher map | PixelCAM map for the first ``n`` test images with
+    foreground (B-LOC checkpoints, ground-truth class)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from histocam.data.open import open_source
+    from histocam.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform
+    from histocam.train.seeding import resolve_device
+    from histocam.train.trainer import load_method
+
+    dev = resolve_device(device)
+    teacher, config, names = load_method(teacher_dir, "best-loc", str(dev))
+    pixelcam, _, _ = load_method(pixelcam_dir, "best-loc", str(dev))
+    dataset = open_source(config.data).dataset("test")
+    transform = JointTransform.from_config(config.data, train=False)
+    picks = [i for i in range(len(dataset)) if dataset.has_mask[i]]
+    picks = [i for i in picks if dataset[i].mask.any()][:n]
+    fig, axes = plt.subplots(len(picks), 4, figsize=(8, 2.1 * len(picks)), squeeze=False)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    for row, i in zip(axes, picks):
+        item = transform(dataset[i])
+        x = item["image"][None].to(dev)
+        y = item["label"][None].to(dev)
+        maps = [m.localize(x, y)[0].detach().cpu().numpy() for m in (teacher, pixelcam)]
+        image = (item["image"] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        panels = [image, item["mask"].numpy(), *maps]
+        titles = [f"{names[int(y)]}", "mask", f"teacher ({config.method.name})", "PixelCAM"]
+        for ax, panel, title in zip(row, panels, titles):
+            ax.imshow(panel, cmap=None if panel.ndim == 3 else "jet", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

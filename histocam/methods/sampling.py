@@ -1,0 +1,94 @@
+"""Pseudo-label pixel sampling from teacher CAMs (PixelCAM App. J.3; NEGEV §2; PROTOCOL.md).
+
+Each sampler turns B×H×W teacher maps in [0, 1] into B×H×W pseudo labels: 1 = foreground seed,
+0 = background seed, ``IGNORE`` = unlabelled.
+- ``pb`` (probability-based): n foreground pixels drawn without replacement with probability ∝ CAM,
+  n background ∝ 1 − CAM, redrawn at every call; a pixel drawn as both is ignored (conflict).
+- ``th`` (threshold-based): Otsu's threshold of each map; n pixels drawn uniformly inside
+  (CAM ≥ t, foreground) and n outside (background).
+- ``static``: the n highest-CAM pixels are foreground and the n lowest background, fixed (NEGEV's
+  ablation of stochastic sampling).
+Fully negative images (``negative`` mask, e.g. CAMELYON16 normal patches) get background seeds only:
+n uniform ones, or every pixel with ``negative_all_background``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+IGNORE = -1
+Sampler = Literal["pb", "th", "static"]
+
+
+def _draw(weights: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Indices drawn without replacement per row ∝ weights; rows without mass draw nothing.
+
+    Returns B×n indices with -1 where nothing was drawn.
+    """
+    b, m = weights.shape
+    out = torch.full((b, n), -1, dtype=torch.long, device=weights.device)
+    positive = (weights > 0).sum(1)
+    rows = positive > 0
+    if n == 0 or not bool(rows.any()):
+        return out
+    k = min(n, int(positive[rows].min()))
+    if k > 0:
+        drawn = torch.multinomial(weights[rows].float(), k, replacement=False, generator=generator)
+        out[rows, :k] = drawn
+    return out
+
+
+def otsu_threshold(maps: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Otsu's threshold (maximal between-class variance) of each B×H×W map in [0, 1] -> B."""
+    b = maps.shape[0]
+    idx = (maps.reshape(b, -1).clamp(0, 1) * (bins - 1)).round().long()
+    hist = torch.zeros(b, bins, device=maps.device).scatter_add_(
+        1, idx, torch.ones_like(idx, dtype=torch.float))
+    p = hist / hist.sum(1, keepdim=True)
+    levels = torch.arange(bins, device=maps.device, dtype=torch.float) / (bins - 1)
+    w0 = p.cumsum(1)
+    mu = (p * levels).cumsum(1)
+    mu_t = mu[:, -1:]
+    between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0)).clamp(min=1e-12)
+    t = between.argmax(1)
+    return (t.float() + 1) / (bins - 1)  # foreground: level above the split
+
+
+def sample_pseudo_labels(cams: torch.Tensor, n: int, sampler: Sampler = "pb", *,
+                         negative: torch.Tensor | None = None,
+                         negative_all_background: bool = False,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """B×H×W pseudo labels in {IGNORE, 0, 1} from teacher maps ``cams`` (B×H×W in [0, 1])."""
+    b, h, w = cams.shape
+    flat = cams.reshape(b, -1).float().clamp(0, 1)
+    if sampler == "pb":
+        fg_w, bg_w = flat, 1.0 - flat
+    elif sampler == "th":
+        inside = flat >= otsu_threshold(cams)[:, None]
+        fg_w, bg_w = inside.float(), (~inside).float()
+    elif sampler == "static":
+        order = flat.argsort(dim=1, descending=True)
+        fg_idx, bg_idx = order[:, :n], order[:, -n:] if n else order[:, :0]
+    else:
+        raise ValueError(f"unknown sampler {sampler!r} (pb, th or static)")
+    if sampler != "static":
+        fg_idx = _draw(fg_w, n, generator)
+        bg_idx = _draw(bg_w, n, generator)
+    if negative is not None:
+        negative = negative.to(cams.device).bool()
+        fg_idx[negative] = -1
+        uniform = _draw(torch.ones_like(flat[negative]), n, generator)
+        bg_idx[negative] = uniform
+    labels = torch.full((b, h * w), IGNORE, dtype=torch.long, device=cams.device)
+    fg_hit = torch.zeros(b, h * w + 1, dtype=torch.bool, device=cams.device)
+    bg_hit = torch.zeros_like(fg_hit)
+    fg_hit.scatter_(1, torch.where(fg_idx < 0, h * w, fg_idx), True)  # -1 -> dump slot
+    bg_hit.scatter_(1, torch.where(bg_idx < 0, h * w, bg_idx), True)
+    fg_hit, bg_hit = fg_hit[:, :-1], bg_hit[:, :-1]
+    labels[fg_hit & ~bg_hit] = 1
+    labels[bg_hit & ~fg_hit] = 0  # drawn as both: stays ignored
+    if negative is not None and negative_all_background:
+        labels[negative] = 0
+    return labels.view(b, h, w)
