@@ -54,12 +54,20 @@ class PixelCAMConfig(MethodConfig):
 
 
 def pixel_head(channels: int, kind: str) -> nn.Module:
+    """1×1-conv FG/BG classifier; its output layer starts at zero (p = ½ everywhere, pixel CE = ln 2)
+    so that the fresh head does not send large random gradients into the pretrained encoder."""
     if kind == "linear":
-        return nn.Conv2d(channels, 2, kernel_size=1)
-    hidden = max(channels // 2, 16)
-    return nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-                         nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
-                         nn.Conv2d(hidden, 2, 1))
+        head = nn.Conv2d(channels, 2, kernel_size=1)
+        last = head
+    else:
+        hidden = max(channels // 2, 16)
+        head = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                             nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
+                             nn.Conv2d(hidden, 2, 1))
+        last = head[-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return head
 
 
 @register_method("pixelcam")

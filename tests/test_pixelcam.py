@@ -1,0 +1,177 @@
+"""PixelCAM: samplers, partial CE, parameter count, CAM store, the pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from histocam.methods import create_method
+from histocam.methods.sampling import IGNORE, otsu_threshold, sample_pseudo_labels
+
+
+def test_pb_sampler_counts_without_replacement() -> None:
+    g = torch.Generator().manual_seed(0)
+    cams = torch.rand(3, 7, 11, generator=g)
+    labels = sample_pseudo_labels(cams, 5, "pb", generator=g)
+    assert labels.shape == (3, 7, 11)
+    for b in range(3):
+        fg, bg = int((labels[b] == 1).sum()), int((labels[b] == 0).sum())
+        conflicts = 5 - fg
+        assert conflicts >= 0 and fg + conflicts == 5 and bg + conflicts == 5
+
+
+def test_pb_foreground_draws_follow_the_map() -> None:
+    cams = torch.full((1, 10, 10), 0.01)
+    cams[0, :5, :5] = 1.0  # 25 pixels hold 25 / (25 + 0.75) = 97% of the foreground mass
+    g = torch.Generator().manual_seed(1)
+    hits = torch.zeros(10, 10)
+    bg_hits = torch.zeros(10, 10)
+    for _ in range(400):
+        labels = sample_pseudo_labels(cams, 3, "pb", generator=g)[0]
+        hits += labels == 1
+        bg_hits += labels == 0
+    share = float(hits[:5, :5].sum() / hits.sum())
+    assert share > 0.9
+    # background ∝ 1 − CAM: the quadrant (1 − CAM = 0) is never drawn as background
+    assert bg_hits[:5, :5].sum() == 0
+
+
+def test_conflicting_draws_are_ignored() -> None:
+    cams = torch.full((1, 1, 2), 0.5)  # two pixels, n = 2: both drawn as FG and as BG
+    labels = sample_pseudo_labels(cams, 2, "pb")
+    assert torch.equal(labels, torch.full((1, 1, 2), IGNORE))
+
+
+def test_otsu_and_threshold_sampler() -> None:
+    cams = torch.zeros(2, 8, 8)
+    cams[:, :, :3] = 0.9
+    cams[:, :, 3:] = 0.1
+    t = otsu_threshold(cams)
+    assert bool(((t > 0.1) & (t <= 0.9)).all())
+    labels = sample_pseudo_labels(cams, 4, "th", generator=torch.Generator().manual_seed(0))
+    assert bool((labels[:, :, 3:] != 1).all()) and bool((labels[:, :, :3] != 0).all())
+    assert int((labels == 1).sum()) == 8 and int((labels == 0).sum()) == 8
+
+
+def test_static_sampler_takes_top_and_bottom() -> None:
+    cams = torch.arange(12.0).view(1, 3, 4) / 11
+    labels = sample_pseudo_labels(cams, 2, "static")
+    assert labels[0].flatten()[-2:].tolist() == [1, 1]
+    assert labels[0].flatten()[:2].tolist() == [0, 0]
+    assert int((labels == IGNORE).sum()) == 8
+
+
+def test_fully_negative_images_get_background_only() -> None:
+    cams = torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(3))
+    negative = torch.tensor([True, False])
+    labels = sample_pseudo_labels(cams, 4, "pb", negative=negative)
+    assert int((labels[0] == 1).sum()) == 0 and int((labels[0] == 0).sum()) == 4
+    everything = sample_pseudo_labels(cams, 4, "pb", negative=negative,
+                                      negative_all_background=True)
+    assert bool((everything[0] == 0).all())
+
+
+def test_linear_head_adds_exactly_two_times_d_plus_one_parameters() -> None:
+    teacher = create_method({"name": "deepmil", "backbone": {"name": "test_resnet"}}, 2)
+    pix = create_method({"name": "pixelcam", "teacher": {"name": "deepmil"},
+                         "backbone": {"name": "test_resnet"}}, 2)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    d = teacher.encoder.out_channels
+    assert count(pix) - count(teacher) == 2 * (d + 1)
+    deep = create_method({"name": "pixelcam", "head": "mlp3", "backbone": {"name": "test_resnet"}},
+                         2)
+    assert count(deep) - count(create_method({"name": "cam", "backbone": {"name": "test_resnet"}},
+                                             2)) > 2 * (d + 1)
+
+
+def test_partial_ce_has_zero_gradient_on_unlabelled_pixels() -> None:
+    torch.manual_seed(0)
+    pix = create_method({"name": "pixelcam", "loss_resolution": "low", "n": 2,
+                         "backbone": {"name": "test_resnet"}}, 2)
+    x = torch.randn(3, 3, 64, 96)
+    out = pix(x)
+    logits = out.extras["pixel_logits"]
+    logits.retain_grad()
+    h, w = logits.shape[-2:]
+    batch = {"label": torch.tensor([0, 1, 1]), "cam": torch.rand(3, h, w)}
+    torch.manual_seed(5)
+    loss, parts = pix.loss(batch, out)
+    loss.backward()
+    torch.manual_seed(5)
+    labels = pix.pseudo_labels(batch, (h, w))
+    grad = logits.grad.abs().sum(1)
+    assert bool((grad[labels == IGNORE] == 0).all())
+    assert bool((grad[labels != IGNORE] > 0).all())
+    assert parts["pixel"] > 0
+
+
+def test_pixelcam_map_is_a_probability_without_minmax() -> None:
+    pix = create_method({"name": "pixelcam", "backbone": {"name": "test_resnet"}}, 2).eval()
+    torch.nn.init.normal_(pix.pixel_head.weight)  # a trained head is not all zeros
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, maps = pix.localize_with_logits(x, torch.tensor([0, 1]))
+        low = torch.softmax(pix(x).extras["pixel_logits"], 1)[:, 1]
+        lowres = pix.localize_with_logits(x, torch.tensor([0, 1]), upsample=False)[1]
+    assert torch.allclose(lowres, low)
+    assert maps.shape == (2, 64, 64) and float(maps.max()) < 1 and float(maps.min()) > 0
+    assert float(maps.max() - maps.min()) < 1  # no min–max stretching
+
+
+def _tiny_pipeline(tmp_path: Path, **extra) -> dict:
+    from histocam.experiments.pixelcam import PipelineConfig
+
+    tiny = {"epochs": 1, "batch_size": 4, "num_workers": 0}
+    return PipelineConfig.model_validate({
+        "name": "p", "out_dir": str(tmp_path), "seed": 0, "teacher": {"name": "gradcampp"},
+        "data": {"dataset": "synthetic-colon", "resize": 72, "crop": 64, "eval_size": 64,
+                 "synthetic": {"size": 72, "n_train": 8, "n_valcl": 6, "n_test": 4}},
+        "backbone": {"name": "test_resnet"}, "teacher_train": tiny, "pixelcam_train": tiny,
+        **extra})
+
+
+def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
+    from histocam.cams.store import CAMStoreError, load_cams
+    from histocam.experiments.pixelcam import run_pipeline
+
+    p = _tiny_pipeline(tmp_path)
+    results = run_pipeline(p, progress=False)
+    for role in ("teacher", "pixelcam"):
+        for ckpt in ("best-loc", "best-cl"):
+            assert 0 <= results[role][ckpt]["pxap"] <= 100
+    assert "PixelCAM" in (p.root / "comparison.md").read_text()
+    assert (p.root / "figures" / "maps.png").is_file()
+    saved = json.loads((p.root / "comparison.json").read_text())
+    assert saved["teacher_method"] == "gradcampp"
+    # the CAM store: provenance, round trip, and refusal for another dataset
+    store = p.root / "teacher-gradcampp" / "cams" / "best-loc-train.npz"
+    meta = json.loads(store.with_suffix(".json").read_text())
+    assert meta["method"] == "gradcampp" and meta["checkpoint"] == "best-loc"
+    assert len(meta["ids"]) == 8
+    cams = load_cams(store, p.data, "train")
+    assert len(cams) == 8 and all(0 <= float(c.min()) and float(c.max()) <= 1 for c in cams.values())
+    other = p.data.model_copy(update={"synthetic": p.data.synthetic.model_copy(update={"seed": 9})})
+    with pytest.raises(CAMStoreError, match="another dataset"):
+        load_cams(store, other, "train")
+    with pytest.raises(CAMStoreError, match="split 'train', needed 'test'"):
+        load_cams(store, p.data, "test")
+    with pytest.raises(CAMStoreError, match="no CAM for 1 image"):
+        load_cams(store, p.data, "train", ids=meta["ids"] + ["colon-train-99999"])
+    # PixelCAM started from the teacher's B-CL weights
+    pix_cfg = json.loads(json.dumps(__import__("yaml").safe_load(
+        (p.root / "pixelcam-gradcampp" / "config.yaml").read_text())))
+    assert pix_cfg["method"]["init_checkpoint"].endswith("teacher-gradcampp/checkpoints/best-cl.pt")
+
+
+def test_pixelcam_without_cams_is_a_clear_error(tmp_path: Path) -> None:
+    from histocam.train import RunConfig, Trainer
+
+    cfg = RunConfig.model_validate({
+        "name": "x", "out_dir": str(tmp_path),
+        "data": {"dataset": "synthetic-colon", "synthetic": {"size": 64, "n_train": 4}},
+        "method": {"name": "pixelcam", "backbone": {"name": "test_resnet"}}})
+    with pytest.raises(ValueError, match="stored CAMs"):
+        Trainer(cfg)
