@@ -22,14 +22,15 @@ app.add_typer(data_app, name="data")
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="run directory"),
-    n_train: int = typer.Option(64, help="synthetic training images per class"),
+    out: Path = typer.Option(Path("runs"), help="parent folder of the demo run"),
+    n_train: int = typer.Option(240, help="synthetic training images"),
+    epochs: int = typer.Option(8, help="epochs of the teacher and of PixelCAM"),
     seed: int = typer.Option(0, help="random seed"),
 ) -> None:
-    """Run histocam end to end on the embedded synthetic H&E benchmark."""
+    """PixelCAM end to end on the embedded synthetic H&E benchmark (a few CPU minutes)."""
     from histocam.experiments.demo import run_demo
 
-    run_demo(out, n_train=n_train, seed=seed)
+    run_demo(out, n_train=n_train, seed=seed, epochs=epochs)
 
 
 @app.command()

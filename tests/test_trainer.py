@@ -162,3 +162,31 @@ def test_cli_train(tmp_path: Path) -> None:
     assert "B-LOC epoch" in result.output and (tmp_path / "cli2" / "checkpoints").is_dir()
     bad = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "run.yaml"), "nope=1"])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+POOLING = ["cam", "gap", "maxpool", "lse", "wildcat", "deepmil", "prm"]
+
+
+@pytest.mark.skipif(not __import__("conftest").GLAS_SHARED.is_dir(),
+                    reason="shared GlaS copy absent")
+@pytest.mark.parametrize("name", POOLING)
+def test_pooling_methods_train_on_shared_glas(tmp_path: Path, name: str) -> None:
+    from conftest import GLAS_SHARED
+
+    cfg = RunConfig.model_validate({
+        "name": name, "out_dir": str(tmp_path),
+        "data": {"dataset": str(GLAS_SHARED), "resize": 72, "crop": 64, "eval_size": 64},
+        "method": {"name": name, "backbone": {"name": "test_resnet"}},
+        "train": {"epochs": 1, "batch_size": 6, "num_workers": 0, "max_steps_per_epoch": 2}})
+    Trainer(cfg).fit()
+    for ckpt in ("best-loc", "best-cl", "last"):
+        assert (cfg.run_dir / "checkpoints" / f"{ckpt}.pt").is_file()
+    method, config, _ = load_method(cfg.run_dir, "best-loc")
+    from histocam.data.open import open_source
+    from histocam.train.evaluate import evaluate_split
+
+    result = evaluate_split(method, open_source(config.data).dataset("valpx"), config.data,
+                            torch.device("cpu"), keep_maps=True)
+    maps = torch.stack([m.float() for m in result.maps.values()])
+    assert maps.shape[1:] == (64, 64) and torch.isfinite(maps).all()
+    assert maps.min() >= 0 and maps.max() <= 1 and result.pxap is not None

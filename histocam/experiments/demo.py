@@ -1,4 +1,11 @@
-"""``histocam demo``: the data path end to end on the embedded synthetic benchmark."""
+"""``histocam demo``: the PixelCAM pipeline end to end on the embedded synthetic benchmark.
+
+Trains a CAM teacher on synthetic-colon (ResNet-18 from scratch: no download needed), stores its
+B-LOC CAMs, trains PixelCAM from them, evaluates both on test (B-LOC and B-CL, τ* from valpx) and
+prints the comparison table; the run directory holds both runs, ``comparison.md`` and
+``figures/maps.png`` (image | mask | teacher map | PixelCAM map). Sized for a few minutes on two
+CPU cores: 128-px tiles, 112-px crops.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +13,32 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histocam.data.check import check_source
-from histocam.data.cli import print_report
-from histocam.data.config import SyntheticConfig
-from histocam.data.gallery import save_gallery
-from histocam.data.open import open_source
-from histocam.data.synthetic import write_synthetic
+from histocam.experiments.pixelcam import PipelineConfig, comparison_table, run_pipeline
 
 console = Console()
 
 
-def run_demo(out: Path, n_train: int = 64, seed: int = 0) -> None:
-    """Generate synthetic-colon on disk, read it back with the WSOL list reader, validate it."""
-    out = Path(out)
-    config = SyntheticConfig(seed=seed, n_train=n_train, n_valcl=20, n_test=40)
-    data_dir = write_synthetic("colon", out / "data", config, progress=True)
-    report = check_source(open_source(str(data_dir)))
-    print_report(report)
-    figure = save_gallery(open_source(str(data_dir)).dataset("train"), out / "figures" / "samples.png")
-    console.print(f"dataset: {data_dir}\nfigure: {figure}")
+def demo_config(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 8) -> PipelineConfig:
+    train = {"epochs": epochs, "batch_size": 32, "lr": 0.01, "lr_step": max(epochs - 2, 1),
+             "num_workers": 2}
+    return PipelineConfig.model_validate({
+        "name": "demo", "out_dir": str(out), "seed": seed,
+        "data": {"dataset": "synthetic-colon", "resize": 128, "crop": 112, "eval_size": 112,
+                 "synthetic": {"size": 128, "n_train": n_train, "n_valcl": 40, "n_test": 80,
+                               "seed": seed, "cache_dir": str(Path(out) / "cache")}},
+        "backbone": {"name": "resnet18", "pretrained": False},
+        "teacher": {"name": "cam"},
+        "teacher_train": train,
+        "pixelcam_train": train,
+    })
+
+
+def run_demo(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 8) -> dict:
+    config = demo_config(Path(out), n_train, seed, epochs)
+    console.print(f"[bold]histocam demo[/]: CAM teacher -> stored CAMs -> PixelCAM on "
+                  f"synthetic-colon ({n_train} train images, seed {seed}), run dir {config.root}")
+    results = run_pipeline(config)
+    console.print(comparison_table(results), highlight=False)
+    console.print(f"\nfigure: {config.root / 'figures' / 'maps.png'}\n"
+                  f"table:  {config.root / 'comparison.md'}")
+    return results

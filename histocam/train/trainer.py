@@ -17,6 +17,9 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+)
 
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
@@ -106,7 +109,15 @@ class Trainer:
         self.method.train()
         totals: dict[str, float] = {}
         n_seen, n_correct, steps = 0, 0, 0
+        bar = Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), transient=True, console=console,
+                       disable=not console.is_terminal)
+        total = len(loader) if not t.max_steps_per_epoch else min(len(loader),
+                                                                   t.max_steps_per_epoch)
+        task = bar.add_task("train", total=total)
+        bar.start()
         for batch in loader:
+            bar.advance(task)
             if batch is None:
                 continue
             batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
@@ -126,6 +137,7 @@ class Trainer:
             steps += 1
             if t.max_steps_per_epoch and steps >= t.max_steps_per_epoch:
                 break
+        bar.stop()
         stats = {f"train_{k}": v / max(n_seen, 1) for k, v in totals.items()}
         stats["train_accuracy"] = 100.0 * n_correct / max(n_seen, 1)
         return stats

@@ -1,0 +1,90 @@
+"""PixelCAM vs its teacher, several seeds: mean ± std of test PxAP and CL (B-LOC and B-CL).
+
+For each teacher and seed it runs ``histocam pipeline pixelcam`` with the teacher run
+``<out_dir>/<teacher>-s<seed>`` (trained by benchmarks/train_teachers.sh; trained here if missing)
+and the PixelCAM config ``benchmarks/configs/pixelcam-<dataset>.yaml``, then aggregates the
+``comparison.json`` files. Finished pipelines are reused.
+
+Usage:
+  bash benchmarks/train_teachers.sh "cam deepmil gradcampp layercam" "colon glas" "0 1 2"
+  python benchmarks/pixelcam_vs_teacher.py --dataset colon --teachers cam deepmil gradcampp \
+      layercam --seeds 0 1 2 [--set pixelcam.n=10 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+
+from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
+from histocam.train.config import apply_overrides
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", choices=["colon", "glas"], default="colon")
+    parser.add_argument("--teachers", nargs="+", default=["cam", "deepmil", "gradcampp",
+                                                          "layercam"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--tag", default="pix", help="prefix of the pipeline names (ablations)")
+    parser.add_argument("--set", nargs="*", default=[], help="pipeline overrides key=value")
+    args = parser.parse_args()
+    base = yaml.safe_load(Path(f"benchmarks/configs/pixelcam-{args.dataset}.yaml").read_text())
+    rows = []
+    for teacher in args.teachers:
+        per_seed = []
+        for seed in args.seeds:
+            out_dir = Path(base["out_dir"])
+            tree = apply_overrides(json.loads(json.dumps(base)), [
+                f"name={args.tag}-{teacher}-s{seed}", f"seed={seed}", f"teacher.name={teacher}",
+                f"teacher_run={out_dir / f'{teacher}-s{seed}'}", *args.set])
+            p = PipelineConfig.model_validate(tree)
+            done = p.root / "comparison.json"
+            results = json.loads(done.read_text()) if done.is_file() else run_pipeline(p)
+            per_seed.append(results)
+        rows.append((teacher, per_seed))
+    print(f"dataset {args.dataset}, seeds {args.seeds}, overrides {args.set or 'none'}\n")
+    print("| teacher | selection | teacher PxAP | PixelCAM PxAP | Δ PxAP | teacher CL | "
+          "PixelCAM CL | Δ CL |")
+    print("|---|---|---|---|---|---|---|---|")
+    deltas = []
+    for teacher, per_seed in rows:
+        for ckpt in ("best-loc", "best-cl"):
+            tp = [r["teacher"][ckpt]["pxap"] for r in per_seed]
+            pp = [r["pixelcam"][ckpt]["pxap"] for r in per_seed]
+            tc = [r["teacher"][ckpt]["accuracy"] for r in per_seed]
+            pc = [r["pixelcam"][ckpt]["accuracy"] for r in per_seed]
+            dp = [b - a for a, b in zip(tp, pp)]
+            dc = [b - a for a, b in zip(tc, pc)]
+            if ckpt == "best-loc":
+                deltas.extend(dp)
+            sel = "B-LOC" if ckpt == "best-loc" else "B-CL"
+            print(f"| {teacher} | {sel} | {mean_std(tp)} | {mean_std(pp)} | {mean_std(dp)} | "
+                  f"{mean_std(tc)} | {mean_std(pc)} | {mean_std(dc)} |")
+    print(f"\nmean Δ PxAP (B-LOC) over teachers and seeds: {mean_std(deltas)}")
+    print("\npaired t-tests on per-image AP (B-LOC), per teacher and seed:")
+    for teacher, per_seed in rows:
+        tests = [r.get("paired_ttest_pxap_b_loc") for r in per_seed]
+        print(f"  {teacher}: " + "; ".join(
+            f"Δ {t['mean_difference']:+.1f} (t {t['t']:.2f}, p {t['p']:.2g})" for t in tests if t))
+    costs = [(r["teacher"]["cost"], r["pixelcam"]["cost"]) for _, rs in rows for r in rs]
+    t_ratio = statistics.mean(c[0]["ratio"] for c in costs)
+    p_ratio = statistics.mean(c[1]["ratio"] for c in costs)
+    print(f"\ninference (CPU, ms/img, batch 8): PixelCAM forward+map / its forward = {p_ratio:.2f}; "
+          f"teacher forward+map / forward = {t_ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

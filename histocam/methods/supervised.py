@@ -1,0 +1,43 @@
+"""Fully supervised upper bound (not a WSOL method): the same encoder with the image classifier of
+CAM and a 1×1-convolution foreground/background pixel head trained on the training images' *pixel
+masks* (cross-entropy over every pixel of images that have a mask, logits upsampled bilinearly to
+the mask). Its map is the softmax foreground probability, as the seed papers' U-Net reference
+(PixelCAM Table 1) is used: the localisation a weakly supervised method should approach."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from histocam.cams.normalize import upsample as upsample_maps
+from histocam.methods.base import MethodOutput, WSOLMethod
+from histocam.methods.registry import register_method
+
+
+@register_method("supervised")
+class Supervised(WSOLMethod):
+    def build_head(self, channels: int, num_classes: int) -> nn.Module:
+        return nn.ModuleDict({"classifier": nn.Linear(channels, num_classes),
+                              "pixels": nn.Conv2d(channels, 2, kernel_size=1)})
+
+    def head_forward(self, features):
+        f = features[-1]
+        logits = self.head["classifier"](f.mean(dim=(2, 3)))
+        return MethodOutput(logits, features, None, {"pixel_logits": self.head["pixels"](f)})
+
+    def loss(self, batch, output):
+        ce = F.cross_entropy(output.logits, batch["label"])
+        has = batch["has_mask"].bool()
+        if not bool(has.any()):
+            return ce, {"ce": float(ce.detach()), "pixel": 0.0}
+        masks = batch["mask"][has]
+        logits = F.interpolate(output.extras["pixel_logits"][has].float(), size=masks.shape[-2:],
+                               mode="bilinear", align_corners=False)
+        pixel = F.cross_entropy(logits, (masks > 0.5).long())
+        return ce + pixel, {"ce": float(ce.detach()), "pixel": float(pixel.detach())}
+
+    def localize_with_logits(self, images, classes, upsample: bool = True):
+        output = self(images)
+        prob = torch.softmax(output.extras["pixel_logits"].float(), dim=1)[:, 1]
+        return output.logits, (upsample_maps(prob, tuple(images.shape[-2:])) if upsample else prob)
