@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -54,7 +53,7 @@ def methods() -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="run YAML"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="run YAML"),
     resume: bool = typer.Option(False, help="continue the run from its last checkpoint"),
 ) -> None:
     """Train a WSOL method: histocam train --config run.yaml [key=value ...]."""
@@ -117,14 +116,15 @@ def cams(
 def pixelcam(
     ctx: typer.Context,
     teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
-    name: Optional[str] = typer.Option(None, help="run name (default pixelcam-<teacher method>)"),
+    name: str | None = typer.Option(None, help="run name (default pixelcam-<teacher method>)"),
 ) -> None:
     """Train PixelCAM from a trained teacher run: CAMs exported if needed, [key=value ...]
     overrides of the pipeline config (e.g. pixelcam.n=10 pixelcam_train.epochs=5)."""
+    import yaml
+
     from histocam.experiments.pixelcam import PipelineConfig, pixelcam_run_config
     from histocam.train import Trainer
     from histocam.train.config import RunConfig, apply_overrides
-    import yaml
 
     base = RunConfig.model_validate(yaml.safe_load((teacher_run / "config.yaml").read_text()))
     tree = apply_overrides({"name": base.name, "out_dir": str(teacher_run.parent),
@@ -153,8 +153,8 @@ app.add_typer(pipeline_app, name="pipeline")
                                                      "ignore_unknown_options": True})
 def pipeline_pixelcam(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline YAML"),
-    teacher: Optional[str] = typer.Option(None, help="teacher method (cam, deepmil, gradcampp, "
+    config: Path | None = typer.Option(None, "--config", "-c", help="pipeline YAML"),
+    teacher: str | None = typer.Option(None, help="teacher method (cam, deepmil, gradcampp, "
                                                      "layercam, ...)"),
 ) -> None:
     """Teacher -> stored CAMs -> PixelCAM -> evaluation of both -> comparison table."""
@@ -182,8 +182,8 @@ def pipeline_pixelcam(
 def score_maps(
     maps_dir: Path = typer.Argument(..., help="folder of <id>.npy float maps in [0, 1]"),
     masks_dir: Path = typer.Argument(..., help="folder of <id>.png masks (missing = background)"),
-    valpx_maps: Optional[Path] = typer.Option(None, help="B-LOC maps: choose τ* here"),
-    valpx_masks: Optional[Path] = typer.Option(None, help="B-LOC masks"),
+    valpx_maps: Path | None = typer.Option(None, help="B-LOC maps: choose τ* here"),
+    valpx_masks: Path | None = typer.Option(None, help="B-LOC masks"),
     size: int = typer.Option(224, help="evaluation size (protocol: 224)"),
     native: bool = typer.Option(False, help="evaluate at each mask's own size instead"),
 ) -> None:
@@ -203,7 +203,7 @@ def score_maps(
 
 
 @app.callback()
-def main(version: Optional[bool] = typer.Option(None, "--version", help="print the version")):
+def main(version: bool | None = typer.Option(None, "--version", help="print the version")):
     if version:
         from histocam import __version__
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-
 from conftest import SHARED
+
 from histocam.models import BackboneConfig, BackboneError, create_encoder
 
 LITE0 = SHARED / "weights" / "efficientnet_lite0_timm_keys.pth"

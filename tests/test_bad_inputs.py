@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_mask, write_rgb
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import write_mask, write_rgb
 from histocam.cli import app
 from histocam.data import DataError, open_source
 from histocam.data.check import check_source
@@ -107,7 +107,8 @@ def test_lossy_mask_warns(tmp_path: Path) -> None:
     m[14, 5:15] = 3
     write_mask(tmp_path / "m.png", m)
     report = _check(_manifest(tmp_path, ["a.png,0,m.png,train"]))
-    assert any(p.path.endswith("m.png") and "neither binary nor an instance map" in p.message for p in report.warnings)
+    assert any(p.path.endswith("m.png") and "neither binary nor an instance map" in p.message
+               for p in report.warnings)
 
 
 def test_colour_mask_is_error(tmp_path: Path) -> None:

@@ -8,8 +8,18 @@ import torch
 from scipy import stats
 
 from histocam.metrics import (
-    THRESHOLDS, ClassificationAccuracy, MapError, PerImageScores, PixelHistogram, PxAP,
-    area_rates, at_threshold, best_threshold, bin_index, paired_ttest, separability_index,
+    THRESHOLDS,
+    ClassificationAccuracy,
+    MapError,
+    PerImageScores,
+    PixelHistogram,
+    PxAP,
+    area_rates,
+    at_threshold,
+    best_threshold,
+    bin_index,
+    paired_ttest,
+    separability_index,
 )
 from histocam.metrics.histogram import EDGES, histogram_counts
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import GLAS_SHARED, write_mask, write_rgb
+
 from histocam.data import DataConfig, DataError, open_dataset, open_source
 from histocam.data.check import check_source
 from histocam.data.dataset import resolve_path

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from histocam.cams import (
-    AblationCAM, GradCAM, GradCAMPlusPlus, ISCAM, LayerCAM, SSCAM, ScoreCAM, SmoothGradCAMPlusPlus,
+    ISCAM,
+    SSCAM,
+    AblationCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    LayerCAM,
+    ScoreCAM,
+    SmoothGradCAMPlusPlus,
     XGradCAM,
 )
 from histocam.cams.normalize import minmax_normalize

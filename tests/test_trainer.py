@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_rgb
 from typer.testing import CliRunner
 
-from conftest import write_rgb
 from histocam.cli import app
 from histocam.train import RunConfig, Trainer, load_method, load_run_config
 from histocam.train.checkpoint import load_checkpoint, save_checkpoint

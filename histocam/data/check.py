@@ -19,6 +19,7 @@ from histocam.data.errors import DataError, Problem, Severity
 from histocam.data.io import read_image, read_mask_values
 from histocam.data.open import DatasetSource, SplitDataset
 
+
 @dataclass
 class SplitSummary:
     n: int = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -63,9 +62,9 @@ def print_report(report: CheckReport) -> None:
 @data_app.command("check")
 def check(
     path: str = typer.Argument(..., help="dataset name or path (GlaS folder, WSOL lists, CSV)"),
-    root: Optional[Path] = typer.Option(None, help="image root for WSOL split lists"),
-    classes: Optional[str] = typer.Option(None, help="comma-separated class names"),
-    split: Optional[list[str]] = typer.Option(None, help="check only these splits"),
+    root: Path | None = typer.Option(None, help="image root for WSOL split lists"),
+    classes: str | None = typer.Option(None, help="comma-separated class names"),
+    split: list[str] | None = typer.Option(None, help="check only these splits"),
     seed: int = typer.Option(0, help="split seed for datasets without split lists"),
 ) -> None:
     """Validate a dataset: summary per split and class, and every problem found."""
@@ -113,7 +112,7 @@ def gallery(
     out: Path = typer.Option(..., help="PNG file to write"),
     split: str = typer.Option("train"),
     n: int = typer.Option(16, help="number of samples (alternating classes)"),
-    root: Optional[Path] = typer.Option(None, help="image root for WSOL split lists"),
+    root: Path | None = typer.Option(None, help="image root for WSOL split lists"),
 ) -> None:
     """Save a contact sheet of samples with their mask outlines."""
     from histocam.data.gallery import save_gallery

@@ -13,8 +13,17 @@ import numpy as np
 from scipy import ndimage
 
 from histocam.data.synth_common import (
-    E_SOURCE, H_SOURCE, Nuclei, StainStyle, pixel_grid, fibres, make_nuclei, render_rgb, smooth_noise,
-    stamp_nuclei, unit,
+    E_SOURCE,
+    H_SOURCE,
+    Nuclei,
+    StainStyle,
+    fibres,
+    make_nuclei,
+    pixel_grid,
+    render_rgb,
+    smooth_noise,
+    stamp_nuclei,
+    unit,
 )
 
 COLON_STYLE = StainStyle(unit(H_SOURCE), unit(E_SOURCE), gain_h=1.0, gain_e=1.0)

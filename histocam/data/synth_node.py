@@ -13,8 +13,16 @@ import numpy as np
 from scipy import ndimage
 
 from histocam.data.synth_common import (
-    E_SOURCE, H_SOURCE, Nuclei, StainStyle, jittered_grid, make_nuclei, render_rgb, smooth_noise,
-    stamp_nuclei, unit,
+    E_SOURCE,
+    H_SOURCE,
+    Nuclei,
+    StainStyle,
+    jittered_grid,
+    make_nuclei,
+    render_rgb,
+    smooth_noise,
+    stamp_nuclei,
+    unit,
 )
 
 NODE_STYLE = StainStyle(unit(H_SOURCE + np.array([0.10, 0.0, 0.12])),

@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+
 from histocam.data.config import SyntheticConfig
 from histocam.data.dataset import SPLITS
 from histocam.data.sample import Sample

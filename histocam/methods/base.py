@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from histocam.data.config import StrictModel
 from histocam.cams.normalize import minmax_normalize
 from histocam.cams.normalize import upsample as upsample_maps
+from histocam.data.config import StrictModel
 from histocam.models.backbones import BackboneConfig, create_encoder
 
 

@@ -10,7 +10,14 @@ import torch
 from pydantic import Field
 
 from histocam.cams import (
-    AblationCAM, GradCAM, GradCAMPlusPlus, ISCAM, LayerCAM, SSCAM, ScoreCAM, SmoothGradCAMPlusPlus,
+    ISCAM,
+    SSCAM,
+    AblationCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    LayerCAM,
+    ScoreCAM,
+    SmoothGradCAMPlusPlus,
     XGradCAM,
 )
 from histocam.cams.base import TopDownCAM
