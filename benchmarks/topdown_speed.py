@@ -70,7 +70,7 @@ def main() -> None:
                                ("ScoreCAM", {"chunk_size": 64}),
                                ("ISCAM", {"chunk_size": 64, "num_samples": 10}),
                                ("AblationCAM", {"chunk_size": 64}),
-                               ("SSCAM", {"chunk_size": 64, "num_samples": 35})):
+                               ("SSCAM", {"chunk_size": 64, "num_samples": 5})):
             engine = getattr(ours, method)(model, [layer], **kwargs)
             t = best_time(lambda: engine(one, classes[:1]), 1)
             print(f"  {method:16s} ours {1000 * t:9.1f} ms for 1 image = {t / f1:7.1f} forwards")
