@@ -71,8 +71,9 @@ def export_cams(run_dir: str | Path, checkpoint: str = "best-loc", split: str = 
 
         steps = track(loader, description=f"CAMs {checkpoint} {split}", transient=True)
     for batch in steps:
-        _, low = method.localize_with_logits(batch["image"].to(dev), batch["label"].to(dev),
-                                             upsample=False)
+        with torch.no_grad():  # top-down CAMs re-enable gradients where they need them
+            _, low = method.localize_with_logits(batch["image"].to(dev), batch["label"].to(dev),
+                                                 upsample=False)
         for image_id, m in zip(batch["id"], low.detach().cpu().numpy()):
             maps[_key(image_id)] = m.astype(np.float16)
             ids.append(image_id)

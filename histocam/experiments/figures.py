@@ -35,7 +35,8 @@ def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: s
         item = transform(dataset[i])
         x = item["image"][None].to(dev)
         y = item["label"][None].to(dev)
-        maps = [m.localize(x, y)[0].detach().cpu().numpy() for m in (teacher, pixelcam)]
+        with torch.no_grad():
+            maps = [m.localize(x, y)[0].cpu().numpy() for m in (teacher, pixelcam)]
         image = (item["image"] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
         panels = [image, item["mask"].numpy(), *maps]
         titles = [f"{names[int(y)]}", "mask", f"teacher ({config.method.name})", "PixelCAM"]

@@ -58,7 +58,8 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
             images = batch["image"].to(device)
             labels = batch["label"].to(device)
             if localize:
-                logits, maps = method.localize_with_logits(images, labels)
+                with torch.no_grad():  # top-down CAMs re-enable gradients where they need them
+                    logits, maps = method.localize_with_logits(images, labels)
                 maps = maps.detach().float()
                 has = batch["has_mask"].to(device)
                 if bool(has.any()):
