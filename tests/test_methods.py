@@ -163,3 +163,14 @@ def test_unknown_method_and_unknown_hyperparameter() -> None:
         create_method({"name": "lsee"}, 2)
     with pytest.raises(ValueError, match="extra"):
         create_method({"name": "lse", "qq": 3}, 2)
+
+
+@pytest.mark.parametrize("name", ["gradcampp", "layercam", "scorecam", "ablationcam"])
+def test_top_down_maps_are_the_same_under_no_grad(name: str) -> None:
+    """Evaluation loops run under torch.no_grad(); top-down CAMs must re-enable what they need."""
+    m = _method(name)
+    x = torch.randn(2, 3, 48, 64)
+    classes = torch.tensor([2, 0])
+    expected = m.localize(x, classes)
+    with torch.no_grad():
+        assert torch.allclose(m.localize(x, classes), expected, atol=1e-6)
