@@ -23,7 +23,7 @@ from histocam.data.config import DataConfig, StrictModel
 from histocam.methods.base import MethodConfig
 from histocam.methods.registry import method_config
 from histocam.models.backbones import BackboneConfig
-from histocam.train.config import RunConfig, TrainConfig
+from histocam.train.config import RunConfig, RunIdentity, TrainConfig
 
 
 class PixelCAMOptions(StrictModel):
@@ -40,12 +40,8 @@ class PixelCAMOptions(StrictModel):
         "the backbone's own initialisation (ImageNet weights or scratch)")
 
 
-class PipelineConfig(StrictModel):
+class PipelineConfig(RunIdentity):
     name: str = "pixelcam"
-    out_dir: Path = Path("runs")
-    seed: int = 0
-    deterministic: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     teacher: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: method_config("cam"))

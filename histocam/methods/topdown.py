@@ -29,6 +29,11 @@ from histocam.methods.registry import register_method
 class TopDownConfig(MethodConfig):
     chunk_size: int = Field(32, ge=1, description="masked inputs per forward (confidence family)")
 
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The engine's own hyper-parameters: the fields a subclass adds (minus ``layers``)."""
+        own = set(type(self).model_fields) - set(TopDownConfig.model_fields) - {"layers"}
+        return {k: getattr(self, k) for k in sorted(own)}
+
 
 class TopDownMethod(CAM):
     Config = TopDownConfig
@@ -38,7 +43,7 @@ class TopDownMethod(CAM):
         return [len(self.encoder.channels) - 1]
 
     def engine_kwargs(self) -> dict[str, Any]:
-        return {}
+        return self.config.engine_kwargs()
 
     def _forward_for_cam(self, x: torch.Tensor):
         out = self(x)
@@ -51,6 +56,7 @@ class TopDownMethod(CAM):
 
 
 def _top_down(name: str, engine_cls: type[TopDownCAM], config_cls=TopDownConfig):
+    """Register ``name`` as a GAP classifier whose map comes from ``engine_cls``."""
     cls = type(engine_cls.__name__ + "Method", (TopDownMethod,),
                {"engine": engine_cls, "Config": config_cls, "__doc__": engine_cls.__doc__,
                 "__module__": engine_cls.__module__})
@@ -80,16 +86,9 @@ GradCAMMethod = _top_down("gradcam", GradCAM)
 GradCAMPlusPlusMethod = _top_down("gradcampp", GradCAMPlusPlus)
 XGradCAMMethod = _top_down("xgradcam", XGradCAM)
 ScoreCAMMethod = _top_down("scorecam", ScoreCAM)
-
-
-@register_method("smoothgradcampp")
-class SmoothGradCAMPlusPlusMethod(TopDownMethod):
-    __doc__ = SmoothGradCAMPlusPlus.__doc__
-    Config = SmoothConfig
-    engine = SmoothGradCAMPlusPlus
-
-    def engine_kwargs(self):
-        return {"num_samples": self.config.num_samples, "noise": self.config.noise}
+SmoothGradCAMPlusPlusMethod = _top_down("smoothgradcampp", SmoothGradCAMPlusPlus, SmoothConfig)
+SSCAMMethod = _top_down("sscam", SSCAM, SSCAMConfig)
+ISCAMMethod = _top_down("iscam", ISCAM, ISCAMConfig)
 
 
 @register_method("layercam")
@@ -101,29 +100,6 @@ class LayerCAMMethod(TopDownMethod):
     def layer_indices(self):
         n = len(self.encoder.channels)
         return list(range(max(0, n - self.config.layers), n))
-
-    def engine_kwargs(self):
-        return {"gamma": self.config.gamma}
-
-
-@register_method("sscam")
-class SSCAMMethod(TopDownMethod):
-    __doc__ = SSCAM.__doc__
-    Config = SSCAMConfig
-    engine = SSCAM
-
-    def engine_kwargs(self):
-        return {"num_samples": self.config.num_samples, "sigma": self.config.sigma}
-
-
-@register_method("iscam")
-class ISCAMMethod(TopDownMethod):
-    __doc__ = ISCAM.__doc__
-    Config = ISCAMConfig
-    engine = ISCAM
-
-    def engine_kwargs(self):
-        return {"num_samples": self.config.num_samples}
 
 
 @register_method("ablationcam")

@@ -36,12 +36,17 @@ class TrainConfig(StrictModel):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
 
 
-class RunConfig(StrictModel):
+class RunIdentity(StrictModel):
+    """Where a run goes and how it is seeded (shared by runs and pipelines)."""
+
     name: str = "run"
     out_dir: Path = Path("runs")
     seed: int = 0
     deterministic: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class RunConfig(RunIdentity):
     data: DataConfig = Field(default_factory=DataConfig)
     method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: method_config("cam"))
     train: TrainConfig = Field(default_factory=TrainConfig)
