@@ -56,7 +56,7 @@ def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="run YAML"),
     resume: bool = typer.Option(False, help="continue the run from its last checkpoint"),
 ) -> None:
-    """Train a WSOL method: histocam train --config run.yaml [key=value ...]."""
+    """Train a WSOL method: histocam train --config run.yaml KEY=VALUE ... (overrides)."""
     from histocam.train import Trainer, load_run_config
 
     try:
@@ -118,8 +118,8 @@ def pixelcam(
     teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
     name: str | None = typer.Option(None, help="run name (default pixelcam-<teacher method>)"),
 ) -> None:
-    """Train PixelCAM from a trained teacher run: CAMs exported if needed, [key=value ...]
-    overrides of the pipeline config (e.g. pixelcam.n=10 pixelcam_train.epochs=5)."""
+    """Train PixelCAM from a trained teacher run (its CAMs are exported if needed); KEY=VALUE
+    overrides of the pipeline config, e.g. pixelcam.n=10 pixelcam_train.epochs=5."""
     import yaml
 
     from histocam.experiments.pixelcam import PipelineConfig, pixelcam_run_config
