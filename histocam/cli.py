@@ -202,10 +202,15 @@ def score_maps(
     typer.echo(json.dumps(report, indent=2))
 
 
-@app.callback()
-def main(version: bool | None = typer.Option(None, "--version", help="print the version")):
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from histocam import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="print the version and exit")) -> None:
+    """Weakly-supervised classification and ROI localization in histology images."""
