@@ -113,9 +113,9 @@ def inference_cost(run_dir: Path, data: DataConfig, device: str, batch: int = 8,
             best = min(best, time.perf_counter() - start)
         return 1000 * best / batch
 
-    with torch.no_grad():
+    with torch.no_grad():  # top-down CAMs re-enable the gradients they need
         forward = timed(lambda: method(x))
-    mapped = timed(lambda: method.localize_with_logits(x, y))
+        mapped = timed(lambda: method.localize_with_logits(x, y))
     return {"forward_ms": forward, "forward_and_map_ms": mapped, "ratio": mapped / forward}
 
 
