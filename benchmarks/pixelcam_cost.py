@@ -1,0 +1,59 @@
+"""PixelCAM inference cost (issue #7; PixelCAM App. G / Table 11): class + map in one forward.
+
+Same backbone, random weights (timing only), eval mode, no autograd bookkeeping except where a
+method needs gradients: (a) the plain classifier forward (CAM/GAP head), (b) PixelCAM's
+``localize_with_logits`` (logits + FG probability map at input size), (c) a GradCAM++ map.
+Targets: (b)/(a) <= 1.05; the paper reports (c)/(b) = 4.6 on GPU.
+
+Usage: python benchmarks/pixelcam_cost.py [--backbone resnet50] [--size 224] [--batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from histocam.methods import create_method
+
+
+def best(fn, repeats: int) -> float:
+    fn()
+    out = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    backbone = {"name": args.backbone}
+    plain = create_method({"name": "cam", "backbone": backbone}, 2).eval()
+    pixelcam = create_method({"name": "pixelcam", "backbone": backbone}, 2).eval()
+    gradcampp = create_method({"name": "gradcampp", "backbone": backbone}, 2).eval()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    y = torch.randint(0, 2, (args.batch,))
+    with torch.no_grad():
+        t_plain = best(lambda: plain(x), args.repeats)
+        t_pix = best(lambda: pixelcam.localize_with_logits(x, y), args.repeats)
+        t_gpp = best(lambda: gradcampp.localize_with_logits(x, y), args.repeats)
+    ms = lambda t: 1000 * t / args.batch  # noqa: E731
+    print(f"{args.backbone} at {args.size}, batch {args.batch}, {torch.get_num_threads()} threads")
+    print(f"plain classifier forward: {ms(t_plain):.1f} ms/img")
+    print(f"PixelCAM class + map:     {ms(t_pix):.1f} ms/img -> {t_pix / t_plain:.3f}x the plain "
+          "forward (target <= 1.05)")
+    print(f"GradCAM++ class + map:    {ms(t_gpp):.1f} ms/img -> GradCAM++ / PixelCAM = "
+          f"{t_gpp / t_pix:.2f} (paper, GPU: 4.6)")
+
+
+if __name__ == "__main__":
+    main()
