@@ -9,8 +9,8 @@ import torch
 
 def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: str = "auto",
                     n: int = 6) -> Path:
-    """Rows of image | mask | teacher map | PixelCAM map for the first ``n`` test images with
-    foreground (B-LOC checkpoints, ground-truth class)."""
+    """Rows of image | mask | teacher map | PixelCAM map for ``n`` test images with foreground,
+    alternating classes (B-LOC checkpoints, ground-truth class)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,8 +26,16 @@ def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: s
     pixelcam, _, _ = load_method(pixelcam_dir, "best-loc", str(dev))
     dataset = open_source(config.data).dataset("test")
     transform = JointTransform.from_config(config.data, train=False)
-    picks = [i for i in range(len(dataset)) if dataset.has_mask[i]]
-    picks = [i for i in picks if dataset[i].mask.any()][:n]
+    labels = dataset.labels
+    by_class = [[i for i in range(len(dataset)) if labels[i] == c and dataset.has_mask[i]]
+                for c in range(len(names))]
+    picks = []  # alternate classes, images with foreground first
+    for rank in range(len(dataset)):
+        for members in by_class:
+            if rank < len(members) and len(picks) < n and dataset[members[rank]].mask.any():
+                picks.append(members[rank])
+        if len(picks) >= n:
+            break
     fig, axes = plt.subplots(len(picks), 4, figsize=(8, 2.1 * len(picks)), squeeze=False)
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
     std = torch.tensor(IMAGENET_STD)[:, None, None]
