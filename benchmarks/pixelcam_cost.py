@@ -18,14 +18,17 @@ import torch
 from histocam.methods import create_method
 
 
-def best(fn, repeats: int) -> float:
-    fn()
-    out = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_interleaved(fns: list, repeats: int) -> list[float]:
+    """Best time of each function, measured in interleaved rounds (order effects cancel)."""
+    for fn in fns:
         fn()
-        out = min(out, time.perf_counter() - start)
-    return out
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def main() -> None:
@@ -33,7 +36,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     backbone = {"name": args.backbone}
@@ -43,9 +46,9 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.randint(0, 2, (args.batch,))
     with torch.no_grad():
-        t_plain = best(lambda: plain(x), args.repeats)
-        t_pix = best(lambda: pixelcam.localize_with_logits(x, y), args.repeats)
-        t_gpp = best(lambda: gradcampp.localize_with_logits(x, y), args.repeats)
+        t_plain, t_pix, t_gpp = best_interleaved([
+            lambda: plain(x), lambda: pixelcam.localize_with_logits(x, y),
+            lambda: gradcampp.localize_with_logits(x, y)], args.repeats)
     ms = lambda t: 1000 * t / args.batch  # noqa: E731
     print(f"{args.backbone} at {args.size}, batch {args.batch}, {torch.get_num_threads()} threads")
     print(f"plain classifier forward: {ms(t_plain):.1f} ms/img")

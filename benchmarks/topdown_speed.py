@@ -22,13 +22,20 @@ from histocam import cams as ours
 
 
 def best_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return best_interleaved([fn], repeats)[0]
+
+
+def best_interleaved(fns: list, repeats: int) -> list[float]:
+    """Best time of each function, measured in interleaved rounds (order effects cancel)."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def main() -> None:
@@ -48,19 +55,24 @@ def main() -> None:
         layer = model.layer4
         x = torch.randn(args.batch, 3, 224, 224)
         classes = torch.randint(0, 2, (args.batch,))
-        with torch.no_grad():
-            forward = best_time(lambda: model(x), args.repeats)
-        print(f"\n{name}: plain forward {1000 * forward / args.batch:.1f} ms/img")
+        def plain_forward():
+            with torch.no_grad():
+                model(x)
+
+        forward = float("inf")
+        targets = [ClassifierOutputTarget(int(c)) for c in classes]
+        print(f"\n{name}:")
         for method in ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM"):
             engine = getattr(ours, method)(model, [layer])
-            t_ours = best_time(lambda: engine(x, classes), args.repeats)
             ref = getattr(pytorch_grad_cam, method)(model=model, target_layers=[layer])
-            targets = [ClassifierOutputTarget(int(c)) for c in classes]
-            t_ref = best_time(lambda: ref(input_tensor=x, targets=targets), args.repeats)
+            forward_t, t_ours, t_ref = best_interleaved(
+                [plain_forward, lambda: engine(x, classes),
+                 lambda: ref(input_tensor=x, targets=targets)], args.repeats)
+            forward = min(forward, forward_t)
             ref.activations_and_grads.release()
             print(f"  {method:16s} ours {1000 * t_ours / args.batch:7.1f} ms/img, grad-cam "
                   f"{1000 * t_ref / args.batch:7.1f} ms/img -> {t_ref / t_ours:4.1f}x faster; "
-                  f"ours / forward = {t_ours / forward:5.1f}")
+                  f"ours / forward = {t_ours / forward:5.2f} (forward {1000 * forward / args.batch:.1f})")
         if args.skip_confidence or name != args.models[0]:
             continue
         one = x[:1]
