@@ -11,24 +11,11 @@ Usage: python benchmarks/pixelcam_cost.py [--backbone resnet50] [--size 224] [--
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from timing import best_interleaved
 
 from histocam.methods import create_method
-
-
-def best_interleaved(fns: list, repeats: int) -> list[float]:
-    """Best time of each function, measured in interleaved rounds (order effects cancel)."""
-    for fn in fns:
-        fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ Usage: python benchmarks/topdown_speed.py [--batch 32] [--repeats 2] [--models r
 from __future__ import annotations
 
 import argparse
-import time
 
 import timm
 import torch
+from timing import best_interleaved
 
 from histocam import cams as ours
 
@@ -25,17 +25,6 @@ def best_time(fn, repeats: int) -> float:
     return best_interleaved([fn], repeats)[0]
 
 
-def best_interleaved(fns: list, repeats: int) -> list[float]:
-    """Best time of each function, measured in interleaved rounds (order effects cancel)."""
-    for fn in fns:
-        fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
