@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from histocam.cams.normalize import minmax_normalize
@@ -89,8 +88,7 @@ class TopDownCAM(abc.ABC):
         if len(maps) == 1:
             return maps[0]
         size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-        scaled = [F.interpolate(minmax_normalize(m, relu=True)[:, None], size=size,
-                                mode="bilinear", align_corners=False)[:, 0] for m in maps]
+        scaled = [upsample_maps(minmax_normalize(m, relu=True), size, clamp=False) for m in maps]
         return torch.stack(scaled).mean(0)
 
     # ------------------------------------------------------------------ public
@@ -176,8 +174,3 @@ def _progress(iterable, enabled: bool, label: str):
     from rich.progress import track
 
     return track(iterable, description=f"{label} forwards", transient=True)
-
-
-def upsample_to(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N×h×w -> N×H×W bilinear (``align_corners=False``)."""
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from histocam.cams.base import CAMContext, TopDownCAM, upsample_to
-from histocam.cams.normalize import minmax_normalize
+from histocam.cams.base import CAMContext, TopDownCAM
+from histocam.cams.normalize import minmax_normalize, upsample
 
 
 class LayerCAM(TopDownCAM):
@@ -23,6 +23,6 @@ class LayerCAM(TopDownCAM):
         if len(maps) == 1:
             return maps[0]
         size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-        scaled = [upsample_to(torch.tanh(self.gamma * minmax_normalize(m, relu=True)), size)
+        scaled = [upsample(torch.tanh(self.gamma * minmax_normalize(m, relu=True)), size, clamp=False)
                   for m in maps]
         return torch.stack(scaled).amax(0)

@@ -22,11 +22,12 @@ def minmax_normalize(cams: torch.Tensor, relu: bool) -> torch.Tensor:
     return torch.where(span > 0, (cams - low) / safe, torch.zeros_like(cams))
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """B×h×w maps in [0, 1] -> B×H×W, bilinear ``align_corners=False`` (clamped for rounding)."""
+def upsample(maps: torch.Tensor, size: tuple[int, int], clamp: bool = True) -> torch.Tensor:
+    """B×h×w -> B×H×W, bilinear ``align_corners=False``; ``clamp`` keeps maps in [0, 1] despite
+    rounding (off for raw activations)."""
     if tuple(maps.shape[-2:]) != tuple(size):
         maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return maps.clamp(0.0, 1.0)
+    return maps.clamp(0.0, 1.0) if clamp else maps
 
 
 def normalize_cam(cams: torch.Tensor, size: tuple[int, int], relu: bool) -> torch.Tensor:

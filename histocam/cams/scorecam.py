@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from histocam.cams.base import CAMContext, TopDownCAM, upsample_to
-from histocam.cams.normalize import minmax_normalize
+from histocam.cams.base import CAMContext, TopDownCAM
+from histocam.cams.normalize import minmax_normalize, upsample
 
 
 class ScoreCAM(TopDownCAM):
@@ -30,7 +30,7 @@ class ScoreCAM(TopDownCAM):
             for start in range(0, b * k, self.chunk_size):
                 idx = torch.arange(start, min(start + self.chunk_size, b * k), device=a.device)
                 sample = idx // k
-                masks = minmax_normalize(upsample_to(flat[idx], size), relu=False)
+                masks = minmax_normalize(upsample(flat[idx], size, clamp=False), relu=False)
                 weights[idx] = self.channel_scores(ctx, ctx.images[sample], masks,
                                                    ctx.classes[sample]).to(a.device)
             maps.append((weights.view(b, k)[:, :, None, None] * a).sum(1))

@@ -50,19 +50,20 @@ class CheckReport:
         return [p for p in self.problems if p.severity is Severity.WARNING]
 
 
-def _mask_problem(values: np.ndarray) -> str | None:
-    """Describe a mask that is neither binary nor an instance map, else None.
+def _mask_problem(values: np.ndarray) -> tuple[Severity, str] | None:
+    """(severity, description) of a mask that is neither binary nor an instance map, else None.
 
     Binary: one non-zero value. Instance map: labels close to a contiguous range 1..K (GlaS).
     Anything else (e.g. {1, 2, 253, 254, 255} from JPEG or antialiasing) is reported.
     """
     if np.issubdtype(values.dtype, np.floating) and not np.all(values == np.round(values)):
-        return "mask has non-integer values (expected a binary or instance label map)"
+        return Severity.ERROR, "mask has non-integer values (expected a binary or instance label map)"
     uniq = np.unique(values[values != 0])
     if uniq.size <= 1 or uniq.max() <= 2 * uniq.size + 1:
         return None
-    return (f"mask is neither binary nor an instance map: {uniq.size} distinct values up to "
-            f"{uniq.max():g} (lossy compression or antialiasing?); any value > 0 is foreground")
+    return Severity.WARNING, (f"mask is neither binary nor an instance map: {uniq.size} distinct "
+                              f"values up to {uniq.max():g} (lossy compression or antialiasing?); "
+                              "any value > 0 is foreground")
 
 
 def _check_record(rec: Record, split: str, n_classes: int, summary: SplitSummary,
@@ -115,10 +116,9 @@ def _check_record(rec: Record, split: str, n_classes: int, summary: SplitSummary
         report(Severity.ERROR, rec.mask_path,
                f"mask size {values.shape[1]}x{values.shape[0]} does not match image {w}x{h}")
         return
-    message = _mask_problem(values)
-    if message:
-        severity = Severity.ERROR if "non-integer" in message else Severity.WARNING
-        report(severity, rec.mask_path, message)
+    problem = _mask_problem(values)
+    if problem:
+        report(problem[0], rec.mask_path, problem[1])
     summary.with_mask += 1
     summary.masked_ids.add(rec.id)
     summary.coverage[rec.label].append(float((values > 0).mean()))

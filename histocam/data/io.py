@@ -75,14 +75,6 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return to_uint8_rgb(_load_array(path), path)
 
 
-def mask_kind(values: np.ndarray) -> str:
-    """Classify the distinct values of a mask: 'empty', 'binary' or 'instance'."""
-    nonzero = values[values != 0]
-    if nonzero.size == 0:
-        return "empty"
-    return "binary" if np.unique(nonzero).size == 1 else "instance"
-
-
 def read_mask(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Read a binary or instance mask as an H×W bool array (value > 0 = foreground).
 
