@@ -197,15 +197,34 @@ def test_batch_equals_per_sample_and_state_restored(net, images, make) -> None:
     assert sum(len(m._forward_hooks) for m in net.modules()) == hooks_before
     assert all(p.grad is None for p in net.parameters()) and grads_before == [None] * len(
         grads_before)
+    assert all(p.requires_grad for p in net.parameters())  # unfrozen again after the call
 
 
 def test_state_restored_after_an_exception(net, images) -> None:
     hooks_before = sum(len(m._forward_hooks) for m in net.modules())
+    net.b1.requires_grad_(False)  # a partly frozen model stays exactly as it was
+    flags = [p.requires_grad for p in net.parameters()]
     engine = GradCAM(net, ["b3"])
     with pytest.raises(RuntimeError):
         engine(images, torch.tensor([0, 9, 1]))  # class 9 does not exist
     assert net.training
     assert sum(len(m._forward_hooks) for m in net.modules()) == hooks_before
+    assert [p.requires_grad for p in net.parameters()] == flags
+
+
+def test_graph_starts_at_the_target_layer(net, images) -> None:
+    """Nothing before the target layer is recorded for backward, and an in-place operation after
+    it neither fails nor alters the captured activation: maps equal those of a model without it."""
+    seen = {}
+
+    def record(_module, _inputs, output) -> None:
+        seen["b1"] = output.requires_grad
+
+    net.b1.register_forward_hook(record)
+    expected = GradCAM(net, ["b3.1"])(images, CLASSES)  # BatchNorm output, before the ReLU
+    assert seen["b1"] is False
+    net.b3[2] = nn.ReLU(inplace=True)
+    assert torch.allclose(GradCAM(net, ["b3.1"])(images, CLASSES), expected, atol=1e-6)
 
 
 def test_predicted_class_when_no_target(net, images) -> None:

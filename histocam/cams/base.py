@@ -5,9 +5,13 @@ their gradients) into one low-resolution map per layer. The base:
 - captures activations with forward hooks (standalone use on any ``nn.Module`` with named target
   layers) or takes them from a ``forward_fn`` that returns ``(logits, activations)``;
 - targets the given class per sample (the ground truth, per the protocol) or the prediction;
-- runs in eval mode and restores the model's train/eval mode and removes its hooks on exit, also
-  after an exception; parameter gradients are never touched (``torch.autograd.grad`` on
-  activations only);
+- runs in eval mode and restores the model's train/eval mode, its parameters' ``requires_grad``
+  and removes its hooks on exit, also after an exception; parameter gradients are never touched
+  (``torch.autograd.grad`` on activations only);
+- records the autograd graph only from the first target layer on: in hook mode the parameters are
+  frozen for the call and each target output that does not already require gradients becomes a
+  leaf (a copy, so in-place operations downstream do not alter the captured activation), so the
+  part of the network before the target layer runs as a plain inference forward;
 - fuses several layers (mean of per-layer min–max maps; LayerCAM overrides) and applies the
   protocol's ReLU -> min–max -> bilinear (``histocam.cams.normalize``), on the model's
   device, batched.
@@ -63,7 +67,11 @@ class CAMContext:
 
 
 class TopDownCAM(abc.ABC):
-    """Base of GradCAM & co. ``cam(images, classes=None)`` -> B×H×W maps in [0, 1]."""
+    """Base of GradCAM & co. ``cam(images, classes=None)`` -> B×H×W maps in [0, 1].
+
+    With ``forward_fn`` (``x -> (logits, activations)``), the function owns the graph: for the
+    gradient family its activations must require gradients and the logits depend on them.
+    """
 
     needs_gradients = True
 
@@ -100,7 +108,7 @@ class TopDownCAM(abc.ABC):
         """(logits, maps): maps for ``classes`` (default: the predicted class), at input resolution
         or, with ``upsample=False``, normalised at the (largest) layer resolution."""
         with self._session() as captured, torch.enable_grad():
-            x = images.detach().requires_grad_(self.needs_gradients)
+            x = images.detach()
             if self.forward_fn is not None:
                 logits, activations = self.forward_fn(x)
             else:
@@ -144,18 +152,35 @@ class TopDownCAM(abc.ABC):
         captured: list[torch.Tensor] = []
         self._paused = False
 
-        def hook(_module, _inputs, output):
-            if not self._paused:
-                captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+        leaves = self.needs_gradients
 
-        handles = ([layer.register_forward_hook(hook) for layer in self.target_layers]
-                   if self.forward_fn is None else [])
+        def hook(_module, _inputs, output):
+            if self._paused:
+                return None
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            if not (leaves and not tensor.requires_grad):
+                captured.append(tensor)
+                return None
+            leaf = tensor.detach().requires_grad_(True)
+            captured.append(leaf)
+            passed_on = leaf.clone()
+            if isinstance(output, list):
+                return [passed_on, *output[1:]]
+            return (passed_on, *output[1:]) if isinstance(output, tuple) else passed_on
+
+        hooked = self.forward_fn is None
+        handles = [layer.register_forward_hook(hook) for layer in self.target_layers] if hooked else []
+        frozen = [p for p in self.model.parameters() if p.requires_grad] if hooked else []
+        for p in frozen:
+            p.requires_grad_(False)
         self.model.eval()
         try:
             yield captured
         finally:
             for handle in handles:
                 handle.remove()
+            for p in frozen:
+                p.requires_grad_(True)
             self.model.train(was_training)
 
     @contextlib.contextmanager

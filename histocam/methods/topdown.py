@@ -46,8 +46,17 @@ class TopDownMethod(CAM):
         return self.config.engine_kwargs()
 
     def _forward_for_cam(self, x: torch.Tensor):
-        out = self(x)
-        return out.logits, [out.features[i] for i in self.layer_indices()]
+        """(logits, target activations). With the last stage as the only target, the encoder runs
+        without recording a graph and the head runs from a leaf copy of its output (the engine's
+        contract: the graph starts at the target). Several stages keep the encoder's graph."""
+        indices = self.layer_indices()
+        if indices == [len(self.encoder.channels) - 1]:
+            with torch.no_grad():
+                features = self.encoder(x)
+            features[-1] = features[-1].detach().requires_grad_(True)
+            return self.head_forward(features).logits, [features[-1]]
+        out = self(x.requires_grad_(True))  # graph to the stages even with a frozen encoder
+        return out.logits, [out.features[i] for i in indices]
 
     def localize_with_logits(self, images, classes, upsample: bool = True):
         engine = self.engine(self, forward_fn=self._forward_for_cam,
