@@ -34,7 +34,7 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", choices=["colon", "glas"], default="colon")
+    parser.add_argument("--dataset", choices=["colon", "node", "glas"], default="colon")
     parser.add_argument("--teachers", nargs="+", default=["cam", "deepmil", "gradcampp",
                                                           "layercam"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

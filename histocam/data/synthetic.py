@@ -86,9 +86,14 @@ def _domain_code(domain: str) -> int:
     return list(DOMAINS).index(domain) + 1
 
 
+#: Bumped whenever the renderers change what they draw, so stale cache entries are never served.
+GENERATOR_VERSION = 1
+
+
 def _knob_hash(config: SyntheticConfig) -> str:
     knobs = config.model_dump(exclude={"cache_dir", "n_train", "n_valcl", "n_test",
                                        "valpx_per_class", "positive_fraction"})
+    knobs["generator_version"] = GENERATOR_VERSION
     return hashlib.sha1(repr(sorted(knobs.items())).encode()).hexdigest()[:12]
 
 
