@@ -49,9 +49,10 @@ def histogram_counts(scores: torch.Tensor, foreground: torch.Tensor) -> torch.Te
     """
     s = scores.reshape(-1)
     fg = foreground.reshape(-1)
+    fg = fg if fg.dtype == torch.bool else fg != 0
     if s.dtype != torch.float32:
         return torch.bincount(bin_index(s) + N_BINS * fg.long(), minlength=2 * N_BINS)
-    fg = fg.view(torch.uint8) if fg.dtype == torch.bool else fg.to(torch.uint8)
+    fg = fg.view(torch.uint8)
     counts = torch.zeros(2 * N_BINS, dtype=torch.int64, device=s.device)
     for start in range(0, s.numel(), _CHUNK):
         x = s[start : start + _CHUNK].double().mul_(1000.0)
