@@ -158,7 +158,7 @@ class TopDownCAM(abc.ABC):
             if self._paused:
                 return None
             tensor = output[0] if isinstance(output, (tuple, list)) else output
-            if not (leaves and not tensor.requires_grad):
+            if not leaves or tensor.requires_grad:  # already inside the recorded graph
                 captured.append(tensor)
                 return None
             leaf = tensor.detach().requires_grad_(True)

@@ -45,12 +45,13 @@ def histogram_counts(scores: torch.Tensor, foreground: torch.Tensor) -> torch.Te
     ``trunc(float64(s) · 1000 + N_BINS · fg)`` is the exact bin floor(1000 s) offset by the class.
     floor(1000 s) changes at s = k/1000 and the reference binning at EDGES[k]; the two points are
     less than 1e-16 apart and no float32 lies between them (checked for every edge in the tests),
-    so the two binnings agree on every float32 in [0, 1]. float64 maps use ``bin_index``.
+    so the two binnings agree on every float32 in [0, 1]. float64 maps, and devices without
+    float64 (Apple MPS), use ``bin_index`` (same counts, slower).
     """
     s = scores.reshape(-1)
     fg = foreground.reshape(-1)
     fg = fg if fg.dtype == torch.bool else fg != 0
-    if s.dtype != torch.float32:
+    if s.dtype != torch.float32 or s.device.type == "mps":
         return torch.bincount(bin_index(s) + N_BINS * fg.long(), minlength=2 * N_BINS)
     fg = fg.view(torch.uint8)
     counts = torch.zeros(2 * N_BINS, dtype=torch.int64, device=s.device)
