@@ -87,12 +87,15 @@ def main() -> None:
     print(f"test: {len(y_te)} tiles, foreground fraction {float(m_te.mean()):.3f}")
 
     print("\n1. resolution ceiling (masks pooled to the grid)")
+    def pooled(masks: torch.Tensor, grid: int) -> float:
+        low = F.adaptive_avg_pool2d(masks[:, None], grid)[:, 0]
+        return pxap(normalize_cam(low, size, relu=True), m_te)
+
     for grid in (6, 11):
-        print(f"   grid {grid}: PxAP {pxap(normalize_cam(F.adaptive_avg_pool2d(m_te[:, None], grid)[:, 0], size, relu=True), m_te):.1f}")  # noqa: E501
+        print(f"   grid {grid}: PxAP {pooled(m_te, grid):.1f}")
     for sigma in (16, 32):
-        blurred = TF.gaussian_blur(m_te[:, None], 6 * sigma + 1, sigma)
-        low = F.adaptive_avg_pool2d(blurred, 6)[:, 0]
-        print(f"   grid 6 after blur sigma {sigma} px: PxAP {pxap(normalize_cam(low, size, relu=True), m_te):.1f}")  # noqa: E501
+        blurred = TF.gaussian_blur(m_te[:, None], 6 * sigma + 1, sigma)[:, 0]
+        print(f"   grid 6 after blur sigma {sigma} px: PxAP {pooled(blurred, 6):.1f}")
 
     print("\n2. global statistics -> class (train split, 5-fold CV)")
     gray = rgb_tr.mean(1)
