@@ -174,3 +174,18 @@ def test_top_down_maps_are_the_same_under_no_grad(name: str) -> None:
     expected = m.localize(x, classes)
     with torch.no_grad():
         assert torch.allclose(m.localize(x, classes), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "xgradcam"])
+def test_gradcam_method_equals_cam_on_a_gap_linear_head(name: str) -> None:
+    """For GAP + linear, Grad-CAM's and XGrad-CAM's channel weights are the classifier row times a
+    positive factor, so after ReLU and min–max their maps are CAM's: checks the top-down path of
+    the registered methods (encoder without a graph, head from a leaf copy of the last stage)."""
+    cam = _method("cam")
+    top_down = _method(name)
+    top_down.load_state_dict(cam.state_dict())
+    x = torch.randn(3, 3, 56, 88)
+    classes = torch.tensor([2, 0, 1])
+    logits, maps = top_down.localize_with_logits(x, classes)
+    assert torch.allclose(maps, cam.localize(x, classes), atol=1e-5)
+    assert torch.allclose(logits, cam(x).logits, atol=1e-5)
