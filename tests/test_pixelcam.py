@@ -134,7 +134,7 @@ def _tiny_pipeline(tmp_path: Path, **extra) -> dict:
 
 
 def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
-    from histocam.cams.store import CAMStoreError, load_cams
+    from histocam.cams.store import CAMStoreError, load_cams, store_is_current
     from histocam.experiments.pixelcam import run_pipeline
 
     p = _tiny_pipeline(tmp_path)
@@ -158,6 +158,14 @@ def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
         load_cams(store, other, "train")
     with pytest.raises(CAMStoreError, match="split 'train', needed 'test'"):
         load_cams(store, p.data, "test")
+    import histocam.data.synthetic as synthetic  # maps of an older renderer are refused too
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(synthetic.GENERATOR_VERSIONS, "colon", synthetic.GENERATOR_VERSIONS["colon"] + 1)
+        with pytest.raises(CAMStoreError, match="another dataset"):
+            load_cams(store, p.data, "train")
+        assert not store_is_current(store, p.data, "train")  # so the pipeline exports again
+    assert store_is_current(store, p.data, "train")
     with pytest.raises(CAMStoreError, match="no CAM for 1 image"):
         load_cams(store, p.data, "train", ids=meta["ids"] + ["colon-train-99999"])
     # PixelCAM started from the teacher's B-CL weights

@@ -110,14 +110,15 @@ def test_registered_names_and_cache(tmp_path: Path) -> None:
 
 
 def test_cache_is_keyed_on_the_generator_version(tmp_path: Path, monkeypatch) -> None:
-    """A renderer change bumps GENERATOR_VERSION: old cache entries are never served again."""
+    """A renderer change bumps its domain's version: old cache entries are never served again."""
     import histocam.data.synthetic as synthetic
 
     cfg = SMALL.model_copy(update={"cache_dir": tmp_path})
     synthetic.render_cached("colon", "test", 0, 0, cfg)
-    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+    monkeypatch.setitem(synthetic.GENERATOR_VERSIONS, "colon", synthetic.GENERATOR_VERSIONS["colon"] + 1)
     synthetic.render_cached("colon", "test", 0, 0, cfg)
-    assert len(list(tmp_path.iterdir())) == 2
+    synthetic.render_cached("node", "test", 0, 0, cfg)
+    assert len(list(tmp_path.iterdir())) == 3
 
 
 def test_colon_foreground_fraction_spread() -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from histocam.data.config import DataConfig
+from histocam.data.synthetic import generator_version
 
 IDENTITY_FIELDS = ("dataset", "root", "classes", "split_seed", "valcl_fraction", "test_fraction",
                    "valpx_per_class", "synthetic")
@@ -36,6 +37,7 @@ def dataset_identity(config: DataConfig) -> str:
     dump = config.model_dump(mode="json")
     if isinstance(dump.get("synthetic"), dict):
         dump["synthetic"].pop("cache_dir", None)
+        dump["synthetic"]["generator_version"] = generator_version(config.dataset)
     return _hash({k: dump.get(k) for k in IDENTITY_FIELDS})
 
 
@@ -94,10 +96,7 @@ def export_cams(run_dir: str | Path, checkpoint: str = "best-loc", split: str = 
     return npz
 
 
-def load_cams(path: str | Path, data_config: DataConfig, split: str = "train",
-              ids: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Load a store for ``split`` of the dataset described by ``data_config``; id -> map."""
-    npz = Path(path)
+def _checked_meta(npz: Path, data_config: DataConfig, split: str) -> dict:
     meta_path = npz.with_suffix(".json")
     if not npz.is_file() or not meta_path.is_file():
         raise CAMStoreError(f"{npz}: CAM store (and its .json) not found; export it with "
@@ -110,6 +109,23 @@ def load_cams(path: str | Path, data_config: DataConfig, split: str = "train",
             f"{npz}: CAMs were computed for another dataset or split definition (made on "
             f"{meta['dataset']!r}; identity {meta['dataset_identity']} != "
             f"{dataset_identity(data_config)}); export them again for this dataset")
+    return meta
+
+
+def store_is_current(path: str | Path, data_config: DataConfig, split: str = "train") -> bool:
+    """Whether the store at ``path`` exists and was made for this dataset and split."""
+    try:
+        _checked_meta(Path(path), data_config, split)
+    except CAMStoreError:
+        return False
+    return True
+
+
+def load_cams(path: str | Path, data_config: DataConfig, split: str = "train",
+              ids: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Load a store for ``split`` of the dataset described by ``data_config``; id -> map."""
+    npz = Path(path)
+    meta = _checked_meta(npz, data_config, split)
     if ids is not None:
         missing = sorted(set(ids) - set(meta["ids"]))
         if missing:

@@ -86,14 +86,21 @@ def _domain_code(domain: str) -> int:
     return list(DOMAINS).index(domain) + 1
 
 
-#: Bumped whenever the renderers change what they draw, so stale cache entries are never served.
-GENERATOR_VERSION = 1
+#: Bumped per domain whenever its renderer changes what it draws. It keys the tile cache and the
+#: dataset identity of stored CAMs, so stale tiles or teacher maps are never used.
+GENERATOR_VERSIONS = {"colon": 1, "node": 1}
 
 
-def _knob_hash(config: SyntheticConfig) -> str:
+def generator_version(dataset: str) -> int | None:
+    """The renderer version behind a ``synthetic-<domain>`` dataset name; None for other datasets."""
+    domain = dataset.removeprefix("synthetic-")
+    return GENERATOR_VERSIONS.get(domain) if dataset.startswith("synthetic-") else None
+
+
+def _knob_hash(domain: str, config: SyntheticConfig) -> str:
     knobs = config.model_dump(exclude={"cache_dir", "n_train", "n_valcl", "n_test",
                                        "valpx_per_class", "positive_fraction"})
-    knobs["generator_version"] = GENERATOR_VERSION
+    knobs["generator_version"] = GENERATOR_VERSIONS[domain]
     return hashlib.sha1(repr(sorted(knobs.items())).encode()).hexdigest()[:12]
 
 
@@ -108,7 +115,7 @@ def render_cached(domain: str, split: str, index: int, label: int,
                   config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
     if config.cache_dir is None:
         return render_sample(domain, split, index, label, config)
-    path = Path(config.cache_dir) / f"{domain}-{_knob_hash(config)}" / f"{split}-{index:05d}-{label}.npz"
+    path = Path(config.cache_dir) / f"{domain}-{_knob_hash(domain, config)}" / f"{split}-{index:05d}-{label}.npz"
     if path.is_file():
         with np.load(path) as data:
             return data["image"], data["mask"]

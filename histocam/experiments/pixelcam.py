@@ -18,7 +18,7 @@ import torch
 import yaml
 from pydantic import Field, SerializeAsAny, field_validator
 
-from histocam.cams.store import export_cams, store_paths
+from histocam.cams.store import export_cams, store_is_current, store_paths
 from histocam.data.config import DataConfig, StrictModel
 from histocam.methods.base import MethodConfig
 from histocam.methods.registry import method_config
@@ -131,7 +131,7 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
         Trainer(teacher_run_config(p)).fit(resume=(teacher_dir / "checkpoints" / "last.pt")
                                            .is_file())
     cams, _ = store_paths(teacher_dir, p.pixelcam.teacher_cams, "train")
-    if not cams.is_file():
+    if not store_is_current(cams, p.data, "train"):  # missing, or made for an older dataset
         export_cams(teacher_dir, p.pixelcam.teacher_cams, "train", device=p.device,
                     progress=progress)
     pix_cfg = pixelcam_run_config(p, teacher_dir)
