@@ -32,6 +32,26 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def mean_std3(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def with_separability(results: dict) -> bool:
+    """Add the test separability J where a stored comparison lacks it; True if anything changed."""
+    from histocam.train.evaluate_run import evaluate_checkpoint
+
+    changed = False
+    for role in ("teacher", "pixelcam"):
+        for ckpt in ("best-loc", "best-cl"):
+            if results[role][ckpt].get("separability") is None:
+                m = evaluate_checkpoint(Path(results[role]["run"]), ckpt, "test", separability=True)
+                results[role][ckpt]["separability"] = m["separability"]["mean"]
+                changed = True
+    return changed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", choices=["colon", "node", "glas"], default="colon")
@@ -53,6 +73,8 @@ def main() -> None:
             p = PipelineConfig.model_validate(tree)
             done = p.root / "comparison.json"
             results = json.loads(done.read_text()) if done.is_file() else run_pipeline(p)
+            if with_separability(results):  # pipelines finished before J was part of them
+                done.write_text(json.dumps(results, indent=2))
             per_seed.append(results)
         rows.append((teacher, per_seed))
     print(f"dataset {args.dataset}, seeds {args.seeds}, overrides {args.set or 'none'}\n")
@@ -79,6 +101,17 @@ def main() -> None:
         tests = [r.get("paired_ttest_pxap_b_loc") for r in per_seed]
         print(f"  {teacher}: " + "; ".join(
             f"Δ {t['mean_difference']:+.1f} (t {t['t']:.2f}, p {t['p']:.2g})" for t in tests if t))
+    print("\nFG/BG separability J of the encoder's pixel features on test (mean over images; "
+          "J = tr(S_B)/tr(S_W) per image, feature-grid cells labelled FG when >= 50% FG):")
+    print("| teacher | selection | teacher J | PixelCAM J | PixelCAM higher |")
+    print("|---|---|---|---|---|")
+    for teacher, per_seed in rows:
+        for ckpt in ("best-loc", "best-cl"):
+            tj = [r["teacher"][ckpt]["separability"] for r in per_seed]
+            pj = [r["pixelcam"][ckpt]["separability"] for r in per_seed]
+            sel = "B-LOC" if ckpt == "best-loc" else "B-CL"
+            print(f"| {teacher} | {sel} | {mean_std3(tj)} | {mean_std3(pj)} | "
+                  f"{sum(b > a for a, b in zip(tj, pj))}/{len(tj)} |")
     costs = [(r["teacher"]["cost"], r["pixelcam"]["cost"]) for _, rs in rows for r in rs]
     t_ratio = statistics.mean(c[0]["ratio"] for c in costs)
     p_ratio = statistics.mean(c[1]["ratio"] for c in costs)

@@ -142,7 +142,11 @@ def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
     for role in ("teacher", "pixelcam"):
         for ckpt in ("best-loc", "best-cl"):
             assert 0 <= results[role][ckpt]["pxap"] <= 100
-    assert "PixelCAM" in (p.root / "comparison.md").read_text()
+            assert results[role][ckpt]["separability"] > 0
+    table = (p.root / "comparison.md").read_text()
+    assert "PixelCAM" in table and "| J |" in table and "tr(S_B)/tr(S_W)" in table
+    row = next(line for line in table.splitlines() if line.startswith("| gradcampp | B-LOC"))
+    assert row.split("|")[9].strip() == f"{results['teacher']['best-loc']['separability']:.3f}"
     assert (p.root / "figures" / "maps.png").is_file()
     saved = json.loads((p.root / "comparison.json").read_text())
     assert saved["teacher_method"] == "gradcampp"

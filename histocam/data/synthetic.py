@@ -115,7 +115,8 @@ def render_cached(domain: str, split: str, index: int, label: int,
                   config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
     if config.cache_dir is None:
         return render_sample(domain, split, index, label, config)
-    path = Path(config.cache_dir) / f"{domain}-{_knob_hash(domain, config)}" / f"{split}-{index:05d}-{label}.npz"
+    folder = Path(config.cache_dir) / f"{domain}-{_knob_hash(domain, config)}"
+    path = folder / f"{split}-{index:05d}-{label}.npz"
     if path.is_file():
         with np.load(path) as data:
             return data["image"], data["mask"]

@@ -140,11 +140,12 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
     results = {"teacher": {}, "pixelcam": {}}
     for role, run_dir in (("teacher", teacher_dir), ("pixelcam", pix_cfg.run_dir)):
         for ckpt in ("best-loc", "best-cl"):
-            m = evaluate_checkpoint(run_dir, ckpt, "test", device=p.device)
+            m = evaluate_checkpoint(run_dir, ckpt, "test", device=p.device, separability=True)
             loc = m.get("localization", {})
             results[role][ckpt] = {
                 "pxap": loc.get("pxap"), "accuracy": m["classification"]["accuracy"],
                 **{k: loc.get(k) for k in ("TP*", "FN*", "FP*", "TN*")},
+                "separability": m["separability"]["mean"],
                 "per_image_ap": _per_image_ap(run_dir, ckpt),
             }
         results[role]["cost"] = inference_cost(run_dir, p.data, p.device)
@@ -180,18 +181,24 @@ def _ttest(results: dict) -> dict | None:
 
 
 def comparison_table(results: dict) -> str:
-    """Markdown table: PxAP, CL, TP*/FN*/FP*/TN* at B-LOC and B-CL, and inference cost."""
+    """Markdown table: PxAP, CL, TP*/FN*/FP*/TN*, the FG/BG separability J of the encoder's pixel
+    features (PixelCAM Table 4; our definition in PROTOCOL.md) at B-LOC and B-CL, and the
+    inference cost."""
     t = results["teacher_method"]
-    lines = ["| model | selection | PxAP | CL | TP* | FN* | FP* | TN* | map ms/img |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | selection | PxAP | CL | TP* | FN* | FP* | TN* | J | map ms/img |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for role, label in (("teacher", t), ("pixelcam", f"{t} + PixelCAM")):
         for ckpt in ("best-loc", "best-cl"):
             r = results[role][ckpt]
             cells = [f"{r[k]:.1f}" if r.get(k) is not None else "n/a"
                      for k in ("pxap", "accuracy", "TP*", "FN*", "FP*", "TN*")]
+            cells.append(f"{r['separability']:.3f}" if r.get("separability") is not None else "n/a")
             cost = f"{results[role]['cost']['forward_and_map_ms']:.1f}"
             lines.append(f"| {label} | {ckpt.upper().replace('BEST-', 'B-')} | "
                          + " | ".join(cells) + f" | {cost} |")
+    from histocam.metrics.separability import DEFINITION
+
+    lines.append(f"\nJ (mean over test images with both regions): {DEFINITION}")
     test = results.get("paired_ttest_pxap_b_loc")
     if test:
         lines.append(f"\nper-image AP, B-LOC, PixelCAM − teacher: mean {test['mean_difference']:+.2f}"
