@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
+from histocam.metrics.separability import DEFINITION
 from histocam.train.config import apply_overrides
 
 
@@ -101,8 +102,7 @@ def main() -> None:
         tests = [r.get("paired_ttest_pxap_b_loc") for r in per_seed]
         print(f"  {teacher}: " + "; ".join(
             f"Δ {t['mean_difference']:+.1f} (t {t['t']:.2f}, p {t['p']:.2g})" for t in tests if t))
-    print("\nFG/BG separability J of the encoder's pixel features on test (mean over images; "
-          "J = tr(S_B)/tr(S_W) per image, feature-grid cells labelled FG when >= 50% FG):")
+    print(f"\nFG/BG separability of the encoder's pixel features on test, mean over images ({DEFINITION}):")
     print("| teacher | selection | teacher J | PixelCAM J | PixelCAM higher |")
     print("|---|---|---|---|---|")
     for teacher, per_seed in rows:
