@@ -43,7 +43,7 @@ def run_demo(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 10) -> 
     console.print(f"[bold]histocam demo[/]: CAM teacher -> stored CAMs -> PixelCAM on "
                   f"synthetic-colon ({n_train} train images, seed {seed}), run dir {config.root}")
     results = run_pipeline(config)
-    console.print(comparison_table(results), highlight=False)
+    console.print(comparison_table(results), highlight=False, soft_wrap=True)  # no wrapped rows
     console.print(f"\nfigure: {config.root / 'figures' / 'maps.png'}\n"
                   f"table:  {config.root / 'comparison.md'}")
     return results
