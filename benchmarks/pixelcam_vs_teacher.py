@@ -25,18 +25,12 @@ from histocam.metrics.separability import DEFINITION
 from histocam.train.config import apply_overrides
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 1) -> str:
     if not values:
         return "n/a"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def mean_std3(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def with_separability(results: dict) -> bool:
@@ -110,7 +104,7 @@ def main() -> None:
             tj = [r["teacher"][ckpt]["separability"] for r in per_seed]
             pj = [r["pixelcam"][ckpt]["separability"] for r in per_seed]
             sel = "B-LOC" if ckpt == "best-loc" else "B-CL"
-            print(f"| {teacher} | {sel} | {mean_std3(tj)} | {mean_std3(pj)} | "
+            print(f"| {teacher} | {sel} | {mean_std(tj, 3)} | {mean_std(pj, 3)} | "
                   f"{sum(b > a for a, b in zip(tj, pj))}/{len(tj)} |")
     costs = [(r["teacher"]["cost"], r["pixelcam"]["cost"]) for _, rs in rows for r in rs]
     t_ratio = statistics.mean(c[0]["ratio"] for c in costs)
