@@ -21,7 +21,7 @@ import torchvision.transforms.functional as TF
 
 from histocam.cams.normalize import normalize_cam
 from histocam.data.open import open_source
-from histocam.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform
+from histocam.data.transforms import JointTransform
 from histocam.metrics.pxap import PxAP
 from histocam.models.backbones import create_encoder
 from histocam.train.config import load_run_config
@@ -72,9 +72,7 @@ def load(source, config, split):
     loader = make_loader(source.dataset(split), JointTransform.from_config(config.data, False), 1000,
                          shuffle=False, num_workers=0)
     batch = next(iter(loader))
-    rgb = batch["image"] * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(
-        IMAGENET_MEAN)[:, None, None]
-    return batch["image"], rgb.clamp(0, 1), batch["label"], batch["mask"]
+    return batch["image"], batch["image"], batch["label"], batch["mask"]
 
 
 def main() -> None:

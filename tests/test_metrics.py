@@ -254,3 +254,18 @@ def test_paired_ttest_matches_scipy_and_drops_nan() -> None:
     ref = stats.ttest_rel(b[[0, 1, 2, 4]], a[[0, 1, 2, 4]])
     assert out["t"] == pytest.approx(ref.statistic) and out["p"] == pytest.approx(ref.pvalue)
     assert out["n"] == 4 and "paired" in out["test"]
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 11), (5, 4, 9)])
+def test_chance_is_the_pxap_of_an_all_ones_map_and_the_fg_fraction(shape) -> None:
+    from histocam.metrics.pxap import chance_pxap
+
+    g = torch.Generator().manual_seed(shape[0])
+    masks = torch.rand(shape, generator=g) < 0.3
+    hist = PixelHistogram()
+    hist.update(torch.rand(shape, generator=g), masks)
+    ones = PxAP()
+    ones.update(torch.ones(shape), masks)
+    chance = chance_pxap(hist.fg.numpy(), hist.bg.numpy())
+    assert chance == pytest.approx(ones.compute(), abs=1e-12)
+    assert chance == pytest.approx(100 * float(masks.double().mean()), abs=1e-9)

@@ -110,8 +110,8 @@ def test_partial_ce_has_zero_gradient_on_unlabelled_pixels() -> None:
 
 def test_pixelcam_map_is_a_probability_without_minmax() -> None:
     pix = create_method({"name": "pixelcam", "backbone": {"name": "test_resnet"}}, 2).eval()
-    torch.nn.init.normal_(pix.pixel_head.weight)  # a trained head is not all zeros
-    x = torch.randn(2, 3, 64, 64)
+    torch.nn.init.normal_(pix.pixel_head.weight, std=0.1)  # a trained head is not all zeros
+    x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         logits, maps = pix.localize_with_logits(x, torch.tensor([0, 1]))
         low = torch.softmax(pix(x).extras["pixel_logits"], 1)[:, 1]
@@ -146,7 +146,11 @@ def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
     table = (p.root / "comparison.md").read_text()
     assert "PixelCAM" in table and "| J |" in table and "tr(S_B)/tr(S_W)" in table
     row = next(line for line in table.splitlines() if line.startswith("| gradcampp | B-LOC"))
-    assert row.split("|")[9].strip() == f"{results['teacher']['best-loc']['separability']:.3f}"
+    assert row.split("|")[10].strip() == f"{results['teacher']['best-loc']['separability']:.3f}"
+    # chance = PxAP of an all-ones map = foreground fraction of the test pixels, next to PxAP
+    chance = results["teacher"]["best-loc"]["chance"]
+    assert row.split("|")[4].strip() == f"{chance:.1f}"
+    assert chance == results["pixelcam"]["best-cl"]["chance"]  # same images, same chance
     assert (p.root / "figures" / "maps.png").is_file()
     saved = json.loads((p.root / "comparison.json").read_text())
     assert saved["teacher_method"] == "gradcampp"

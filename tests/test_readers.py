@@ -92,8 +92,8 @@ def test_shared_glas_counts() -> None:
     source = open_source(str(GLAS_SHARED))
     report = check_source(source)
     assert report.errors == []
-    assert report.total.n == 44 and report.total.with_mask == 44
-    assert report.total.per_class == {0: 16, 1: 28}
+    assert report.total.n == 85 and report.total.with_mask == 85
+    assert report.total.per_class == {0: 37, 1: 48}
 
 
 def test_csv_manifest_names_with_classes_file(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from conftest import write_rgb
 from typer.testing import CliRunner
 
 from histocam.cli import app
+from histocam.metrics import PxAP
 from histocam.train import RunConfig, Trainer, load_method, load_run_config
 from histocam.train.checkpoint import load_checkpoint, save_checkpoint
 from histocam.train.config import apply_overrides
@@ -104,6 +105,25 @@ def test_evaluate_command_outputs(tmp_path: Path) -> None:
     assert len(rows) == 6 and all(r["ap"] != "" for r in rows)
     maps = np.load(cfg.run_dir / "metrics" / "best-loc-test-maps.npz")
     assert len(maps.files) == 6 and all(maps[k].shape == (64, 64) for k in maps.files)
+    # chance and the per-class scores, recomputed from the saved maps and the test masks
+    from histocam.data.open import open_source
+    from histocam.data.transforms import JointTransform
+
+    test = open_source(cfg.data).dataset("test")
+    items = [JointTransform.from_config(cfg.data, train=False)(test[i]) for i in range(len(test))]
+    masks = {it["id"]: it["mask"] > 0.5 for it in items}
+    assert loc["chance"] == pytest.approx(100 * float(torch.stack(list(masks.values())).double()
+                                                      .mean()), abs=1e-9)
+    for c, name in enumerate(["benign", "malignant"]):
+        ids = [it["id"] for it in items if int(it["label"]) == c]
+        ref = PxAP()
+        ref.update(torch.stack([torch.from_numpy(maps[k.replace("/", "__")]).float()
+                                for k in ids]), torch.stack([masks[k] for k in ids]))
+        got = loc["per_class"][name]
+        assert got["n_images"] == len(ids)
+        assert got["pxap"] == pytest.approx(ref.compute(), abs=0.05)  # saved maps are float16
+        per_image = [float(r["ap"]) for r in rows if r["id"] in ids]
+        assert got["mean_image_ap"] == pytest.approx(np.mean(per_image), abs=1e-3)
     assert (cfg.run_dir / "metrics" / "best-loc-test-curves.png").is_file()
 
 

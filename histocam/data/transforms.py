@@ -1,7 +1,8 @@
 """Joint image / mask / pseudo-label-map transforms (PROTOCOL.md, "Preprocessing").
 
 Train: resize to ``resize``² -> random crop ``crop`` -> random horizontal and vertical flips ->
-ColorJitter(.5, .5, .5, .05) [-> optional HED stain augmentation] -> ImageNet mean/std. The same
+ColorJitter(.5, .5, .5, .05) [-> optional HED stain augmentation]. Images stay RGB in [0, 1]: the
+encoder applies the mean/std of its weights (``histocam.models.backbones``). The same
 geometry is applied to the mask (nearest) and to a stored CAM (bilinear, ``align_corners=False``).
 Eval: resize to ``eval_size``² (no crop); mask nearest, binary.
 
@@ -22,10 +23,6 @@ from torchvision.transforms import v2
 from histocam.data.config import DataConfig
 from histocam.data.sample import Sample
 from histocam.data.stain import hed_augment
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
     """3×H×W float in [0, 1] -> 3×size×size, bilinear with antialiasing (as PIL's resize)."""
@@ -54,7 +51,7 @@ def resize_map(cam: torch.Tensor, size: int) -> torch.Tensor:
 class JointTransform:
     """Apply the protocol pipeline to a ``Sample`` (and optionally its stored CAM).
 
-    Returns a dict with ``image`` (3×S×S normalised float), ``label`` (int64), ``mask`` (S×S float
+    Returns a dict with ``image`` (3×S×S float RGB in [0, 1]), ``label`` (int64), ``mask`` (S×S float
     in {0, 1}, zeros when the sample has none), ``has_mask`` (bool), ``cam`` (S×S, if given) and
     ``id``.
     """
@@ -91,7 +88,6 @@ class JointTransform:
             if self.color_jitter:
                 image = self._jitter(image)
             image = hed_augment(image, self.stain_augment, generator)
-        image = v2.functional.normalize(image, IMAGENET_MEAN, IMAGENET_STD)
         out: dict[str, Any] = {
             "image": image, "label": torch.tensor(sample.label, dtype=torch.int64),
             "mask": mask, "has_mask": has_mask, "id": sample.id,

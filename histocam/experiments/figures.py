@@ -17,7 +17,7 @@ def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: s
     import matplotlib.pyplot as plt
 
     from histocam.data.open import open_source
-    from histocam.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform
+    from histocam.data.transforms import JointTransform
     from histocam.train.seeding import resolve_device
     from histocam.train.trainer import load_method
 
@@ -37,15 +37,13 @@ def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: s
         if len(picks) >= n:
             break
     fig, axes = plt.subplots(len(picks), 4, figsize=(8, 2.1 * len(picks)), squeeze=False)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
     for row, i in zip(axes, picks):
         item = transform(dataset[i])
         x = item["image"][None].to(dev)
         y = item["label"][None].to(dev)
         with torch.no_grad():
             maps = [m.localize(x, y)[0].cpu().numpy() for m in (teacher, pixelcam)]
-        image = (item["image"] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        image = item["image"].permute(1, 2, 0).numpy()
         panels = [image, item["mask"].numpy(), *maps]
         titles = [f"{names[int(y)]}", "mask", f"teacher ({config.method.name})", "PixelCAM"]
         for ax, panel, title in zip(row, panels, titles):

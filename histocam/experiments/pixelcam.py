@@ -143,7 +143,8 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
             m = evaluate_checkpoint(run_dir, ckpt, "test", device=p.device, separability=True)
             loc = m.get("localization", {})
             results[role][ckpt] = {
-                "pxap": loc.get("pxap"), "accuracy": m["classification"]["accuracy"],
+                "pxap": loc.get("pxap"), "chance": loc.get("chance"),
+                "accuracy": m["classification"]["accuracy"],
                 **{k: loc.get(k) for k in ("TP*", "FN*", "FP*", "TN*")},
                 "separability": m["separability"]["mean"],
                 "per_image_ap": _per_image_ap(run_dir, ckpt),
@@ -185,19 +186,21 @@ def comparison_table(results: dict) -> str:
     features (PixelCAM Table 4; our definition in PROTOCOL.md) at B-LOC and B-CL, and the
     inference cost."""
     t = results["teacher_method"]
-    lines = ["| model | selection | PxAP | CL | TP* | FN* | FP* | TN* | J | map ms/img |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | selection | PxAP | chance | CL | TP* | FN* | FP* | TN* | J | map ms/img |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for role, label in (("teacher", t), ("pixelcam", f"{t} + PixelCAM")):
         for ckpt in ("best-loc", "best-cl"):
             r = results[role][ckpt]
             cells = [f"{r[k]:.1f}" if r.get(k) is not None else "n/a"
-                     for k in ("pxap", "accuracy", "TP*", "FN*", "FP*", "TN*")]
+                     for k in ("pxap", "chance", "accuracy", "TP*", "FN*", "FP*", "TN*")]
             cells.append(f"{r['separability']:.3f}" if r.get("separability") is not None else "n/a")
             cost = f"{results[role]['cost']['forward_and_map_ms']:.1f}"
             lines.append(f"| {label} | {ckpt.upper().replace('BEST-', 'B-')} | "
                          + " | ".join(cells) + f" | {cost} |")
     from histocam.metrics.separability import DEFINITION
 
+    lines.append("\nchance: the PxAP of an all-ones map on the same test images (the foreground "
+                 "fraction).")
     lines.append(f"\nJ (mean over test images with both regions): {DEFINITION}")
     test = results.get("paired_ttest_pxap_b_loc")
     if test:

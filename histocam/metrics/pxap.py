@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from histocam.metrics.histogram import PixelHistogram
+from histocam.metrics.histogram import PixelHistogram, bin_index
 
 
 def pxap_from_histograms(fg: np.ndarray, bg: np.ndarray) -> float:
@@ -24,6 +25,16 @@ def pxap_from_histograms(fg: np.ndarray, bg: np.ndarray) -> float:
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = tp / n_fg
     return float(100.0 * (precision[1:] * np.diff(recall)).sum())
+
+
+def chance_pxap(fg: np.ndarray, bg: np.ndarray) -> float:
+    """PxAP of an all-ones map on the same pixels (every pixel in the bin of a score of 1), which
+    equals the foreground fraction in percent. PxAP means nothing without it."""
+    fg, bg = np.asarray(fg, dtype=np.float64), np.asarray(bg, dtype=np.float64)
+    ones_fg, ones_bg = np.zeros_like(fg), np.zeros_like(bg)
+    one = int(bin_index(torch.ones(1, dtype=torch.float64))[0])
+    ones_fg[one], ones_bg[one] = fg.sum(), bg.sum()
+    return pxap_from_histograms(ones_fg, ones_bg)
 
 
 class PxAP(PixelHistogram):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from histocam.metrics.confusion import area_rates, at_threshold, best_threshold, curves
 from histocam.metrics.histogram import PixelHistogram
-from histocam.metrics.pxap import pxap_from_histograms
+from histocam.metrics.pxap import chance_pxap, pxap_from_histograms
 
 ORACLE_NOTE = ("threshold chosen on the evaluated set itself (what the reference code reported); an "
                "oracle, not a valid result")
@@ -17,6 +17,7 @@ def localization_report(test: PixelHistogram, valpx: PixelHistogram | None = Non
     """Metrics of ``test``; τ* = argmax mIoU on ``valpx`` (never on test) when valpx is given."""
     report: dict = {
         "pxap": pxap_from_histograms(test.fg.cpu().numpy(), test.bg.cpu().numpy()),
+        "chance": chance_pxap(test.fg.cpu().numpy(), test.bg.cpu().numpy()),
         "n_images": test.n_images,
         "n_fg_pixels": int(test.fg.sum()), "n_bg_pixels": int(test.bg.sum()),
         **area_rates(test),

