@@ -73,9 +73,9 @@ def main() -> None:
             per_seed.append(results)
         rows.append((teacher, per_seed))
     print(f"dataset {args.dataset}, seeds {args.seeds}, overrides {args.set or 'none'}\n")
-    print("| teacher | selection | teacher PxAP | PixelCAM PxAP | Δ PxAP | teacher CL | "
+    print("| teacher | selection | chance | teacher PxAP | PixelCAM PxAP | Δ PxAP | teacher CL | "
           "PixelCAM CL | Δ CL |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     deltas = []
     for teacher, per_seed in rows:
         for ckpt in ("best-loc", "best-cl"):
@@ -88,8 +88,11 @@ def main() -> None:
             if ckpt == "best-loc":
                 deltas.extend(dp)
             sel = "B-LOC" if ckpt == "best-loc" else "B-CL"
-            print(f"| {teacher} | {sel} | {mean_std(tp)} | {mean_std(pp)} | {mean_std(dp)} | "
+            chance = [r["teacher"][ckpt]["chance"] for r in per_seed if "chance" in r["teacher"][ckpt]]
+            print(f"| {teacher} | {sel} | {mean_std(chance)} | {mean_std(tp)} | {mean_std(pp)} | "
+                  f"{mean_std(dp)} | "
                   f"{mean_std(tc)} | {mean_std(pc)} | {mean_std(dc)} |")
+    print("(chance: PxAP of an all-ones map on the same test images; n/a for runs stored before it)")
     print(f"\nmean Δ PxAP (B-LOC) over teachers and seeds: {mean_std(deltas)}")
     print("\npaired t-tests on per-image AP (B-LOC), per teacher and seed:")
     for teacher, per_seed in rows:

@@ -189,3 +189,34 @@ def test_gradcam_method_equals_cam_on_a_gap_linear_head(name: str) -> None:
     logits, maps = top_down.localize_with_logits(x, classes)
     assert torch.allclose(maps, cam.localize(x, classes), atol=1e-5)
     assert torch.allclose(logits, cam(x).logits, atol=1e-5)
+
+
+def test_image_loss_hand_cases() -> None:
+    from histocam.methods.base import image_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    labels = torch.tensor([0, 2])
+    softplus = lambda v: math.log1p(math.exp(v))  # noqa: E731  BCE(z, 1) = softplus(-z)
+    expected_bce = (softplus(-2.0) + softplus(-1.0) + softplus(0.5)
+                    + softplus(0.0) + softplus(3.0) + softplus(2.0)) / 6
+    assert float(image_loss(logits, labels, "bce")) == pytest.approx(expected_bce, abs=1e-6)
+    lse = [math.log(sum(math.exp(v) for v in row)) for row in logits.tolist()]
+    expected_ce = ((lse[0] - 2.0) + (lse[1] + 2.0)) / 2
+    assert float(image_loss(logits, labels, "ce")) == pytest.approx(expected_ce, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown image loss 'hinge'"):
+        image_loss(logits, labels, "hinge")
+
+
+def test_bce_trains_each_class_map_against_the_other_classes() -> None:
+    # with BCE the gradient of class c's logit is sigmoid(z_c) - [y == c], independently per class;
+    # softmax CE couples them (they sum to zero over classes)
+    m = create_method({"name": "wildcat", "backbone": TINY, "image_loss": "bce", "kmin": 0.0},
+                      num_classes=3)
+    x, y = torch.rand(5, 3, 32, 32), torch.tensor([0, 1, 2, 1, 0])
+    out = m(x)
+    out.logits.retain_grad()
+    loss, parts = m.loss({"label": y}, out)
+    loss.backward()
+    expected = (torch.sigmoid(out.logits) - torch.nn.functional.one_hot(y, 3)) / out.logits.numel()
+    torch.testing.assert_close(out.logits.grad, expected.detach(), atol=1e-6, rtol=1e-5)
+    assert parts["ce"] == pytest.approx(float(loss))

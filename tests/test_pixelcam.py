@@ -193,3 +193,17 @@ def test_pixelcam_without_cams_is_a_clear_error(tmp_path: Path) -> None:
         "method": {"name": "pixelcam", "backbone": {"name": "test_resnet"}}})
     with pytest.raises(ValueError, match="stored CAMs"):
         Trainer(cfg)
+
+
+def test_dataset_identity_ignores_how_the_path_is_spelled(tmp_path: Path, monkeypatch) -> None:
+    from histocam.cams.store import dataset_identity
+    from histocam.data.config import DataConfig
+
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    relative = dataset_identity(DataConfig(dataset="data"))
+    assert relative == dataset_identity(DataConfig(dataset=str(tmp_path / "a" / "data")))
+    assert relative == dataset_identity(DataConfig(dataset="../a/data"))
+    assert relative != dataset_identity(DataConfig(dataset=str(tmp_path / "b")))
+    assert relative != dataset_identity(DataConfig(dataset="data", split_seed=1))

@@ -35,6 +35,9 @@ def _hash(obj) -> str:
 def dataset_identity(config: DataConfig) -> str:
     """Hash of what determines the images and splits (not the augmentation or sizes)."""
     dump = config.model_dump(mode="json")
+    for key in ("dataset", "root"):  # the same files reached by another relative path
+        if dump.get(key) and Path(dump[key]).exists():
+            dump[key] = str(Path(dump[key]).resolve())
     if isinstance(dump.get("synthetic"), dict):
         dump["synthetic"].pop("cache_dir", None)
         dump["synthetic"]["generator_version"] = generator_version(config.dataset)

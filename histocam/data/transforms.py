@@ -24,6 +24,7 @@ from histocam.data.config import DataConfig
 from histocam.data.sample import Sample
 from histocam.data.stain import hed_augment
 
+
 def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
     """3×H×W float in [0, 1] -> 3×size×size, bilinear with antialiasing (as PIL's resize)."""
     if image.shape[-2:] == (size, size):

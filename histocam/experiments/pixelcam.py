@@ -75,6 +75,7 @@ def pixelcam_run_config(p: PipelineConfig, teacher_dir: Path) -> RunConfig:
     method = {
         "name": "pixelcam", "backbone": p.backbone.model_dump(mode="json"),
         "teacher": teacher_cfg.model_dump(mode="json"), "n": o.n, "lam": o.lam,
+        "image_loss": teacher_cfg.image_loss,  # the image classifier and its loss are the teacher's
         "sampler": o.sampler, "head": o.head, "loss_resolution": o.loss_resolution,
         "negative_class": o.negative_class, "negative_all_background": o.negative_all_background,
         "cams": str(cams),

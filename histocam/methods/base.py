@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +28,33 @@ class MethodConfig(StrictModel):
 
     name: str
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    image_loss: Literal["ce", "bce"] = Field(
+        "ce", description="ce: softmax cross-entropy; bce: one-vs-rest sigmoid BCE per class")
 
     def for_inference(self) -> MethodConfig:
         """This config without external weight sources (the checkpoint provides the weights)."""
         return self.model_copy(update={"backbone": self.backbone.model_copy(
             update={"pretrained": False})})
+
+
+def image_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "ce") -> torch.Tensor:
+    """The image-level classification loss.
+
+    ``ce``: softmax cross-entropy, the survey's. ``bce``: one binary cross-entropy per class, image
+    of class c positive for c and negative for every other class (the multi-label loss WILDCAT and
+    MIL pooling are trained with; Durand et al. 2017 §3.3). With two classes and softmax CE only
+    z₁ − z₀ is learnt, so the benign map is pushed towards the negative of the malignant evidence
+    although glands are foreground in both classes; BCE with a non-linear pooling (WILDCAT, LSE,
+    max) learns each class's evidence against the other class's images instead
+    (benchmarks/RESULTS.md, GlaS). Predictions are the argmax of the logits either way.
+    """
+    labels = labels.to(logits.device)
+    if kind == "ce":
+        return F.cross_entropy(logits, labels)
+    if kind == "bce":
+        target = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, target)
+    raise ValueError(f"unknown image loss {kind!r} (ce or bce)")
 
 
 @dataclass
@@ -73,8 +95,8 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
 
     def loss(self, batch: dict[str, Any], output: MethodOutput
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy on image labels; methods with extra terms extend this."""
-        ce = F.cross_entropy(output.logits, batch["label"].to(output.logits.device))
+        """The image loss (``config.image_loss``); methods with extra terms extend this."""
+        ce = image_loss(output.logits, batch["label"], self.config.image_loss)
         return ce, {"ce": float(ce.detach())}
 
     def class_maps(self, output: MethodOutput, classes: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pydantic import Field, SerializeAsAny, field_validator
 from torch import nn
 
 from histocam.cams.normalize import upsample as upsample_maps
-from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
+from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod, image_loss
 from histocam.methods.registry import method_config, register_method
 from histocam.methods.sampling import IGNORE, sample_pseudo_labels
 
@@ -133,7 +133,7 @@ class PixelCAM(WSOLMethod):
                                     negative_all_background=self.config.negative_all_background)
 
     def loss(self, batch, output):
-        ce = F.cross_entropy(output.logits, batch["label"])
+        ce = image_loss(output.logits, batch["label"], self.config.image_loss)
         logits = output.extras["pixel_logits"]
         if "cam" not in batch:
             raise KeyError("PixelCAM trains from stored teacher CAMs: the batch has no 'cam' "

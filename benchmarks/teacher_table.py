@@ -1,0 +1,72 @@
+"""Test metrics of teacher/baseline runs, mean ± std over seeds, with chance and per class.
+
+Evaluates each run's B-LOC and B-CL checkpoints on its held-out test split (τ* from valpx; reuses
+``metrics/<ckpt>-test.json`` when present) and prints one markdown row per method: test PxAP next
+to its chance level (all-ones map), CL, and per class the mean per-image AP next to the mean
+foreground fraction (a map at chance scores its image's foreground fraction).
+
+Usage (GlaS protocol, benchmarks/configs/glas.yaml):
+  bash benchmarks/train_teachers.sh "cam deepmil gradcampp layercam" glas "0 1 2"
+  python benchmarks/teacher_table.py runs/exp/glas --methods cam deepmil gradcampp layercam
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def metrics_of(run: Path, ckpt: str) -> dict:
+    path = run / "metrics" / f"{ckpt}-test.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if "chance" in saved.get("localization", {}):
+            return saved
+    from histocam.train.evaluate_run import evaluate_checkpoint
+
+    return evaluate_checkpoint(run, ckpt, "test")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out_dir", type=Path, help="folder holding <method>-s<seed> runs")
+    parser.add_argument("--methods", nargs="+", default=["cam", "deepmil", "gradcampp", "layercam"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--prefix", default="", help="run-name prefix (e.g. an ablation tag)")
+    args = parser.parse_args()
+    print("| method | selection | seeds | test PxAP | chance | CL | per class: mean image AP / "
+          "mean FG % |")
+    print("|---|---|---|---|---|---|---|")
+    for method in args.methods:
+        runs = [args.out_dir / f"{args.prefix}{method}-s{s}" for s in args.seeds]
+        runs = [r for r in runs if (r / "checkpoints" / "best-loc.pt").is_file()]
+        if not runs:
+            continue
+        for ckpt, label in (("best-loc", "B-LOC"), ("best-cl", "B-CL")):
+            ms = [metrics_of(r, ckpt) for r in runs]
+            loc = [m["localization"] for m in ms]
+            classes = []
+            for name in loc[0].get("per_class", {}):
+                ap = [x["per_class"][name]["mean_image_ap"] for x in loc]
+                fg = [x["per_class"][name]["mean_fg_fraction"] for x in loc]
+                classes.append(f"{name} {mean_std(ap)} / {statistics.mean(fg):.1f}")
+            per_seed = ", ".join(f"{x['pxap']:.1f}" for x in loc)
+            print(f"| {method} | {label} | {len(runs)} ({per_seed}) | "
+                  f"{mean_std([x['pxap'] for x in loc])} | "
+                  f"{statistics.mean(x['chance'] for x in loc):.1f} | "
+                  f"{mean_std([m['classification']['accuracy'] for m in ms])} | "
+                  f"{'; '.join(classes)} |")
+
+
+if __name__ == "__main__":
+    main()
