@@ -29,10 +29,14 @@ def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: s
     labels = dataset.labels
     by_class = [[i for i in range(len(dataset)) if labels[i] == c and dataset.has_mask[i]]
                 for c in range(len(names))]
-    picks = []  # alternate classes, images with foreground first
+    # alternate classes; within a class, images with foreground first (a class without any, such as
+    # normal lymph-node tiles, still shows its images: a good map is low everywhere there)
+    for members in by_class:
+        members.sort(key=lambda i: not dataset[i].mask.any())
+    picks = []
     for rank in range(len(dataset)):
         for members in by_class:
-            if rank < len(members) and len(picks) < n and dataset[members[rank]].mask.any():
+            if rank < len(members) and len(picks) < n:
                 picks.append(members[rank])
         if len(picks) >= n:
             break
