@@ -23,7 +23,7 @@ app.add_typer(data_app, name="data")
 def demo(
     out: Path = typer.Option(Path("runs"), help="parent folder of the demo run"),
     n_train: int = typer.Option(240, help="synthetic training images"),
-    epochs: int = typer.Option(6, help="epochs of the teacher and of PixelCAM"),
+    epochs: int = typer.Option(10, help="epochs of the teacher and of PixelCAM"),
     seed: int = typer.Option(0, help="random seed"),
 ) -> None:
     """PixelCAM end to end on the embedded synthetic H&E benchmark (a few CPU minutes)."""

@@ -97,6 +97,15 @@ def test_normalisation_constant_map_is_zero_and_minmax() -> None:
     assert up.shape == (2, 14, 22) and torch.isfinite(up).all()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_normalisation_rejects_non_finite_maps(bad: float) -> None:
+    cams = torch.rand(3, 5, 7)
+    cams[2, 4, 6] = bad  # the last pixel: a min or max over a NaN map would not reach it
+    for relu in (False, True):  # ReLU would turn -inf into 0: the check comes first
+        with pytest.raises(ValueError, match="map #2 of the batch is not finite"):
+            minmax_normalize(cams, relu=relu)
+
+
 def _raw_maps(m, x, classes):
     """Built-in class maps before normalisation, else the method's low-resolution map."""
     out = m(x)
@@ -219,4 +228,4 @@ def test_bce_trains_each_class_map_against_the_other_classes() -> None:
     loss.backward()
     expected = (torch.sigmoid(out.logits) - torch.nn.functional.one_hot(y, 3)) / out.logits.numel()
     torch.testing.assert_close(out.logits.grad, expected.detach(), atol=1e-6, rtol=1e-5)
-    assert parts["ce"] == pytest.approx(float(loss))
+    assert parts["ce"] == pytest.approx(float(loss.detach()))

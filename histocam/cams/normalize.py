@@ -12,10 +12,16 @@ import torch.nn.functional as F
 
 
 def minmax_normalize(cams: torch.Tensor, relu: bool) -> torch.Tensor:
-    """Per-image min–max of B×h×w maps to [0, 1] (constant maps -> 0)."""
+    """Per-image min–max of B×h×w maps to [0, 1] (constant maps -> 0). A map holding NaN or ±inf is
+    an error (PROTOCOL.md), never silently a zero map."""
+    flat = cams.reshape(cams.shape[0], -1)
+    bad = ~torch.isfinite(flat).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(f"map #{int(bad.nonzero()[0, 0])} of the batch is not finite (NaN or inf) "
+                         "before min–max normalisation: the model's output diverged")
     if relu:
         cams = cams.clamp(min=0)
-    flat = cams.reshape(cams.shape[0], -1)
+        flat = cams.reshape(cams.shape[0], -1)
     low = flat.amin(dim=1).view(-1, 1, 1)
     span = (flat.amax(dim=1).view(-1, 1, 1) - low)
     safe = torch.where(span > 0, span, torch.ones_like(span))
