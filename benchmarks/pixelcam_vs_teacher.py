@@ -8,7 +8,7 @@ and the PixelCAM config ``benchmarks/configs/pixelcam-<dataset>.yaml``, then agg
 Usage:
   bash benchmarks/train_teachers.sh "cam deepmil gradcampp layercam" "colon glas" "0 1 2"
   python benchmarks/pixelcam_vs_teacher.py --dataset colon --teachers cam deepmil gradcampp \
-      layercam --seeds 0 1 2 [--set pixelcam.n=10 ...]
+      layercam --seeds 0 1 2 [--set student.method.n=10 ...]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import yaml
 
 from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
 from histocam.metrics.separability import DEFINITION
+from histocam.runs import Run
 from histocam.train.config import apply_overrides
 
 
@@ -35,13 +36,11 @@ def mean_std(values: list[float], digits: int = 1) -> str:
 
 def with_separability(results: dict) -> bool:
     """Add the test separability J where a stored comparison lacks it; True if anything changed."""
-    from histocam.train.evaluate_run import evaluate_checkpoint
-
     changed = False
     for role in ("teacher", "pixelcam"):
         for ckpt in ("best-loc", "best-cl"):
             if results[role][ckpt].get("separability") is None:
-                m = evaluate_checkpoint(Path(results[role]["run"]), ckpt, "test", separability=True)
+                m = Run(results[role]["run"]).evaluate(ckpt, "test", separability=True)
                 results[role][ckpt]["separability"] = m["separability"]["mean"]
                 changed = True
     return changed
@@ -63,7 +62,7 @@ def main() -> None:
         for seed in args.seeds:
             out_dir = Path(base["out_dir"])
             tree = apply_overrides(json.loads(json.dumps(base)), [
-                f"name={args.tag}-{teacher}-s{seed}", f"seed={seed}", f"teacher.name={teacher}",
+                f"name={args.tag}-{teacher}-s{seed}", f"seed={seed}",
                 f"teacher_run={out_dir / f'{teacher}-s{seed}'}", *args.set])
             p = PipelineConfig.model_validate(tree)
             done = p.root / "comparison.json"

@@ -32,9 +32,9 @@ def metrics_of(run: Path, ckpt: str) -> dict:
         saved = json.loads(path.read_text())
         if "chance" in saved.get("localization", {}):
             return saved
-    from histocam.train.evaluate_run import evaluate_checkpoint
+    from histocam.runs import Run
 
-    return evaluate_checkpoint(run, ckpt, "test")
+    return Run(run).evaluate(ckpt, "test")
 
 
 def main() -> None:

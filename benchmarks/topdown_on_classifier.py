@@ -1,8 +1,9 @@
-"""Top-down maps of trained GAP classifiers: test PxAP of CAM, GradCAM, GradCAM++, XGradCAM and
-LayerCAM computed from the *same* weights (a CAM run's B-LOC and B-CL checkpoints).
-
-This is cheaper than one training run per top-down method; the difference with the protocol is
-that the checkpoints were selected with CAM's valpx PxAP rather than each method's own.
+"""Top-down maps of trained classifiers: test PxAP of the classifier's own map and of GradCAM,
+GradCAM++, XGradCAM and LayerCAM computed from the *same* weights (a run's B-LOC and B-CL
+checkpoints), e.g. of a CAM or a WILDCAT run. A top-down method is a classifier plus a map
+(``{name: gradcampp, classifier: wildcat}``), so its B-CL checkpoint is the classifier's: the B-CL
+row is what training the top-down method would give. B-LOC differs from the protocol: the
+checkpoint was selected with the classifier's own map rather than each method's.
 
 Usage: python benchmarks/topdown_on_classifier.py runs/exp/glas/cam-s0 runs/exp/glas/cam-s1 ...
 """
@@ -16,28 +17,37 @@ import torch
 
 from histocam.data.open import open_source
 from histocam.methods import create_method
+from histocam.runs import Run
 from histocam.train.evaluate import evaluate_split
-from histocam.train.trainer import load_method
 
-METHODS = ["cam", "gradcam", "gradcampp", "xgradcam", "layercam"]
+TOP_DOWN = ["gradcam", "gradcampp", "xgradcam", "layercam"]
 
 
 def main(runs: list[str]) -> None:
     scores: dict[tuple[str, str], list[float]] = {}
-    for run in runs:
+    own = None
+    for path in runs:
+        run = Run(path)
+        own = run.config.method.name
+        test = open_source(run.config.data).dataset("test")
         for ckpt in ("best-loc", "best-cl"):
-            trained, config, names = load_method(run, ckpt)
-            test = open_source(config.data).dataset("test")
-            for name in METHODS:
-                cfg = config.method.for_inference().model_dump(mode="json") | {"name": name}
-                method = create_method(cfg, len(names))
-                method.load_state_dict(trained.state_dict())
-                result = evaluate_split(method, test, config.data, torch.device("cpu"),
+            trained, names = run.method(ckpt)
+            classifier = run.config.method.for_inference()
+            for name in [own, *TOP_DOWN]:
+                if name == own:
+                    method = trained
+                else:
+                    method = create_method({
+                        "name": name, "backbone": classifier.backbone.model_dump(),
+                        "classifier": classifier.model_dump(exclude={"backbone"})}, len(names))
+                    method.load_initial_state(trained.state_dict())
+                result = evaluate_split(method.eval(), test, run.config.data, torch.device("cpu"),
                                         batch_size=16)
                 scores.setdefault((name, ckpt), []).append(result.pxap)
+                print(f"{path} {ckpt} {name}: {result.pxap:.2f}", flush=True)
     print(f"test PxAP over {len(runs)} runs (mean ± std): " + ", ".join(runs))
     print("| maps | B-LOC | B-CL |\n|---|---|---|")
-    for name in METHODS:
+    for name in [own, *TOP_DOWN]:
         cells = []
         for ckpt in ("best-loc", "best-cl"):
             v = scores[(name, ckpt)]

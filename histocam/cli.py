@@ -1,8 +1,13 @@
-"""The ``histocam`` command line: a thin typer layer over the library."""
+"""The ``histocam`` command line: a thin typer layer over the library.
+
+Every user error (a missing run, file or checkpoint, a bad config key or value, a stale CAM store,
+unknown names, unloadable weights) ends in one line ``error: ...`` on stderr and exit status 2;
+a traceback means a bug in histocam.
+"""
 
 from __future__ import annotations
 
-import sys
+import functools
 from pathlib import Path
 
 import typer
@@ -19,6 +24,47 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """One line for an error caused by the user's input; None for anything else (a bug)."""
+    from pydantic import ValidationError
+
+    from histocam.cams.store import CAMStoreError
+    from histocam.data.errors import DataError
+    from histocam.models.backbones import BackboneError
+    from histocam.registry import UnknownNameError
+    from histocam.runs import RunError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+            parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+        return "invalid config: " + "; ".join(parts)
+    if isinstance(exc, (RunError, DataError, CAMStoreError, BackboneError, UnknownNameError,
+                        FileNotFoundError, FileExistsError, ValueError)):
+        return " ".join(str(exc).split())
+    return None
+
+
+def user_errors(command):
+    """Decorator: user errors become one ``error:`` line and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            message = user_error_message(exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapped
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs"), help="parent folder of the demo run"),
@@ -33,24 +79,33 @@ def demo(
 
 
 @app.command()
-def methods() -> None:
-    """List the registered WSOL methods and their hyper-parameters."""
+def methods(family: str | None = typer.Option(None, help="only this family")) -> None:
+    """List the registered WSOL methods: family, paper, what the map is, hyper-parameters."""
     from rich.console import Console
     from rich.table import Table
 
     from histocam.methods import METHODS
+    from histocam.methods.base import MethodConfig
 
-    table = Table("method", "hyper-parameters (default)", "summary")
+    table = Table("method", "family", "paper", "map", "hyper-parameters (default)", "summary")
     for name in METHODS.names():
+        info = METHODS.info(name)
+        if family and info["family"] != family:
+            continue
         cls = METHODS.get(name)
-        fields = {k: v for k, v in cls.Config.model_fields.items() if k not in ("name", "backbone")}
-        params = ", ".join(f"{k}={v.default}" for k, v in fields.items()) or "-"
-        doc = " ".join((sys.modules[cls.__module__].__doc__ or "").split())
-        table.add_row(name, params, doc.split(":")[0])
-    Console().print(table)
+        params = []
+        for key, field in cls.Config.model_fields.items():
+            if key in ("name", "backbone"):
+                continue
+            default = field.get_default(call_default_factory=True)
+            params.append(f"{key}={default.name if isinstance(default, MethodConfig) else default}")
+        table.add_row(name, info["family"], info["paper"], info["map"], ", ".join(params) or "-",
+                      info["summary"])
+    Console(width=200).print(table)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
 def train(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="run YAML"),
@@ -59,46 +114,44 @@ def train(
     """Train a WSOL method: histocam train --config run.yaml KEY=VALUE ... (overrides)."""
     from histocam.train import Trainer, load_run_config
 
-    try:
-        run = load_run_config(config, list(ctx.args))
-    except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        best = Trainer(run).fit(resume=resume)
-    except (FileExistsError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    run = load_run_config(config, list(ctx.args))
+    best = Trainer(run).fit(resume=resume)
     typer.echo(f"done: {run.run_dir}  B-LOC epoch {best['loc_epoch']} (valpx PxAP "
                f"{best['pxap']:.2f}), B-CL epoch {best['cl_epoch']} (valcl accuracy "
                f"{best['accuracy']:.2f})")
 
 
 @app.command()
+@user_errors
 def evaluate(
     run: Path = typer.Argument(..., help="run directory"),
     split: str = typer.Option("test"),
     checkpoint: str = typer.Option("both", help="best-loc, best-cl, last or both"),
+    data: str | None = typer.Option(None, help="evaluate on another dataset (registered name or "
+                                    "path); results go to metrics/<data tag>/"),
     save_maps: bool = typer.Option(False, help="also save the maps (float16 .npz)"),
     separability: bool = typer.Option(False, help="also compute the separability index J"),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Evaluate a trained run on a split; τ* is chosen on valpx and applied to the split."""
+    """Evaluate a trained run on a split; τ* is chosen on the run's valpx and applied to the split."""
     import json
 
-    from histocam.train.evaluate_run import evaluate_checkpoint
+    from histocam.runs import Run
 
+    r = Run(run)
     names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
     for name in names:
-        metrics = evaluate_checkpoint(run, name, split, device=device, save_maps=save_maps,
-                                      separability=separability)
+        metrics = r.evaluate(name, split, data=data, device=device, save_maps=save_maps,
+                             separability=separability)
         loc = metrics.get("localization", {})
-        summary = {"checkpoint": name, "accuracy": metrics["classification"]["accuracy"],
+        summary = {"checkpoint": name, "data": metrics["data"],
+                   "accuracy": metrics["classification"]["accuracy"],
                    **{k: loc[k] for k in ("pxap", "chance", "TP*", "FN*", "FP*", "TN*") if k in loc}}
         typer.echo(json.dumps(summary))
 
 
 @app.command()
+@user_errors
 def cams(
     run: Path = typer.Argument(..., help="trained teacher run directory"),
     checkpoint: str = typer.Option("best-loc", help="best-loc, best-cl or last"),
@@ -106,41 +159,54 @@ def cams(
     device: str = typer.Option("auto"),
 ) -> None:
     """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM)."""
-    from histocam.cams.store import export_cams
+    from histocam.runs import Run
 
-    path = export_cams(run, checkpoint, split, device=device, progress=True)
+    path = Run(run).export_cams(checkpoint, split, device=device, progress=True)
     typer.echo(f"wrote {path} (+ .json)")
 
 
+STUDENT_KEYS = ("student.", "seed=", "device=", "deterministic=")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
 def pixelcam(
     ctx: typer.Context,
     teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
-    name: str | None = typer.Option(None, help="run name (default pixelcam-<teacher method>)"),
+    name: str | None = typer.Option(None, help="run name (default pixelcam-<teacher method>-"
+                                    "<teacher run>)"),
 ) -> None:
-    """Train PixelCAM from a trained teacher run (its CAMs are exported if needed); KEY=VALUE
-    overrides of the pipeline config, e.g. pixelcam.n=10 pixelcam_train.epochs=5."""
-    import yaml
-
-    from histocam.experiments.pixelcam import PipelineConfig, pixelcam_run_config
+    """Train PixelCAM from a trained teacher run (its CAMs are exported unless current);
+    KEY=VALUE overrides of the student stage, e.g. student.method.n=10 student.train.epochs=5."""
+    from histocam.experiments.pixelcam import (
+        PipelineConfig,
+        ensure_teacher_maps,
+        student_run_config,
+    )
+    from histocam.runs import Run
     from histocam.train import Trainer
-    from histocam.train.config import RunConfig, apply_overrides
+    from histocam.train.config import apply_overrides
 
-    base = RunConfig.model_validate(yaml.safe_load((teacher_run / "config.yaml").read_text()))
-    tree = apply_overrides({"name": base.name, "out_dir": str(teacher_run.parent),
-                            "seed": base.seed, "data": base.data.model_dump(mode="json"),
-                            "backbone": base.method.backbone.model_dump(mode="json"),
-                            "teacher": base.method.model_dump(mode="json"),
-                            "pixelcam_train": base.train.model_dump(mode="json")}, list(ctx.args))
+    teacher = Run(teacher_run)
+    if not teacher.trained():
+        raise FileNotFoundError(f"{teacher_run}: the teacher run has no best-loc/best-cl "
+                                "checkpoints (train it first)")
+    for item in ctx.args:
+        if not item.startswith(STUDENT_KEYS):
+            raise ValueError(f"override {item!r}: histocam pixelcam takes the data, backbone and "
+                             "teacher from the teacher run; only student.*, seed, device and "
+                             "deterministic can be set (or use `histocam pipeline pixelcam`)")
+    base = teacher.config
+    tree = apply_overrides({
+        "out_dir": str(teacher_run.parent), "seed": base.seed, "device": base.device,
+        "data": base.data.model_dump(mode="json"),
+        "backbone": base.method.backbone.model_dump(mode="json"),
+        "student": {"train": base.train.model_dump(mode="json")},
+        "teacher_run": str(teacher_run)}, list(ctx.args))
     p = PipelineConfig.model_validate(tree)
-    from histocam.cams.store import export_cams, store_paths
-
-    store, _ = store_paths(teacher_run, p.pixelcam.teacher_cams, "train")
-    if not store.is_file():
-        export_cams(teacher_run, p.pixelcam.teacher_cams, "train", device=p.device, progress=True)
-    cfg = pixelcam_run_config(p, teacher_run)
-    cfg = cfg.model_copy(update={"out_dir": teacher_run.parent,
-                                 "name": name or f"pixelcam-{base.method.name}-{base.name}"})
+    ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device)
+    cfg = student_run_config(p, teacher)
+    cfg = cfg.model_copy(update={"name": name or f"{cfg.name}-{teacher.dir.name}"})
     Trainer(cfg).fit()
     typer.echo(f"done: {cfg.run_dir}")
 
@@ -151,6 +217,7 @@ app.add_typer(pipeline_app, name="pipeline")
 
 @pipeline_app.command("pixelcam", context_settings={"allow_extra_args": True,
                                                      "ignore_unknown_options": True})
+@user_errors
 def pipeline_pixelcam(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="pipeline YAML"),
@@ -158,22 +225,11 @@ def pipeline_pixelcam(
                                                      "layercam, ...)"),
 ) -> None:
     """Teacher -> stored CAMs -> PixelCAM -> evaluation of both -> comparison table."""
-    import yaml
+    from histocam.experiments.pixelcam import comparison_table, load_pipeline_config, run_pipeline
 
-    from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
-    from histocam.train.config import apply_overrides
-
-    tree = yaml.safe_load(config.read_text()) if config else {}
-    if teacher:
-        tree["teacher"] = {"name": teacher}
-    try:
-        p = PipelineConfig.model_validate(apply_overrides(tree or {}, list(ctx.args)))
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
+    p = load_pipeline_config(config, overrides)
     results = run_pipeline(p)
-    from histocam.experiments.pixelcam import comparison_table
-
     typer.echo(comparison_table(results))
     typer.echo(f"\nrun directory: {p.root}")
 

@@ -269,3 +269,70 @@ def test_chance_is_the_pxap_of_an_all_ones_map_and_the_fg_fraction(shape) -> Non
     chance = chance_pxap(hist.fg.numpy(), hist.bg.numpy())
     assert chance == pytest.approx(ones.compute(), abs=1e-12)
     assert chance == pytest.approx(100 * float(masks.double().mean()), abs=1e-9)
+
+
+def test_ignored_pixels_hand_case() -> None:
+    """fg scores {0.9, 0.5}, bg {0.7, 0.2}. Ranked: 0.9 fg (P 1, R ½), 0.7 bg (P ½, R ½), 0.5 fg
+    (P ⅔, R 1): PxAP = 100·(1·½ + ⅔·½) = 83.3. Ignoring the 0.7 background pixel (an ignore region of
+    localization.txt) leaves a perfect ranking: PxAP 100, one background pixel fewer."""
+    maps = torch.tensor([[[0.9, 0.7], [0.5, 0.2]]])
+    masks = torch.tensor([[[True, False], [True, False]]])
+    ignore = torch.tensor([[[False, True], [False, False]]])
+    full, ignored = PxAP(), PxAP()
+    full.update(maps, masks)
+    ignored.update(maps, masks, ignore=ignore)
+    assert full.compute() == pytest.approx(100 * (0.5 + 2 / 3 * 0.5))
+    assert ignored.compute() == pytest.approx(100.0)
+    assert (int(ignored.fg.sum()), int(ignored.bg.sum()), ignored.n_images) == (2, 1, 1)
+    per = PerImageScores(tau=0.5)
+    per.update(maps, masks, ["x"])
+    per.update(maps, masks, ["x-ignored"], ignore=ignore)
+    # τ = 0.5: prediction {0.9, 0.7, 0.5}: tp 2, fp 1 -> Dice⁺ 4/5; without 0.7: tp 2, fp 0
+    assert per.rows[0]["dice_fg"] == pytest.approx(80.0) and per.rows[0]["fg_fraction"] == 0.5
+    assert per.rows[1]["ap"] == pytest.approx(100.0) and per.rows[1]["dice_fg"] == pytest.approx(100.0)
+    assert per.rows[1]["dice_bg"] == pytest.approx(100.0)
+    assert per.rows[1]["fg_fraction"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 7, 11)])
+def test_ignored_pixels_equal_scoring_without_them(shape) -> None:
+    """Every ignored pixel changes nothing: the same counts and scores as the image's other pixels
+    alone (given as a 1×1×N "image"); ignore=None and an all-False ignore change nothing either."""
+    g = torch.Generator().manual_seed(shape[1])
+    maps = torch.rand(shape, generator=g)
+    masks = torch.rand(shape, generator=g) < 0.4
+    ignore = torch.rand(shape, generator=g) < 0.3
+    ignore[0] = False  # nothing ignored
+    ignore[-1, :, : shape[2] // 2] = True  # a block
+    ids = [f"im{i}" for i in range(shape[0])]
+    hist = PixelHistogram()
+    hist.update(maps, masks, ids, ignore=ignore)
+    kept = PixelHistogram()
+    kept.update(maps[~ignore][None, None], masks[~ignore][None, None])
+    assert torch.equal(hist.fg, kept.fg) and torch.equal(hist.bg, kept.bg)
+    assert hist.n_images == shape[0]
+    plain, none_ignored = PixelHistogram(), PixelHistogram()
+    plain.update(maps, masks)
+    none_ignored.update(maps, masks, ignore=torch.zeros(shape, dtype=torch.uint8))
+    assert torch.equal(plain.fg, none_ignored.fg) and torch.equal(plain.bg, none_ignored.bg)
+    per = PerImageScores(tau=0.4)
+    per.update(maps, masks, ids, ignore=ignore)
+    for i in range(shape[0]):
+        alone = PerImageScores(tau=0.4)
+        keep = ~ignore[i]
+        alone.update(maps[i][keep][None, None], masks[i][keep][None, None], [ids[i]])
+        for key, value in alone.rows[0].items():
+            got = per.rows[i][key]
+            assert got == value or (np.isnan(value) and np.isnan(got)), (ids[i], key)
+
+
+def test_bad_ignore_mask_is_an_error_and_adds_nothing() -> None:
+    hist, per = PixelHistogram(), PerImageScores()
+    maps, masks = torch.rand(2, 5, 7), torch.zeros(2, 5, 7)
+    with pytest.raises(MapError, match="ignore mask shape"):
+        hist.update(maps, masks, ignore=torch.zeros(2, 7, 5, dtype=torch.bool))
+    with pytest.raises(MapError, match="bool or \\{0, 1\\}"):
+        per.update(maps, masks, ["a", "b"], ignore=torch.full((2, 5, 7), 2))
+    with pytest.raises(MapError, match="bool or \\{0, 1\\}"):
+        hist.update(maps, masks, ignore=torch.zeros(2, 5, 7))  # float: ambiguous, refused
+    assert hist.n_images == 0 and int(hist.fg.sum() + hist.bg.sum()) == 0 and per.rows == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,25 @@ from histocam.methods.sampling import IGNORE, otsu_threshold, sample_pseudo_labe
 
 def test_pb_sampler_counts_without_replacement() -> None:
     g = torch.Generator().manual_seed(0)
-    cams = torch.rand(3, 7, 11, generator=g)
-    labels = sample_pseudo_labels(cams, 5, "pb", generator=g)
-    assert labels.shape == (3, 7, 11)
-    for b in range(3):
-        fg, bg = int((labels[b] == 1).sum()), int((labels[b] == 0).sum())
-        conflicts = 5 - fg
-        assert conflicts >= 0 and fg + conflicts == 5 and bg + conflicts == 5
+    # binary maps: the foreground and background draws cannot meet, so every image gets exactly
+    # n of each (a draw with replacement would give fewer distinct pixels)
+    cams = (torch.rand(3, 7, 11, generator=g) > 0.5).float()
+    for _ in range(20):
+        labels = sample_pseudo_labels(cams, 5, "pb", generator=g)
+        assert labels.shape == (3, 7, 11)
+        assert ((labels == 1).sum((1, 2)) == 5).all() and ((labels == 0).sum((1, 2)) == 5).all()
+        assert bool((cams[labels == 1] == 1).all()) and bool((cams[labels == 0] == 0).all())
+
+
+def test_each_image_draws_its_own_number_of_seeds() -> None:
+    """A sparse map limits its own image only (the count was once the minimum over the batch)."""
+    cams = torch.zeros(3, 5, 7)
+    cams[0, 0, :2] = 1.0  # two foreground pixels only
+    cams[1:, :, :4] = 1.0
+    for sampler in ("pb", "th"):
+        labels = sample_pseudo_labels(cams, 4, sampler, generator=torch.Generator().manual_seed(0))
+        assert (labels == 1).sum((1, 2)).tolist() == [2, 4, 4], sampler
+        assert (labels == 0).sum((1, 2)).tolist() == [4, 4, 4], sampler
 
 
 def test_pb_foreground_draws_follow_the_map() -> None:
@@ -76,7 +89,7 @@ def test_fully_negative_images_get_background_only() -> None:
 
 def test_linear_head_adds_exactly_two_times_d_plus_one_parameters() -> None:
     teacher = create_method({"name": "deepmil", "backbone": {"name": "test_resnet"}}, 2)
-    pix = create_method({"name": "pixelcam", "teacher": {"name": "deepmil"},
+    pix = create_method({"name": "pixelcam", "classifier": {"name": "deepmil"},
                          "backbone": {"name": "test_resnet"}}, 2)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     d = teacher.encoder.out_channels
@@ -110,7 +123,7 @@ def test_partial_ce_has_zero_gradient_on_unlabelled_pixels() -> None:
 
 def test_pixelcam_map_is_a_probability_without_minmax() -> None:
     pix = create_method({"name": "pixelcam", "backbone": {"name": "test_resnet"}}, 2).eval()
-    torch.nn.init.normal_(pix.pixel_head.weight, std=0.1)  # a trained head is not all zeros
+    torch.nn.init.normal_(pix.head.weight, std=0.1)  # a trained head is not all zeros
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         logits, maps = pix.localize_with_logits(x, torch.tensor([0, 1]))
@@ -126,11 +139,12 @@ def _tiny_pipeline(tmp_path: Path, **extra) -> dict:
 
     tiny = {"epochs": 1, "batch_size": 4, "num_workers": 0}
     return PipelineConfig.model_validate({
-        "name": "p", "out_dir": str(tmp_path), "seed": 0, "teacher": {"name": "gradcampp"},
+        "name": "p", "out_dir": str(tmp_path), "seed": 0,
+        "teacher": {"method": {"name": "gradcampp"}, "train": tiny},
+        "student": {"train": tiny},
         "data": {"dataset": "synthetic-colon", "resize": 72, "crop": 64, "eval_size": 64,
                  "synthetic": {"size": 72, "n_train": 8, "n_valcl": 6, "n_test": 4}},
-        "backbone": {"name": "test_resnet"}, "teacher_train": tiny, "pixelcam_train": tiny,
-        **extra})
+        "backbone": {"name": "test_resnet"}, **extra})
 
 
 def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
@@ -181,18 +195,32 @@ def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
     # PixelCAM started from the teacher's B-CL weights
     pix_cfg = json.loads(json.dumps(__import__("yaml").safe_load(
         (p.root / "pixelcam-gradcampp" / "config.yaml").read_text())))
-    assert pix_cfg["method"]["init_checkpoint"].endswith("teacher-gradcampp/checkpoints/best-cl.pt")
+    assert pix_cfg["init"].endswith("teacher-gradcampp/checkpoints/best-cl.pt")
+    assert pix_cfg["method"]["classifier"]["name"] == "cam"  # the top-down teacher's classifier
 
 
 def test_pixelcam_without_cams_is_a_clear_error(tmp_path: Path) -> None:
-    from histocam.train import RunConfig, Trainer
+    from histocam.train import RunConfig
 
-    cfg = RunConfig.model_validate({
-        "name": "x", "out_dir": str(tmp_path),
-        "data": {"dataset": "synthetic-colon", "synthetic": {"size": 64, "n_train": 4}},
-        "method": {"name": "pixelcam", "backbone": {"name": "test_resnet"}}})
-    with pytest.raises(ValueError, match="stored CAMs"):
-        Trainer(cfg)
+    tree = {"name": "x", "out_dir": str(tmp_path),
+            "data": {"dataset": "synthetic-colon", "synthetic": {"size": 64, "n_train": 4}},
+            "method": {"name": "pixelcam", "backbone": {"name": "test_resnet"}}}
+    with pytest.raises(ValueError, match="learns from a teacher's stored maps: set cams"):
+        RunConfig.model_validate(tree)
+    with pytest.raises(ValueError, match="does not use stored maps"):
+        RunConfig.model_validate({**tree, "method": {"name": "cam"}, "cams": "x.npz"})
+
+
+def test_pixel_loss_is_the_sum_over_seeds_averaged_over_images() -> None:
+    """PixelCAM eq. 3: λ multiplies Σ over an image's seeds of H(y', f(F_p)); mean over images."""
+    from histocam.methods.student import partial_cross_entropy
+
+    logits = torch.zeros(2, 2, 1, 3)
+    logits[0, 1, 0, 0] = math.log(3.0)  # p(fg) = 3/4 at image 0, pixel 0
+    labels = torch.tensor([[[1, 0, IGNORE]], [[IGNORE, IGNORE, 1]]])
+    expected = (-math.log(0.75) - math.log(0.5) - math.log(0.5)) / 2  # image 0: 2 seeds, 1: one
+    assert float(partial_cross_entropy(logits, labels)) == pytest.approx(expected, abs=1e-6)
+    assert float(partial_cross_entropy(logits, torch.full_like(labels, IGNORE))) == 0.0
 
 
 def test_dataset_identity_ignores_how_the_path_is_spelled(tmp_path: Path, monkeypatch) -> None:

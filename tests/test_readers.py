@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GLAS_SHARED, write_mask, write_rgb
+import torch
+from conftest import GLAS_SHARED, SHARED, write_mask, write_rgb
 
-from histocam.data import DataConfig, DataError, open_dataset, open_source
+from histocam.data import DataConfig, DataError, Sample, open_dataset, open_source
 from histocam.data.check import check_source
 from histocam.data.dataset import resolve_path
 from histocam.data.glas import read_grades
@@ -44,13 +45,17 @@ def test_glas_unknown_grade_names_file_and_line(glas_dir: Path) -> None:
         open_source(str(glas_dir))
 
 
-def _write_lists(list_dir: Path, split: str, rows: list[tuple[str, int, str]]) -> None:
+def _write_lists(list_dir: Path, split: str, rows: list[tuple[str, int, str]],
+                 ignore: dict[str, str] | None = None) -> None:
+    """One split folder; ``ignore`` maps an image path to its ignore-mask path."""
+    ignore = ignore or {}
     d = list_dir / split
     d.mkdir(parents=True)
     (d / "image_ids.txt").write_text("".join(f"{p}\n" for p, _, _ in rows))
     (d / "class_labels.txt").write_text("".join(f"{p},{y}\n" for p, y, _ in rows))
     (d / "image_sizes.txt").write_text("".join(f"{p},13,9\n" for p, _, _ in rows))
-    (d / "localization.txt").write_text("".join(f"{p},{m},\n" for p, _, m in rows))
+    (d / "localization.txt").write_text(
+        "".join(f"{p},{m},{ignore.get(p, '')}\n" for p, _, m in rows))
 
 
 def test_wsol_lists_underscore_folder_and_empty_mask(tmp_path: Path) -> None:
@@ -65,7 +70,7 @@ def test_wsol_lists_underscore_folder_and_empty_mask(tmp_path: Path) -> None:
     lists = tmp_path / "lists"
     _write_lists(lists, "test", [(f"{listed}/a.png", 1, f"{listed}/a_mask.png"),
                                  (f"{listed}/b.png", 0, "")])
-    ds = open_dataset(str(lists), "test", root=root)
+    ds = open_dataset(str(lists), "test", root=root, classes=["normal", "tumour"])
     assert ds.labels == [1, 0]
     a, b = ds[0], ds[1]
     assert a.mask.sum() == 3 and a.mask[2, 3]
@@ -79,6 +84,7 @@ def test_wsol_lists_missing_images_reported_by_name_and_count(tmp_path: Path) ->
     lists = tmp_path / "lists"
     _write_lists(lists, "train", [("x/present.png", 0, ""), ("x/gone1.png", 1, ""),
                                   ("x/gone2.png", 1, "")])
+    (lists / "classes.txt").write_text("a\nb\n")
     report = check_source(open_source(str(lists), root=root))
     messages = [str(p) for p in report.errors]
     assert any("gone1.png" in m and "not found" in m for m in messages)
@@ -134,3 +140,142 @@ def test_unrecognised_path(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="unrecognised dataset"):
         open_source(str(tmp_path / "empty"))
+
+
+def _one_image_lists(list_dir: Path, root: Path) -> None:
+    write_rgb(root / "a.png", 9, 13, 0)
+    _write_lists(list_dir, "train", [("a.png", 1, "")])
+
+
+@pytest.mark.parametrize("parents", ["home/douglas", "glas", "GLAS/old", "my-glas-data"])
+def test_wsol_class_names_never_guessed_from_the_path(tmp_path: Path, parents: str) -> None:
+    """A list folder under /home/douglas/ (or any path merely containing "glas") is not GlaS."""
+    lists = tmp_path / parents / "lists"
+    _one_image_lists(lists, tmp_path / "img")
+    with pytest.raises(DataError, match=r"lists.*folder 'lists'.*data\.classes.*classes\.txt"):
+        open_source(str(lists), root=tmp_path / "img")
+    # the same under a fold-k folder whose parent is not exactly a benchmark name
+    fold = tmp_path / parents / "douglas" / "fold-0"
+    _one_image_lists(fold, tmp_path / "img")
+    with pytest.raises(DataError, match="folder 'fold-0'"):
+        open_source(str(fold), root=tmp_path / "img")
+
+
+@pytest.mark.parametrize(("folder", "expected"), [
+    ("GLAS/fold-3", ["benign", "malignant"]),
+    ("x/glas", ["benign", "malignant"]),
+    ("CAMELYON512/fold-0", ["normal", "tumor"]),
+    ("camelyon16", ["normal", "tumor"]),
+])
+def test_wsol_class_names_of_released_benchmark_folders(tmp_path: Path, folder: str,
+                                                        expected: list[str]) -> None:
+    lists = tmp_path / "douglas" / folder
+    _one_image_lists(lists, tmp_path / "img")
+    assert open_source(str(lists), root=tmp_path / "img").class_names == expected
+
+
+def test_wsol_class_names_from_config_then_classes_txt(tmp_path: Path) -> None:
+    lists = tmp_path / "glas" / "fold-0"
+    _one_image_lists(lists, tmp_path / "img")
+    (lists / "classes.txt").write_text("grade1\ngrade2\n")
+    assert open_source(str(lists), root=tmp_path / "img").class_names == ["grade1", "grade2"]
+    named = open_source(str(lists), root=tmp_path / "img", classes=["x", "y", "z"])
+    assert named.class_names == ["x", "y", "z"]
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "wsol-splits" / "GLAS").is_dir(),
+                    reason="shared WSOL lists absent")
+def test_shared_released_glas_lists_get_glas_names() -> None:
+    lists = SHARED / "data" / "wsol-splits" / "GLAS" / "fold-0"
+    source = open_source(str(lists), root=GLAS_SHARED)
+    assert source.class_names == ["benign", "malignant"]
+    assert sorted(source.dataset("valpx").labels) == [0, 0, 0, 1, 1, 1]
+
+
+def _ignore_lists(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """Three images: a (mask + ignore box overlapping it), b (all background + ignore), c (none)."""
+    root = tmp_path / "data"
+    for k, name in enumerate("abc"):
+        write_rgb(root / f"{name}.png", 9, 13, k)
+    fg = np.zeros((9, 13), bool)
+    fg[2:5, 3:5] = True
+    box = np.zeros((9, 13), bool)
+    box[1:7, 1:9] = True
+    write_mask(root / "a_mask.png", fg * 255)
+    write_mask(root / "a_ignore.png", box * 255)
+    write_mask(root / "b_ignore.png", box * 1)  # 0/1 values: any value > 0 is ignored
+    lists = tmp_path / "lists"
+    _write_lists(lists, "test", [("a.png", 1, "a_mask.png"), ("b.png", 0, ""), ("c.png", 0, "")],
+                 ignore={"a.png": "a_ignore.png", "b.png": "b_ignore.png"})
+    (lists / "classes.txt").write_text("normal\ntumour\n")
+    return lists, root, fg, box
+
+
+def _nearest(array: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize by index arithmetic (source index = floor(dst · in / out))."""
+    rows = np.floor(np.arange(size) * array.shape[0] / size).astype(int)
+    cols = np.floor(np.arange(size) * array.shape[1] / size).astype(int)
+    return array[rows][:, cols]
+
+
+def test_wsol_ignore_masks_reach_the_sample_and_the_batch(tmp_path: Path) -> None:
+    from torch.utils.data import default_collate
+
+    from histocam.data.transforms import JointTransform
+
+    lists, root, fg, box = _ignore_lists(tmp_path)
+    ds = open_dataset(str(lists), "test", root=root)
+    a, b, c = ds[0], ds[1], ds[2]
+    # as wsolevaluation: the ignore region minus the foreground
+    assert np.array_equal(a.ignore, box & ~fg) and np.array_equal(a.mask, fg)
+    assert np.array_equal(b.ignore, box) and not b.mask.any()
+    assert c.ignore is None and not c.mask.any()
+
+    size = 20  # eval resize: 9×13 -> 20×20, nearest
+    transform = JointTransform(train=False, eval_size=size)
+    # the training and evaluation loaders collate with default_collate (histocam.train.loader)
+    batch = default_collate([transform(ds[i]) for i in range(3)])
+    assert batch["ignore"].dtype == torch.bool and batch["ignore"].shape == (3, size, size)
+    assert np.array_equal(batch["ignore"][0].numpy(), _nearest(box & ~fg, size))
+    assert np.array_equal(batch["mask"][0].numpy() > 0.5, _nearest(fg, size))
+    assert np.array_equal(batch["ignore"][1].numpy(), _nearest(box, size))
+    assert not batch["ignore"][2].any()  # no ignore mask: nothing ignored
+    assert not (batch["ignore"] & (batch["mask"] > 0.5)).any()
+
+
+def test_ignore_mask_follows_train_crops_and_flips() -> None:
+    from histocam.data.transforms import JointTransform
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    fg = np.zeros((16, 16), bool)
+    fg[1:6, 2:12] = True
+    fg[9:15, 3:5] = True
+    ignore = ~fg
+    ignore[12:, 10:] = False  # asymmetric: a crop or flip not shared with the mask shows
+    sample = Sample(image, 1, fg, "s", ignore=ignore)
+    # a stored CAM (same geometry, no resize at 16 -> 16) that encodes both masks
+    cam = np.where(ignore, 0.25, np.where(fg, 1.0, 0.5)).astype(np.float32)
+    t = JointTransform(train=True, resize=16, crop=11, color_jitter=False)
+    flips = set()
+    for seed in range(16):
+        out = t(sample, cam, generator=torch.Generator().manual_seed(seed))
+        assert out["ignore"].shape == (11, 11) and out["ignore"].dtype == torch.bool
+        assert torch.equal(out["ignore"], out["cam"] == 0.25)
+        assert torch.equal(out["mask"] > 0.5, out["cam"] == 1.0)
+        flips.add(out["ignore"].numpy().tobytes())
+    assert len(flips) > 4  # the geometry did vary
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_missing_or_corrupt_ignore_mask_is_a_data_error(tmp_path: Path, corrupt: bool) -> None:
+    lists, root, _, _ = _ignore_lists(tmp_path)
+    if corrupt:
+        (root / "a_ignore.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    else:
+        (root / "a_ignore.png").unlink()
+    ds = open_dataset(str(lists), "test", root=root)
+    with pytest.raises(DataError, match=r"a_ignore\.png: ignore mask of a\.png"):
+        ds[0]
+    report = check_source(open_source(str(lists), root=root))
+    assert any("a_ignore.png" in str(p) and "ignore mask" in str(p) for p in report.errors)

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from histocam.cli import app
 from histocam.metrics import PxAP
-from histocam.train import RunConfig, Trainer, load_method, load_run_config
+from histocam.runs import Run
+from histocam.train import RunConfig, Trainer, load_run_config
 from histocam.train.checkpoint import load_checkpoint, save_checkpoint
 from histocam.train.config import apply_overrides
 from histocam.train.seeding import set_deterministic
@@ -61,8 +62,8 @@ def test_training_writes_run_directory_and_selects(tmp_path: Path) -> None:
     loc = load_checkpoint(run / "checkpoints" / "best-loc.pt")
     assert loc["epoch"] == best["loc_epoch"] and "optimizer" not in loc
     assert "optimizer" in load_checkpoint(run / "checkpoints" / "last.pt")
-    method, config, names = load_method(run, "best-cl")
-    assert names == ["benign", "malignant"] and config.method.name == "cam"
+    method, names = Run(run).method("best-cl")
+    assert names == ["benign", "malignant"] and Run(run).config.method.name == "cam"
 
 
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
@@ -200,12 +201,13 @@ def test_pooling_methods_train_on_shared_glas(tmp_path: Path, name: str) -> None
     Trainer(cfg).fit()
     for ckpt in ("best-loc", "best-cl", "last"):
         assert (cfg.run_dir / "checkpoints" / f"{ckpt}.pt").is_file()
-    method, config, _ = load_method(cfg.run_dir, "best-loc")
+    method, _ = Run(cfg.run_dir).method("best-loc")
     from histocam.data.open import open_source
     from histocam.train.evaluate import evaluate_split
 
-    result = evaluate_split(method, open_source(config.data).dataset("valpx"), config.data,
-                            torch.device("cpu"), keep_maps=True)
-    maps = torch.stack([m.float() for m in result.maps.values()])
+    kept = {}
+    result = evaluate_split(method, open_source(cfg.data).dataset("valpx"), cfg.data,
+                            torch.device("cpu"), map_sink=kept.__setitem__)
+    maps = torch.stack(list(kept.values()))
     assert maps.shape[1:] == (64, 64) and torch.isfinite(maps).all()
     assert maps.min() >= 0 and maps.max() <= 1 and result.pxap is not None

@@ -11,11 +11,5 @@ from histocam.cams.smoothgradcampp import SmoothGradCAMPlusPlus
 from histocam.cams.sscam import SSCAM
 from histocam.cams.xgradcam import XGradCAM
 
-TOP_DOWN = {
-    "gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "smoothgradcampp": SmoothGradCAMPlusPlus,
-    "xgradcam": XGradCAM, "layercam": LayerCAM, "scorecam": ScoreCAM, "sscam": SSCAM,
-    "iscam": ISCAM, "ablationcam": AblationCAM,
-}
-
-__all__ = ["TOP_DOWN", "AblationCAM", "GradCAM", "GradCAMPlusPlus", "ISCAM", "LayerCAM",
+__all__ = ["AblationCAM", "GradCAM", "GradCAMPlusPlus", "ISCAM", "LayerCAM",
            "SSCAM", "ScoreCAM", "SmoothGradCAMPlusPlus", "TopDownCAM", "XGradCAM"]

@@ -1,17 +1,19 @@
 """The CAM store: a teacher's low-resolution maps for a dataset split, with their provenance.
 
-``export_cams`` runs a trained run's checkpoint (B-LOC by default) over a split with the evaluation
-transform and stores, for every image, the normalised low-resolution map of its ground-truth class
-(float16) in ``RUN/cams/<checkpoint>-<split>.npz`` with a JSON sidecar: run, checkpoint, epoch,
-method, a hash of the teacher config and one of the dataset identity. ``load_cams`` refuses a store
-made for another dataset or split, or one that lacks images of the split. The maps are then
-transformed jointly with their images (same crop and flip) by ``JointTransform``.
+``histocam.runs.Run.export_cams`` runs a trained run's checkpoint (B-LOC by default) over a split
+with the evaluation transform and stores, for every image, the normalised low-resolution map of its
+ground-truth class (float16) in ``RUN/cams/<checkpoint>-<split>.npz`` (written map by map with
+``NpzWriter``) with a JSON sidecar: run, checkpoint, epoch, method, a hash of the teacher config and
+one of the dataset identity. ``load_cams`` refuses a store made for another dataset or split, or one
+that lacks images of the split. The maps are then transformed jointly with their images (same crop
+and flip) by ``JointTransform``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,8 @@ class CAMStoreError(ValueError):
     """A stored CAM file that does not match the dataset it is used with."""
 
 
-def _hash(obj) -> str:
+def config_hash(obj) -> str:
+    """A short stable hash of a JSON-able object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -41,10 +44,11 @@ def dataset_identity(config: DataConfig) -> str:
     if isinstance(dump.get("synthetic"), dict):
         dump["synthetic"].pop("cache_dir", None)
         dump["synthetic"]["generator_version"] = generator_version(config.dataset)
-    return _hash({k: dump.get(k) for k in IDENTITY_FIELDS})
+    return config_hash({k: dump.get(k) for k in IDENTITY_FIELDS})
 
 
-def _key(image_id: str) -> str:
+def npz_key(image_id: str) -> str:
+    """The array name of an image id in an ``.npz`` (ids may contain ``/``)."""
     return image_id.replace("/", "__")
 
 
@@ -53,50 +57,40 @@ def store_paths(run_dir: Path, checkpoint: str, split: str) -> tuple[Path, Path]
     return base.with_suffix(".npz"), base.with_suffix(".json")
 
 
-def export_cams(run_dir: str | Path, checkpoint: str = "best-loc", split: str = "train", *,
-                device: str = "auto", batch_size: int = 32, progress: bool = False) -> Path:
-    from histocam.data.open import open_source
-    from histocam.data.transforms import JointTransform
-    from histocam.train.checkpoint import load_checkpoint
-    from histocam.train.loader import make_loader
-    from histocam.train.seeding import resolve_device
-    from histocam.train.trainer import load_method
+class NpzWriter:
+    """Writes arrays one by one into an ``.npz`` (readable by ``np.load``) without holding them:
+    a temporary file renamed over ``path`` on ``close`` (never a half-written store)."""
 
-    run_dir = Path(run_dir)
-    dev = resolve_device(device)
-    method, config, class_names = load_method(run_dir, checkpoint, str(dev))
-    dataset = open_source(config.data).dataset(split)
-    loader = make_loader(dataset, JointTransform.from_config(config.data, train=False), batch_size,
-                         shuffle=False, num_workers=0)
-    maps: dict[str, np.ndarray] = {}
-    ids: list[str] = []
-    steps = loader
-    if progress:
-        from rich.progress import track
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED)
+        self.keys: list[str] = []
 
-        steps = track(loader, description=f"CAMs {checkpoint} {split}", transient=True)
-    for batch in steps:
-        with torch.no_grad():  # top-down CAMs re-enable gradients where they need them
-            _, low = method.localize_with_logits(batch["image"].to(dev), batch["label"].to(dev),
-                                                 upsample=False)
-        for image_id, m in zip(batch["id"], low.detach().cpu().numpy()):
-            maps[_key(image_id)] = m.astype(np.float16)
-            ids.append(image_id)
-    npz, meta = store_paths(run_dir, checkpoint, split)
-    npz.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npz.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **maps)
-    tmp.replace(npz)
-    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
-    meta.write_text(json.dumps({
-        "run": str(run_dir.resolve()), "checkpoint": checkpoint, "epoch": state["epoch"],
-        "method": config.method.name, "teacher_config_hash": _hash(
-            config.method.model_dump(mode="json")),
-        "dataset": config.data.dataset, "dataset_identity": dataset_identity(config.data),
-        "split": split, "class_names": class_names, "ids": ids,
-        "map_shape": list(next(iter(maps.values())).shape) if maps else None,
-    }, indent=2))
-    return npz
+    def add(self, image_id: str, array: np.ndarray) -> None:
+        key = npz_key(image_id)
+        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array(fh, np.ascontiguousarray(array))
+        self.keys.append(image_id)
+
+    def close(self) -> Path:
+        self._zip.close()
+        self._tmp.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._zip.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> NpzWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _checked_meta(npz: Path, data_config: DataConfig, split: str) -> dict:
@@ -135,5 +129,5 @@ def load_cams(path: str | Path, data_config: DataConfig, split: str = "train",
             raise CAMStoreError(f"{npz}: no CAM for {len(missing)} image(s) of the split, e.g. "
                                 f"{missing[:3]}")
     with np.load(npz) as data:
-        return {image_id: torch.from_numpy(data[_key(image_id)].astype(np.float32))
+        return {image_id: torch.from_numpy(data[npz_key(image_id)].astype(np.float32))
                 for image_id in meta["ids"]}

@@ -1,9 +1,10 @@
 """Validate a dataset and summarise it: every problem is reported with the file it concerns.
 
-Errors (exit non-zero): missing or unreadable/truncated files, mask/image size mismatch, labels
-outside the encoding, duplicate ids, colour or non-integer masks, empty splits. Warnings: images
-converted (grayscale, RGBA, 16-bit), size differing from ``image_sizes.txt``, masks that look like a
-lossy binary mask rather than a binary or instance map, valpx not inside valcl.
+Errors (exit non-zero): missing or unreadable/truncated files (images, masks, ignore masks),
+mask/image size mismatch, labels outside the encoding, duplicate ids, colour or non-integer masks,
+empty splits. Warnings: images converted (grayscale, RGBA, 16-bit), size differing from
+``image_sizes.txt``, masks that look like a lossy binary mask rather than a binary or instance map,
+valpx not inside valcl.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from histocam.data.dataset import FileDataset, Record
 from histocam.data.errors import DataError, Problem, Severity
-from histocam.data.io import read_image, read_mask_values
+from histocam.data.io import read_image, read_mask, read_mask_values
 from histocam.data.open import DatasetSource, SplitDataset
 
 
@@ -94,6 +95,8 @@ def _check_record(rec: Record, split: str, n_classes: int, summary: SplitSummary
                f"size {w}x{h} differs from image_sizes.txt {rec.expected_wh[0]}x{rec.expected_wh[1]}")
     if not rec.has_mask:
         return
+    if rec.ignore_path is not None:
+        _check_ignore(rec, (h, w), report)
     if rec.mask_path is None:
         summary.with_mask += 1
         summary.masked_ids.add(rec.id)
@@ -122,6 +125,16 @@ def _check_record(rec: Record, split: str, n_classes: int, summary: SplitSummary
     summary.with_mask += 1
     summary.masked_ids.add(rec.id)
     summary.coverage[rec.label].append(float((values > 0).mean()))
+
+
+def _check_ignore(rec: Record, hw: tuple[int, int], report) -> None:
+    if not rec.ignore_path.is_file():
+        report(Severity.ERROR, rec.ignore_path, f"ignore mask of {rec.id} not found")
+        return
+    try:
+        read_mask(rec.ignore_path, hw)
+    except DataError as exc:
+        report(Severity.ERROR, rec.ignore_path, f"ignore mask of {rec.id}: {exc.problem}")
 
 
 def _check_generated(ds: SplitDataset, summary: SplitSummary) -> None:

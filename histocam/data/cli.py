@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -70,12 +71,14 @@ def check(
     """Validate a dataset: summary per split and class, and every problem found."""
     from histocam.data.open import open_source
 
-    config = DataConfig(dataset=path, root=root, split_seed=seed,
-                        classes=classes.split(",") if classes else None)
     try:
+        config = DataConfig(dataset=path, root=root, split_seed=seed,
+                            classes=classes.split(",") if classes else None)
         report = check_source(open_source(config), split)
-    except DataError as exc:
-        console.print(f"[red]error: {exc}[/]", highlight=False)
+    except (DataError, ValueError) as exc:  # ValueError: an option this dataset does not use
+        message = ("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                   if isinstance(exc, ValidationError) else str(exc))
+        console.print(f"[red]error: {escape(message)}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     print_report(report)
     if report.errors:

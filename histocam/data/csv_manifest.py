@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from histocam.data.config import SPLIT_KEYS
 from histocam.data.dataset import SPLITS, Layout, Record, layout_from_pool
 from histocam.data.errors import DataError
 
@@ -93,14 +94,19 @@ def read_csv_manifest(
         top = max((r.label for recs in records.values() for r in recs), default=0)
         class_names = [str(i) for i in range(top + 1)]
     name = csv_path.stem
+    no_root = "a CSV manifest's paths are relative to its own folder"
     if "pool" in records or not records:
         pool = records.pop("pool", [])
         fixed = [r for recs in records.values() for r in recs]
         if fixed:
             raise DataError(csv_path, "either every row has a split or none does")
-        return layout_from_pool(
+        layout = layout_from_pool(
             name, class_names, pool, [], seed=seed, valcl_fraction=valcl_fraction,
             test_fraction=test_fraction, valpx_per_class=valpx_per_class,
             notes=[f"{len(pool)} images from {csv_path}"],
         )
-    return Layout(name, class_names, records, [f"splits as given in {csv_path}"])
+        layout.unused["root"] = no_root
+        return layout
+    unused = {key: "the manifest's split column fixes the splits" for key in SPLIT_KEYS}
+    unused["root"] = no_root
+    return Layout(name, class_names, records, [f"splits as given in {csv_path}"], unused)

@@ -7,7 +7,7 @@ returning a ``Sample``, ``ids``, ``labels``, ``has_mask``, ``class_names``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,11 @@ SPLITS = ("train", "valcl", "valpx", "test")
 
 @dataclass(frozen=True)
 class Record:
-    """Where one sample lives. ``mask_path`` None with ``has_mask`` True = all-background mask."""
+    """Where one sample lives. ``mask_path`` None with ``has_mask`` True = all-background mask.
+
+    ``ignore_path``: optional mask of pixels left out of the localisation metrics (the third field
+    of WSOL ``localization.txt``); foreground pixels are never ignored.
+    """
 
     id: str
     image_path: Path
@@ -30,6 +34,7 @@ class Record:
     has_mask: bool
     expected_wh: tuple[int, int] | None = None  # from image_sizes.txt, checked by `data check`
     source: str | None = None  # the list/CSV file that named this record, for messages
+    ignore_path: Path | None = None
 
 
 class FileDataset:
@@ -70,10 +75,22 @@ class FileDataset:
                 mask = np.zeros(image.shape[:2], dtype=bool)
             else:
                 mask = read_mask(rec.mask_path, image.shape[:2])
-        return Sample(image, rec.label, mask, rec.id, rec.image_path, warnings)
+        ignore = None
+        if rec.ignore_path is not None and mask is not None:
+            ignore = read_ignore(rec.ignore_path, image.shape[:2], rec.id)
+            ignore &= ~mask  # as wsolevaluation: the ignore region minus the foreground
+        return Sample(image, rec.label, mask, rec.id, rec.image_path, warnings, ignore=ignore)
 
     def __repr__(self) -> str:
         return f"FileDataset({self.name!r}, split={self.split!r}, n={len(self)})"
+
+
+def read_ignore(path: Path, expected_hw: tuple[int, int], image_id: str) -> np.ndarray:
+    """An ignore mask (value > 0 = ignored); a missing or unreadable file is a ``DataError``."""
+    try:
+        return read_mask(path, expected_hw)
+    except DataError as exc:
+        raise DataError(path, f"ignore mask of {image_id}: {exc.problem}") from exc
 
 
 def _normalise(name: str) -> str:
@@ -103,12 +120,17 @@ def resolve_path(root: Path, relative: str) -> Path:
 
 @dataclass
 class Layout:
-    """What a reader found: records per split, the class encoding, and notes for the user."""
+    """What a reader found: records per split, the class encoding, and notes for the user.
+
+    ``unused``: ``DataConfig`` keys this layout did not read, each with the reason (e.g. split
+    lists fix their splits, so ``split_seed`` is unused); ``open_source`` rejects them when set.
+    """
 
     name: str
     class_names: list[str]
     splits: dict[str, list[Record]]
     notes: list[str]
+    unused: dict[str, str] = field(default_factory=dict)
 
     def dataset(self, split: str) -> FileDataset:
         if split not in self.splits:
@@ -146,4 +168,8 @@ def layout_from_pool(
         splits["test"] = test
     notes.append(f"splits drawn with seed {seed} (valcl {valcl_fraction:.0%}, "
                  f"valpx {valpx_per_class} per class from valcl)")
-    return Layout(name, class_names, splits, notes)
+    unused = {}
+    if test:
+        unused["test_fraction"] = (f"the dataset's own {len(test)} test images form the test split; "
+                                   "test_fraction is used only without test images")
+    return Layout(name, class_names, splits, notes, unused)

@@ -75,7 +75,10 @@ def read_glas(
     if not pool:
         raise DataError(release, "no train_*.bmp image listed in Grade.csv exists in this folder")
     notes = [f"{len(pool) + len(test)} of {len(grades)} images listed in Grade.csv are present"]
-    return layout_from_pool(
+    layout = layout_from_pool(
         "glas", GLAS_CLASSES, pool, test, seed=seed, valcl_fraction=valcl_fraction,
         test_fraction=test_fraction, valpx_per_class=valpx_per_class, notes=notes,
     )
+    layout.unused["classes"] = (f"GlaS's encoding is fixed by Grade.csv: "
+                                f"{', '.join(f'{n} {i}' for i, n in enumerate(GLAS_CLASSES))}")
+    return layout

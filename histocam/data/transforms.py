@@ -3,8 +3,8 @@
 Train: resize to ``resize``² -> random crop ``crop`` -> random horizontal and vertical flips ->
 ColorJitter(.5, .5, .5, .05) [-> optional HED stain augmentation]. Images stay RGB in [0, 1]: the
 encoder applies the mean/std of its weights (``histocam.models.backbones``). The same
-geometry is applied to the mask (nearest) and to a stored CAM (bilinear, ``align_corners=False``).
-Eval: resize to ``eval_size``² (no crop); mask nearest, binary.
+geometry is applied to the mask and the ignore mask (nearest) and to a stored CAM (bilinear,
+``align_corners=False``). Eval: resize to ``eval_size``² (no crop); masks nearest, binary.
 
 Nearest-neighbour resizing uses PyTorch's ``nearest`` (source index = floor(dst · scale)), the rule
 of OpenCV's INTER_NEAREST used by the reference evaluator for masks.
@@ -53,8 +53,9 @@ class JointTransform:
     """Apply the protocol pipeline to a ``Sample`` (and optionally its stored CAM).
 
     Returns a dict with ``image`` (3×S×S float RGB in [0, 1]), ``label`` (int64), ``mask`` (S×S float
-    in {0, 1}, zeros when the sample has none), ``has_mask`` (bool), ``cam`` (S×S, if given) and
-    ``id``.
+    in {0, 1}, zeros when the sample has none), ``has_mask`` (bool), ``ignore`` (S×S bool: pixels
+    to leave out of the localisation metrics, all False when the sample has no ignore mask),
+    ``cam`` (S×S, if given) and ``id``.
     """
 
     train: bool
@@ -80,34 +81,40 @@ class JointTransform:
         has_mask = sample.mask is not None
         mask = (torch.from_numpy(sample.mask).float() if has_mask
                 else torch.zeros(sample.image.shape[:2]))
+        ignore = (torch.from_numpy(sample.ignore).float() if sample.ignore is not None
+                  else torch.zeros(sample.image.shape[:2]))
         cam_t = None if cam is None else torch.as_tensor(cam, dtype=torch.float32)
         size = self.resize if self.train else self.eval_size
         image, mask = resize_image(image, size), resize_mask(mask, size)
+        ignore = resize_mask(ignore, size)
         cam_t = None if cam_t is None else resize_map(cam_t, size)
         if self.train:
-            image, mask, cam_t = self._random_geometry(image, mask, cam_t, generator)
+            image, mask, ignore, cam_t = self._random_geometry(image, mask, ignore, cam_t,
+                                                               generator=generator)
             if self.color_jitter:
                 image = self._jitter(image)
             image = hed_augment(image, self.stain_augment, generator)
         out: dict[str, Any] = {
             "image": image, "label": torch.tensor(sample.label, dtype=torch.int64),
-            "mask": mask, "has_mask": has_mask, "id": sample.id,
+            "mask": mask, "has_mask": has_mask, "ignore": ignore > 0.5, "id": sample.id,
         }
         if cam_t is not None:
             out["cam"] = cam_t
         return out
 
-    def _random_geometry(self, image, mask, cam, generator):
+    def _random_geometry(self, *tensors, generator=None):
+        """One random crop and flips applied to every tensor given (``None`` passes through)."""
         span = self.resize - self.crop + 1
         top, left = (int(v) for v in torch.randint(span, (2,), generator=generator))
         hflip, vflip = (bool(v) for v in torch.rand(2, generator=generator) < 0.5)
-        tensors = [image, mask] + ([cam] if cam is not None else [])
         out = []
         for t in tensors:
-            t = t[..., top : top + self.crop, left : left + self.crop]
-            if hflip:
-                t = t.flip(-1)
-            if vflip:
-                t = t.flip(-2)
-            out.append(t.contiguous())
-        return out[0], out[1], (out[2] if cam is not None else None)
+            if t is not None:
+                t = t[..., top : top + self.crop, left : left + self.crop]
+                if hflip:
+                    t = t.flip(-1)
+                if vflip:
+                    t = t.flip(-2)
+                t = t.contiguous()
+            out.append(t)
+        return out

@@ -4,16 +4,26 @@ One folder per split (``train``, ``valcl``, ``valpx``, ``test``) with ``image_id
 relative path per line), ``class_labels.txt`` (``path,int``), ``image_sizes.txt`` (``path,W,H``) and
 ``localization.txt`` (``path,mask_path,ignore_path``; an empty mask path means an all-background mask,
 as for CAMELYON16 normal patches). Paths are relative to a data root given separately.
+
+The ignore path (optional, empty = nothing ignored) names a mask of pixels left out of the
+localisation metrics, as in the reference evaluator (wsolevaluation): the ignored pixels are that
+mask's pixels > 0 minus the foreground. The lists fix the splits, so the split-drawing keys
+(``split_seed``, ``valcl_fraction``, ``test_fraction``, ``valpx_per_class``) are not used.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from histocam.data.config import SPLIT_KEYS
 from histocam.data.dataset import SPLITS, Layout, Record, resolve_path
 from histocam.data.errors import DataError
 
 LIST_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
+
+#: Why WSOL split lists do not read the split-drawing keys.
+FIXED_SPLITS = {key: "WSOL split lists fix the splits (train/valcl/valpx/test as listed)"
+                for key in SPLIT_KEYS}
 
 
 def is_wsol_lists(path: str | Path) -> bool:
@@ -69,6 +79,7 @@ def read_wsol_split(split_dir: Path, root: Path, n_classes: int | None = None) -
             wh = (int(sizes[image_id][0]), int(sizes[image_id][1]))
         has_mask = image_id in masks
         mask_rel = masks[image_id][0] if has_mask else ""
+        ignore_rel = masks[image_id][1] if has_mask and len(masks[image_id]) > 1 else ""
         records.append(Record(
             id=image_id,
             image_path=resolve_path(root, image_id),
@@ -77,23 +88,21 @@ def read_wsol_split(split_dir: Path, root: Path, n_classes: int | None = None) -
             has_mask=has_mask,
             expected_wh=wh,
             source=str(split_dir / "image_ids.txt"),
+            ignore_path=resolve_path(root, ignore_rel) if ignore_rel else None,
         ))
     return records
 
 
-def read_wsol_lists(
-    list_dir: str | Path, root: str | Path, class_names: list[str] | None = None
-) -> Layout:
+def read_wsol_lists(list_dir: str | Path, root: str | Path, class_names: list[str]) -> Layout:
     """Read every split folder present under ``list_dir`` (e.g. ``GLAS/fold-0``)."""
     list_dir, root = Path(list_dir), Path(root)
     if not is_wsol_lists(list_dir):
         raise DataError(list_dir, f"no split folders ({', '.join(SPLITS)}) with image_ids.txt")
     if not root.is_dir():
         raise DataError(root, "data root folder not found")
-    n = len(class_names) if class_names else None
+    if not class_names:
+        raise DataError(list_dir, "no class names given for these split lists")
+    n = len(class_names)
     splits = {s: read_wsol_split(list_dir / s, root, n) for s in SPLITS if (list_dir / s).is_dir()}
-    if class_names is None:
-        top = max((r.label for recs in splits.values() for r in recs), default=0)
-        class_names = [str(i) for i in range(top + 1)]
     notes = [f"lists from {list_dir}, images resolved against {root}"]
-    return Layout(list_dir.name, class_names, splits, notes)
+    return Layout(list_dir.name, class_names, splits, notes, dict(FIXED_SPLITS))

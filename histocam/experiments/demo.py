@@ -37,9 +37,8 @@ def demo_config(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 10) 
                  "synthetic": {"size": 192, "n_train": n_train, "n_valcl": 40, "n_test": 120,
                                "seed": seed, "cache_dir": str(Path(out) / "cache")}},
         "backbone": {"name": "efficientnet_lite0", "pretrained": "imagenet"},
-        "teacher": {"name": "cam"},
-        "teacher_train": teacher,
-        "pixelcam_train": pixelcam,
+        "teacher": {"method": {"name": "cam"}, "train": teacher},
+        "student": {"method": {"name": "pixelcam"}, "train": pixelcam},
     })
 
 

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import torch
 
+from histocam.data.open import open_source
+from histocam.data.transforms import JointTransform
+from histocam.runs.run import Run
+from histocam.train.seeding import resolve_device
 
-def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: str = "auto",
+
+def save_map_figure(teacher: Run, pixelcam: Run, path: Path, device: str = "auto",
                     n: int = 6) -> Path:
     """Rows of image | mask | teacher map | PixelCAM map for ``n`` test images with foreground,
     alternating classes (B-LOC checkpoints, ground-truth class)."""
@@ -16,14 +21,10 @@ def save_map_figure(teacher_dir: Path, pixelcam_dir: Path, path: Path, device: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from histocam.data.open import open_source
-    from histocam.data.transforms import JointTransform
-    from histocam.train.seeding import resolve_device
-    from histocam.train.trainer import load_method
-
     dev = resolve_device(device)
-    teacher, config, names = load_method(teacher_dir, "best-loc", str(dev))
-    pixelcam, _, _ = load_method(pixelcam_dir, "best-loc", str(dev))
+    config = teacher.config
+    teacher, names = teacher.method("best-loc", str(dev))
+    pixelcam, _ = pixelcam.method("best-loc", str(dev))
     dataset = open_source(config.data).dataset("test")
     transform = JointTransform.from_config(config.data, train=False)
     labels = dataset.labels

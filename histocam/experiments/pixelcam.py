@@ -1,10 +1,12 @@
 """The PixelCAM pipeline: teacher -> stored CAMs -> PixelCAM -> evaluation of both, one command.
 
+The pipeline config composes the two runs: shared ``data``, ``backbone``, seed and device, and one
+stage per run (``teacher: {method, train}``, ``student: {method, train, teacher_maps, init}``).
 ``run_pipeline`` trains the teacher (reused if its run already exists), exports its B-LOC CAMs on
-train, trains PixelCAM from the teacher's B-CL checkpoint, evaluates both at B-LOC and B-CL on test
-(τ* from valpx) and writes ``comparison.json``, ``comparison.md``, ``figures/maps.png`` and the
-inference cost of each map. Run directories: ``<out_dir>/<name>/teacher-<method>`` and
-``<out_dir>/<name>/pixelcam-<method>``.
+train, trains the student (PixelCAM, its classifier the teacher's method) from the teacher's B-CL
+checkpoint, evaluates both at B-LOC and B-CL on test (τ* from valpx) and writes
+``comparison.json``, ``comparison.md``, ``figures/maps.png`` and the inference cost of each map.
+Run directories: ``<out_dir>/<name>/teacher-<method>`` and ``<out_dir>/<name>/pixelcam-<method>``.
 """
 
 from __future__ import annotations
@@ -16,75 +18,115 @@ from typing import Literal
 
 import torch
 import yaml
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from histocam.cams.store import export_cams, store_is_current, store_paths
+from histocam.cams.store import store_is_current, store_paths
 from histocam.data.config import DataConfig, StrictModel
+from histocam.experiments.figures import save_map_figure
 from histocam.methods.base import MethodConfig
+from histocam.methods.composed import ComposedConfig
 from histocam.methods.registry import method_config
+from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
-from histocam.train.config import RunConfig, RunIdentity, TrainConfig
+from histocam.runs.run import Run
+from histocam.train.config import RunConfig, RunIdentity, TrainConfig, load_config_tree
+from histocam.train.seeding import resolve_device
+from histocam.train.trainer import Trainer
 
 
-class PixelCAMOptions(StrictModel):
-    n: int = Field(5, ge=0)
-    lam: float = Field(1.0, ge=0)
-    sampler: Literal["pb", "th", "static"] = "pb"
-    head: Literal["linear", "mlp3"] = "linear"
-    loss_resolution: Literal["full", "low"] = "full"
-    negative_class: int | None = None
-    negative_all_background: bool = False
-    teacher_cams: Literal["best-loc", "best-cl"] = "best-loc"
+class StageConfig(StrictModel):
+    """One training stage of the pipeline: a method and how it is trained (with the pipeline's
+    data, backbone, seed and device, this is a whole ``RunConfig``)."""
+
+    method: SerializeAsAny[MethodConfig]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _parse_method(cls, value):
+        method = method_config(value)
+        if method.backbone != BackboneConfig():
+            raise ValueError("the teacher and the student share the pipeline's backbone: set "
+                             "backbone, not the stage method's backbone")
+        return method
+
+
+class TeacherStage(StageConfig):
+    method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: method_config("cam"))
+
+
+class StudentStage(StageConfig):
+    method: SerializeAsAny[MethodConfig] = Field(
+        default_factory=lambda: method_config("pixelcam"),
+        description="a seeded student (pixelcam); its classifier is the teacher's method")
+    teacher_maps: Literal["best-loc", "best-cl"] = Field(
+        "best-loc", description="the teacher checkpoint whose maps give the seeds")
     init: Literal["teacher", "backbone"] = Field(
         "teacher", description="teacher: start from the teacher's B-CL checkpoint; backbone: from "
         "the backbone's own initialisation (ImageNet weights or scratch)")
 
+    @field_validator("method", mode="after")
+    @classmethod
+    def _a_student(cls, method):
+        if not isinstance(method, SeededStudentConfig):
+            raise ValueError(f"the student must be a seeded student method (pixelcam), not "
+                             f"{method.name!r}")
+        if method.classifier != method_config("cam"):
+            raise ValueError("the student's classifier is the teacher's method: set "
+                             "teacher.method, not student.method.classifier")
+        return method
+
 
 class PipelineConfig(RunIdentity):
+    """Teacher -> stored maps -> seeded student, with one data, backbone, seed and device."""
+
     name: str = "pixelcam"
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
-    teacher: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: method_config("cam"))
-    teacher_train: TrainConfig = Field(default_factory=TrainConfig)
-    pixelcam: PixelCAMOptions = Field(default_factory=PixelCAMOptions)
-    pixelcam_train: TrainConfig = Field(default_factory=TrainConfig)
-    teacher_run: Path | None = Field(None, description="use this trained teacher run instead")
+    teacher: TeacherStage = Field(default_factory=TeacherStage)
+    student: StudentStage = Field(default_factory=StudentStage)
+    teacher_run: Path | None = Field(None, description="use this trained teacher run instead of "
+                                     "training the teacher stage")
 
-    @field_validator("teacher", mode="before")
-    @classmethod
-    def _parse_teacher(cls, value):
-        return method_config(value)
+    @model_validator(mode="after")
+    def _teacher_once(self) -> PipelineConfig:
+        if self.teacher_run is not None and self.teacher != TeacherStage():
+            raise ValueError("teacher_run replaces the teacher stage: remove the teacher section")
+        return self
 
     @property
     def root(self) -> Path:
         return self.out_dir / self.name
 
 
+def load_pipeline_config(path: str | Path | None = None,
+                         overrides: list[str] | None = None) -> PipelineConfig:
+    return PipelineConfig.model_validate(load_config_tree(path, overrides))
+
+
 def teacher_run_config(p: PipelineConfig) -> RunConfig:
-    teacher = p.teacher.model_copy(update={"backbone": p.backbone})
-    return RunConfig(name=f"teacher-{p.teacher.name}", out_dir=p.root, seed=p.seed,
+    teacher = p.teacher.method.model_copy(update={"backbone": p.backbone})
+    return RunConfig(name=f"teacher-{teacher.name}", out_dir=p.root, seed=p.seed,
                      deterministic=p.deterministic, device=p.device, data=p.data, method=teacher,
-                     train=p.teacher_train)
+                     train=p.teacher.train)
 
 
-def pixelcam_run_config(p: PipelineConfig, teacher_dir: Path) -> RunConfig:
-    o = p.pixelcam
-    cams, _ = store_paths(teacher_dir, o.teacher_cams, "train")
-    teacher_cfg = RunConfig.model_validate(
-        yaml.safe_load((teacher_dir / "config.yaml").read_text())).method
-    method = {
-        "name": "pixelcam", "backbone": p.backbone.model_dump(mode="json"),
-        "teacher": teacher_cfg.model_dump(mode="json"), "n": o.n, "lam": o.lam,
-        "image_loss": teacher_cfg.image_loss,  # the image classifier and its loss are the teacher's
-        "sampler": o.sampler, "head": o.head, "loss_resolution": o.loss_resolution,
-        "negative_class": o.negative_class, "negative_all_background": o.negative_all_background,
-        "cams": str(cams),
-        "init_checkpoint": (str(teacher_dir / "checkpoints" / "best-cl.pt")
-                            if o.init == "teacher" else None),
-    }
-    return RunConfig(name=f"pixelcam-{p.teacher.name}", out_dir=p.root, seed=p.seed,
-                     deterministic=p.deterministic, device=p.device, data=p.data, method=method,
-                     train=p.pixelcam_train)
+def student_run_config(p: PipelineConfig, teacher: Run) -> RunConfig:
+    """The student's run: the teacher's method as its classifier, the teacher's maps as seeds."""
+    s = p.student
+    cams, _ = store_paths(teacher.dir, s.teacher_maps, "train")
+    classifier = teacher.config.method
+    if isinstance(classifier, ComposedConfig):  # a top-down teacher: its classifier
+        classifier = classifier.classifier
+    method = s.method.model_copy(update={
+        "backbone": p.backbone,
+        "classifier": classifier.model_copy(update={"backbone": BackboneConfig()}),
+    })
+    return RunConfig(
+        name=f"{method.name}-{teacher.config.method.name}", out_dir=p.root, seed=p.seed,
+        deterministic=p.deterministic, device=p.device, data=p.data, method=method,
+        train=s.train, cams=cams,
+        init=teacher.checkpoint_path("best-cl") if s.init == "teacher" else None)
 
 
 def _trained(run_dir: Path) -> bool:
@@ -92,14 +134,11 @@ def _trained(run_dir: Path) -> bool:
         run_dir / "checkpoints" / "best-loc.pt").is_file()
 
 
-def inference_cost(run_dir: Path, data: DataConfig, device: str, batch: int = 8,
+def inference_cost(run: Run, data: DataConfig, device: str, batch: int = 8,
                    repeats: int = 3) -> dict[str, float]:
     """Milliseconds per image: plain forward, and forward + map of the run's method."""
-    from histocam.train.seeding import resolve_device
-    from histocam.train.trainer import load_method
-
     dev = resolve_device(device)
-    method, _, _ = load_method(run_dir, "best-loc", str(dev))
+    method, _ = run.method("best-loc", str(dev))
     x = torch.randn(batch, 3, data.eval_size, data.eval_size, device=dev)
     y = torch.zeros(batch, dtype=torch.long, device=dev)
 
@@ -121,9 +160,6 @@ def inference_cost(run_dir: Path, data: DataConfig, device: str, batch: int = 8,
 
 
 def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
-    from histocam.train.evaluate_run import evaluate_checkpoint
-    from histocam.train.trainer import Trainer
-
     p.root.mkdir(parents=True, exist_ok=True)
     (p.root / "pipeline.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"),
                                                          sort_keys=False))
@@ -131,36 +167,43 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
     if not _trained(teacher_dir):
         Trainer(teacher_run_config(p)).fit(resume=(teacher_dir / "checkpoints" / "last.pt")
                                            .is_file())
-    cams, _ = store_paths(teacher_dir, p.pixelcam.teacher_cams, "train")
-    if not store_is_current(cams, p.data, "train"):  # missing, or made for an older dataset
-        export_cams(teacher_dir, p.pixelcam.teacher_cams, "train", device=p.device,
-                    progress=progress)
-    pix_cfg = pixelcam_run_config(p, teacher_dir)
-    if not _trained(pix_cfg.run_dir):
-        Trainer(pix_cfg).fit(resume=(pix_cfg.run_dir / "checkpoints" / "last.pt").is_file())
+    teacher = Run(teacher_dir)
+    ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device, progress)
+    student_cfg = student_run_config(p, teacher)
+    if not _trained(student_cfg.run_dir):
+        Trainer(student_cfg).fit(resume=(student_cfg.run_dir / "checkpoints" / "last.pt")
+                                 .is_file())
+    student = Run(student_cfg.run_dir)
     results = {"teacher": {}, "pixelcam": {}}
-    for role, run_dir in (("teacher", teacher_dir), ("pixelcam", pix_cfg.run_dir)):
+    for role, run in (("teacher", teacher), ("pixelcam", student)):
         for ckpt in ("best-loc", "best-cl"):
-            m = evaluate_checkpoint(run_dir, ckpt, "test", device=p.device, separability=True)
+            m = run.evaluate(ckpt, "test", device=p.device, separability=True)
             loc = m.get("localization", {})
             results[role][ckpt] = {
                 "pxap": loc.get("pxap"), "chance": loc.get("chance"),
                 "accuracy": m["classification"]["accuracy"],
                 **{k: loc.get(k) for k in ("TP*", "FN*", "FP*", "TN*")},
                 "separability": m["separability"]["mean"],
-                "per_image_ap": _per_image_ap(run_dir, ckpt),
+                "per_image_ap": _per_image_ap(run.dir, ckpt),
             }
-        results[role]["cost"] = inference_cost(run_dir, p.data, p.device)
-        results[role]["run"] = str(run_dir)
-    results["teacher_method"] = p.teacher.name
+        results[role]["cost"] = inference_cost(run, p.data, p.device)
+        results[role]["run"] = str(run.dir)
+    results["teacher_method"] = teacher.config.method.name
     results["paired_ttest_pxap_b_loc"] = _ttest(results)
     (p.root / "comparison.json").write_text(json.dumps(results, indent=2))
     table = comparison_table(results)
     (p.root / "comparison.md").write_text(table + "\n")
-    from histocam.experiments.figures import save_map_figure
-
-    save_map_figure(teacher_dir, pix_cfg.run_dir, p.root / "figures" / "maps.png", p.device)
+    save_map_figure(teacher, student, p.root / "figures" / "maps.png", p.device)
     return results
+
+
+def ensure_teacher_maps(teacher: Run, checkpoint: str, data: DataConfig, device: str,
+                        progress: bool = True) -> Path:
+    """The teacher's stored maps of the training images, exported unless current for ``data``."""
+    cams, _ = store_paths(teacher.dir, checkpoint, "train")
+    if not store_is_current(cams, data, "train"):  # missing, or made for an older dataset
+        teacher.export_cams(checkpoint, "train", device=device, progress=progress)
+    return cams
 
 
 def _per_image_ap(run_dir: Path, ckpt: str) -> dict[str, float]:

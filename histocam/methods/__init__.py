@@ -12,10 +12,19 @@ from histocam.methods import (  # noqa: F401 (registers the methods)
     topdown,
     wildcat,
 )
-from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
-from histocam.methods.registry import METHODS, create_method, method_config, register_method
+from histocam.methods.base import ClassifierConfig, MethodConfig, MethodOutput, WSOLMethod
+from histocam.methods.composed import ComposedConfig, ComposedMethod
+from histocam.methods.registry import (
+    FAMILIES,
+    METHODS,
+    create_method,
+    method_config,
+    register_method,
+)
+from histocam.methods.student import SeededStudent, SeededStudentConfig
 
 __all__ = [
-    "METHODS", "MethodConfig", "MethodOutput", "WSOLMethod", "create_method", "method_config",
-    "register_method",
+    "FAMILIES", "METHODS", "ClassifierConfig", "ComposedConfig", "ComposedMethod", "MethodConfig",
+    "MethodOutput", "SeededStudent", "SeededStudentConfig", "WSOLMethod", "create_method",
+    "method_config", "register_method",
 ]

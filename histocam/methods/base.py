@@ -3,7 +3,19 @@
 A method is an encoder (``histocam.models``) plus a head plus a loss plus a way to produce a map.
 Subclasses set ``Config`` (their typed hyper-parameters), build their head in ``build_head`` and
 implement ``head_forward``; built-in maps come from ``MethodOutput.maps`` and are post-processed by
-the protocol functions of ``histocam.cams.normalize``. Top-down methods override ``localize_with_logits``.
+the protocol functions of ``histocam.cams.normalize``. Methods never read files: the trainer
+supplies what a batch needs and the run layer supplies initial weights.
+
+Extension points (docs/ARCHITECTURE.md), each with a default that does nothing special:
+- ``prepare_batch(batch)``: the training batch before the forward pass (HaS hiding, CutMix mixing);
+- ``training_step(batch)``: forward + loss of one step (Max-Min's extra forwards);
+- ``on_epoch_end(epoch)``: after each training epoch (schedules, barriers);
+- ``needs_cams``: the trainer adds the stored teacher map of every image as ``batch["cam"]``;
+- ``load_initial_state(state)``: the weights the run layer starts a method from (a teacher's);
+- ``self.encoder.stage_modules()`` / ``self.encoder.vit_blocks(x)``: intermediate encoder stages
+  (forward hooks for ADL/ACoL/SPG) and ViT block tokens with their attention (TS-CAM/SAT);
+- ``ComposedMethod`` (``methods/composed.py``): a method built around a registered classifier
+  method that it owns whole (top-down CAMs, seeded students).
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from torch import nn
 from histocam.cams.normalize import minmax_normalize
 from histocam.cams.normalize import upsample as upsample_maps
 from histocam.data.config import StrictModel
-from histocam.models.backbones import BackboneConfig, create_encoder
+from histocam.models.backbones import BackboneConfig, Encoder, create_encoder
 
 
 class MethodConfig(StrictModel):
@@ -28,13 +40,18 @@ class MethodConfig(StrictModel):
 
     name: str
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
-    image_loss: Literal["ce", "bce"] = Field(
-        "ce", description="ce: softmax cross-entropy; bce: one-vs-rest sigmoid BCE per class")
 
     def for_inference(self) -> MethodConfig:
         """This config without external weight sources (the checkpoint provides the weights)."""
         return self.model_copy(update={"backbone": self.backbone.model_copy(
             update={"pretrained": False})})
+
+
+class ClassifierConfig(MethodConfig):
+    """An image classifier method (pooling family, supervised bound): it has an image loss."""
+
+    image_loss: Literal["ce", "bce"] = Field(
+        "ce", description="ce: softmax cross-entropy; bce: one-vs-rest sigmoid BCE per class")
 
 
 def image_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "ce") -> torch.Tensor:
@@ -68,16 +85,19 @@ class MethodOutput:
 class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
     """Base class. ``relu_maps``: whether the protocol applies ReLU before min–max (CAM only)."""
 
-    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    Config: ClassVar[type[MethodConfig]] = ClassifierConfig
     relu_maps: ClassVar[bool] = False
+    needs_cams: ClassVar[bool] = False
+    method_name: ClassVar[str]
 
-    def __init__(self, config: MethodConfig, num_classes: int) -> None:
+    def __init__(self, config: MethodConfig, num_classes: int, *,
+                 encoder: Encoder | None = None) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.config = config
         self.num_classes = num_classes
-        self.encoder = create_encoder(config.backbone)
+        self.encoder = encoder if encoder is not None else create_encoder(config.backbone)
         self.head = self.build_head(self.encoder.out_channels, num_classes)
 
     # --- each method implements these two
@@ -118,12 +138,28 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
         """Maps of ``classes`` (the ground-truth class per the protocol) as B×H×W in [0, 1]."""
         return self.localize_with_logits(images, classes)[1]
 
-    def training_maps(self, data_config) -> dict[str, torch.Tensor] | None:
-        """Per-image maps the method learns from (PixelCAM: stored teacher CAMs); None if none."""
-        return None
+    # --- extension points (module docstring)
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The training batch as the method trains on it; by default unchanged."""
+        return batch
+
+    def training_step(self, batch: dict[str, Any]
+                      ) -> tuple[torch.Tensor, dict[str, float], MethodOutput]:
+        """(loss, its named parts, the output whose logits count for train accuracy)."""
+        output = self(batch["image"])
+        loss, parts = self.loss(batch, output)
+        return loss, parts, output
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the trainer after training epoch ``epoch`` (before its evaluation)."""
+
+    def load_initial_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from ``state`` (a checkpoint's model weights), strictly."""
+        self.load_state_dict(state)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder and head parameters separately (the head gets a larger learning rate)."""
-        head = [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
-        return [{"params": list(self.encoder.parameters()), "role": "encoder"},
-                {"params": head, "role": "head"}]
+        encoder = list(self.encoder.parameters())
+        own = {id(p) for p in encoder}
+        head = [p for p in self.parameters() if id(p) not in own]
+        return [{"params": encoder, "role": "encoder"}, {"params": head, "role": "head"}]

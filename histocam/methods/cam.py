@@ -12,7 +12,10 @@ from histocam.methods.base import MethodOutput, WSOLMethod
 from histocam.methods.registry import register_method
 
 
-@register_method("cam")
+@register_method("cam", family="pooling", paper="Zhou et al., CVPR 2016",
+                 summary="Global average pooling and a linear classifier; the map is the class-"
+                 "weighted sum of the feature maps.",
+                 map="class activation map (ReLU, min–max)")
 class CAM(WSOLMethod):
     relu_maps = True
 

@@ -10,11 +10,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
+from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
 from histocam.methods.registry import register_method
 
 
-class DeepMILConfig(MethodConfig):
+class DeepMILConfig(ClassifierConfig):
     name: str = "deepmil"
     mid_channels: int = Field(128, ge=1)
     gated: bool = True
@@ -42,7 +42,9 @@ class MILHead(nn.Module):
         return logits, attention.view(b, self.num_classes, h, w)
 
 
-@register_method("deepmil")
+@register_method("deepmil", family="pooling", paper="Ilse et al., ICML 2018",
+                 summary="Gated attention pooling of the feature positions per class.",
+                 map="attention of the class (min–max)")
 class DeepMIL(WSOLMethod):
     Config = DeepMILConfig
 

@@ -9,7 +9,9 @@ from histocam.methods.base import MethodOutput, WSOLMethod
 from histocam.methods.registry import register_method
 
 
-@register_method("gap")
+@register_method("gap", family="pooling", paper="Lin et al., ICLR 2014",
+                 summary="Class maps by a 1×1 convolution, scored by their global average.",
+                 map="class map (min–max)")
 class GAP(WSOLMethod):
     def build_head(self, channels: int, num_classes: int) -> nn.Module:
         return nn.Conv2d(channels, num_classes, kernel_size=1)

@@ -10,11 +10,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
+from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
 from histocam.methods.registry import register_method
 
 
-class LSEConfig(MethodConfig):
+class LSEConfig(ClassifierConfig):
     name: str = "lse"
     q: float = Field(5.0, gt=0, description="sharpness: small -> mean, large -> max")
 
@@ -25,7 +25,9 @@ def lse_pool(maps: torch.Tensor, q: float) -> torch.Tensor:
     return (torch.logsumexp(q * flat, dim=2) - math.log(flat.shape[2])) / q
 
 
-@register_method("lse")
+@register_method("lse", family="pooling", paper="Pinheiro & Collobert, CVPR 2015",
+                 summary="Class maps pooled by log-sum-exp, between the mean and the max.",
+                 map="class map (min–max)")
 class LSE(WSOLMethod):
     Config = LSEConfig
 

@@ -9,7 +9,9 @@ from histocam.methods.base import MethodOutput, WSOLMethod
 from histocam.methods.registry import register_method
 
 
-@register_method("maxpool")
+@register_method("maxpool", family="pooling", paper="Oquab et al., CVPR 2015",
+                 summary="Class maps by a 1×1 convolution, scored by their maximum.",
+                 map="class map (min–max)")
 class MaxPool(WSOLMethod):
     def build_head(self, channels: int, num_classes: int) -> nn.Module:
         return nn.Conv2d(channels, num_classes, kernel_size=1)

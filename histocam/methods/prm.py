@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
+from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
 from histocam.methods.registry import register_method
 
 
-class PRMConfig(MethodConfig):
+class PRMConfig(ClassifierConfig):
     name: str = "prm"
     window: int = Field(3, ge=1, description="peak window r (odd)")
 
@@ -28,7 +28,9 @@ def peak_pool(maps: torch.Tensor, window: int) -> torch.Tensor:
     return (maps * peaks).sum(dim=(2, 3)) / peaks.sum(dim=(2, 3))
 
 
-@register_method("prm")
+@register_method("prm", family="pooling", paper="Zhou et al., CVPR 2018",
+                 summary="Class response maps scored by the mean of their local peaks.",
+                 map="class response map (min–max)")
 class PRM(WSOLMethod):
     Config = PRMConfig
 

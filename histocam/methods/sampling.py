@@ -9,7 +9,8 @@ Each sampler turns B×H×W teacher maps in [0, 1] into B×H×W pseudo labels: 1 
 - ``static``: the n highest-CAM pixels are foreground and the n lowest background, fixed (NEGEV's
   ablation of stochastic sampling).
 Fully negative images (``negative`` mask, e.g. CAMELYON16 normal patches) get background seeds only:
-n uniform ones, or every pixel with ``negative_all_background``.
+n uniform ones, or every pixel with ``negative_all_background``. Every image draws its own n seeds
+per region (fewer only where its region has fewer pixels).
 """
 
 from __future__ import annotations
@@ -23,21 +24,27 @@ Sampler = Literal["pb", "th", "static"]
 
 
 def _draw(weights: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Indices drawn without replacement per row ∝ weights; rows without mass draw nothing.
+    """Up to ``n`` indices per row drawn without replacement with probability ∝ weights.
 
-    Returns B×n indices with -1 where nothing was drawn.
+    Each row draws min(n, its number of positive weights) on its own (a sparse map does not lower
+    the count of the other images). Gumbel-top-k: the n largest of log w + Gumbel noise are a draw
+    without replacement ∝ w (Kool et al., ICML 2019). Returns B×n indices, -1 where nothing was
+    drawn.
     """
     b, m = weights.shape
-    out = torch.full((b, n), -1, dtype=torch.long, device=weights.device)
-    positive = (weights > 0).sum(1)
-    rows = positive > 0
-    if n == 0 or not bool(rows.any()):
-        return out
-    k = min(n, int(positive[rows].min()))
-    if k > 0:
-        drawn = torch.multinomial(weights[rows].float(), k, replacement=False, generator=generator)
-        out[rows, :k] = drawn
-    return out
+    if n == 0 or m == 0:
+        return torch.full((b, n), -1, dtype=torch.long, device=weights.device)
+    u = torch.rand(weights.shape, generator=generator, device=weights.device if generator is None
+                   else generator.device).to(weights.device)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+    keys = torch.where(weights > 0, weights.float().clamp_min(1e-30).log() + gumbel,
+                       torch.full_like(gumbel, float("-inf")))
+    k = min(n, m)
+    values, idx = keys.topk(k, dim=1)
+    idx = torch.where(torch.isfinite(values), idx, torch.full_like(idx, -1))
+    if k < n:
+        idx = torch.cat([idx, idx.new_full((b, n - k), -1)], dim=1)
+    return idx
 
 
 def otsu_threshold(maps: torch.Tensor, bins: int = 256) -> torch.Tensor:

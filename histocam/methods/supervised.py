@@ -15,7 +15,10 @@ from histocam.methods.base import MethodOutput, WSOLMethod, image_loss
 from histocam.methods.registry import register_method
 
 
-@register_method("supervised")
+@register_method("supervised", family="supervised", paper="upper bound, PixelCAM Table 1",
+                 summary="A pixel head trained on the pixel masks: the bound a weakly "
+                 "supervised map should approach.",
+                 map="foreground probability")
 class Supervised(WSOLMethod):
     def build_head(self, channels: int, num_classes: int) -> nn.Module:
         return nn.ModuleDict({"classifier": nn.Linear(channels, num_classes),

@@ -1,6 +1,8 @@
-"""Top-down WSOL methods (survey §2.3): a classifier trained with the GAP head (as CAM), whose map
-is produced by interrogating it with a top-down CAM (``histocam.cams``) for the ground-truth class.
-Default target layer: the encoder's last stage; LayerCAM fuses the last ``layers`` stages."""
+"""Top-down WSOL methods (survey §2.3): an image classifier (``method.classifier``, by default CAM's
+GAP + linear head as in the survey; any registered classifier method, e.g. WILDCAT) trained with its
+own loss, whose map is produced by interrogating it with a top-down CAM (``histocam.cams``) for the
+ground-truth class. Default target layer: the encoder's last stage; LayerCAM fuses the last
+``layers`` stages."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from histocam.cams import (
     ISCAM,
@@ -21,12 +24,12 @@ from histocam.cams import (
     XGradCAM,
 )
 from histocam.cams.base import TopDownCAM
-from histocam.methods.base import MethodConfig, MethodOutput
-from histocam.methods.cam import CAM
+from histocam.methods.base import MethodOutput
+from histocam.methods.composed import ComposedConfig, ComposedMethod
 from histocam.methods.registry import register_method
 
 
-class TopDownConfig(MethodConfig):
+class TopDownConfig(ComposedConfig):
     chunk_size: int = Field(32, ge=1, description="masked inputs per forward (confidence family)")
 
     def engine_kwargs(self) -> dict[str, Any]:
@@ -35,9 +38,19 @@ class TopDownConfig(MethodConfig):
         return {k: getattr(self, k) for k in sorted(own)}
 
 
-class TopDownMethod(CAM):
+class TopDownMethod(ComposedMethod):
     Config = TopDownConfig
     engine: ClassVar[type[TopDownCAM]]
+
+    def build_head(self, channels, num_classes):  # the classifier's head is the only head
+        return nn.Identity()
+
+    def head_forward(self, features):
+        out = self.classifier_forward(features)
+        return MethodOutput(out.logits, out.features, None, out.extras)
+
+    def loss(self, batch, output):
+        return self.classifier.loss(batch, output)
 
     def layer_indices(self) -> list[int]:
         return [len(self.encoder.channels) - 1]
@@ -54,7 +67,7 @@ class TopDownMethod(CAM):
             with torch.no_grad():
                 features = self.encoder(x)
             features[-1] = features[-1].detach().requires_grad_(True)
-            return self.head_forward(features).logits, [features[-1]]
+            return self.classifier_forward(features).logits, [features[-1]]
         out = self(x.requires_grad_(True))  # graph to the stages even with a frozen encoder
         return out.logits, [out.features[i] for i in indices]
 
@@ -64,12 +77,18 @@ class TopDownMethod(CAM):
         return engine.compute(images, classes, upsample=upsample)
 
 
-def _top_down(name: str, engine_cls: type[TopDownCAM], config_cls=TopDownConfig):
-    """Register ``name`` as a GAP classifier whose map comes from ``engine_cls``."""
+def _top_down(name: str, engine_cls: type[TopDownCAM], config_cls=TopDownConfig, *, paper: str,
+              summary: str):
+    """Register ``name`` as a classifier whose map comes from ``engine_cls``."""
     cls = type(engine_cls.__name__ + "Method", (TopDownMethod,),
                {"engine": engine_cls, "Config": config_cls, "__doc__": engine_cls.__doc__,
                 "__module__": engine_cls.__module__})
-    return register_method(name)(cls)
+    return _register(name, paper, summary)(cls)
+
+
+def _register(name: str, paper: str, summary: str):
+    return register_method(name, family="top-down", paper=paper, summary=summary,
+                           map="top-down CAM of the ground-truth class (ReLU, min–max)")
 
 
 class SmoothConfig(TopDownConfig):
@@ -91,16 +110,31 @@ class ISCAMConfig(TopDownConfig):
     num_samples: int = Field(10, ge=1)
 
 
-GradCAMMethod = _top_down("gradcam", GradCAM)
-GradCAMPlusPlusMethod = _top_down("gradcampp", GradCAMPlusPlus)
-XGradCAMMethod = _top_down("xgradcam", XGradCAM)
-ScoreCAMMethod = _top_down("scorecam", ScoreCAM)
-SmoothGradCAMPlusPlusMethod = _top_down("smoothgradcampp", SmoothGradCAMPlusPlus, SmoothConfig)
-SSCAMMethod = _top_down("sscam", SSCAM, SSCAMConfig)
-ISCAMMethod = _top_down("iscam", ISCAM, ISCAMConfig)
+GradCAMMethod = _top_down(
+    "gradcam", GradCAM, paper="Selvaraju et al., ICCV 2017",
+    summary="Activations weighted by their spatially averaged class-score gradients.")
+GradCAMPlusPlusMethod = _top_down(
+    "gradcampp", GradCAMPlusPlus, paper="Chattopadhay et al., WACV 2018",
+    summary="Activations weighted by positive gradients with second-order pixel coefficients.")
+XGradCAMMethod = _top_down(
+    "xgradcam", XGradCAM, paper="Fu et al., BMVC 2020",
+    summary="Activations weighted by activation-normalised gradients (axiom-based Grad-CAM).")
+ScoreCAMMethod = _top_down(
+    "scorecam", ScoreCAM, paper="Wang et al., CVPR-W 2020",
+    summary="Activations weighted by the class score of the image masked by each activation.")
+SmoothGradCAMPlusPlusMethod = _top_down(
+    "smoothgradcampp", SmoothGradCAMPlusPlus, SmoothConfig, paper="Omeiza et al., arXiv 2019",
+    summary="Grad-CAM++ with gradients averaged over noisy copies of the input.")
+SSCAMMethod = _top_down(
+    "sscam", SSCAM, SSCAMConfig, paper="Wang et al., arXiv 2020",
+    summary="Score-CAM with scores averaged over noisy copies of each masked input.")
+ISCAMMethod = _top_down(
+    "iscam", ISCAM, ISCAMConfig, paper="Naidu et al., arXiv 2020",
+    summary="Score-CAM with scores integrated over progressively scaled masks.")
 
 
-@register_method("layercam")
+@_register("layercam", "Jiang et al., TIP 2021",
+           "Positive gradients weight each activation position, fused over several stages.")
 class LayerCAMMethod(TopDownMethod):
     __doc__ = LayerCAM.__doc__
     Config = LayerCAMConfig
@@ -111,7 +145,8 @@ class LayerCAMMethod(TopDownMethod):
         return list(range(max(0, n - self.config.layers), n))
 
 
-@register_method("ablationcam")
+@_register("ablationcam", "Desai & Ramaswamy, WACV 2020",
+           "Activations weighted by the class-score drop when each one is zeroed.")
 class AblationCAMMethod(TopDownMethod):
     __doc__ = AblationCAM.__doc__
     engine = AblationCAM
@@ -120,5 +155,4 @@ class AblationCAMMethod(TopDownMethod):
         return {"head_fn": self._head_from_last}
 
     def _head_from_last(self, activation: torch.Tensor) -> torch.Tensor:
-        out: MethodOutput = self.head_forward([activation])
-        return out.logits
+        return self.classifier_forward([activation]).logits

@@ -9,11 +9,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
+from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
 from histocam.methods.registry import register_method
 
 
-class WildcatConfig(MethodConfig):
+class WildcatConfig(ClassifierConfig):
     name: str = "wildcat"
     kmax: float = Field(0.3, gt=0)
     kmin: float = Field(0.1, ge=0)
@@ -35,7 +35,10 @@ def wildcat_pool(maps: torch.Tensor, kmax: float, kmin: float, alpha: float) -> 
     return score
 
 
-@register_method("wildcat")
+@register_method("wildcat", family="pooling", paper="Durand et al., CVPR 2017",
+                 summary="Several modality maps per class, scored by the top-k and the weighted "
+                 "bottom-k positions.",
+                 map="class map (min–max)")
 class Wildcat(WSOLMethod):
     Config = WildcatConfig
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from histocam.metrics.protocol import Metric, all_reduce_sum, distributed_ready
 
-class ClassificationAccuracy:
-    """Streaming K×K confusion matrix (rows = true class, columns = predicted)."""
+
+class ClassificationAccuracy(Metric):
+    """Streaming K×K confusion matrix (rows = true class, columns = predicted).
+
+    CL of PROTOCOL.md (top-1 accuracy × 100, also per class). ``merge``/``sync`` sum the matrices
+    (integer counts: exact and order-free).
+    """
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -29,7 +35,14 @@ class ClassificationAccuracy:
             self.num_classes, self.num_classes)
 
     def merge(self, other: ClassificationAccuracy) -> ClassificationAccuracy:
+        self._check_mergeable(other, num_classes=self.num_classes)
         self.matrix += other.matrix
+        return self
+
+    def sync(self) -> ClassificationAccuracy:
+        """Sum the matrices over all processes of ``torch.distributed`` (no-op when not initialised)."""
+        if distributed_ready():
+            self.matrix = all_reduce_sum(self.matrix)
         return self
 
     def compute(self) -> dict:

@@ -9,8 +9,12 @@ rounding each edge *up* to the next float32.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+
+from histocam.metrics.protocol import Metric, all_reduce_sum, distributed_ready
 
 THRESHOLDS = np.arange(0, 1, 0.001)
 EDGES = np.concatenate([THRESHOLDS, [1.0, 2.0, 3.0]])
@@ -62,11 +66,14 @@ def histogram_counts(scores: torch.Tensor, foreground: torch.Tensor) -> torch.Te
     return counts
 
 
-class PixelHistogram:
+class PixelHistogram(Metric):
     """Streaming dataset-level histograms of map scores for foreground and background pixels.
 
-    ``update`` per batch, ``merge``/``sync`` to combine processes (counts are summed), ``reset``.
-    Images without a mask are not passed here; an all-background mask adds background counts only.
+    ``update`` per batch, ``merge``/``sync`` to combine processes (integer counts are summed, so
+    both are exact and order-free), ``reset``. Images without a mask are not passed here; an
+    all-background mask adds background counts only. ``compute`` gives the counts, PxAP (None
+    without foreground pixels) and the image/pixel totals; ``histocam.metrics.report`` and
+    ``confusion`` derive the other protocol metrics from ``fg``/``bg``.
     """
 
     def __init__(self, device: torch.device | str | None = None) -> None:
@@ -78,34 +85,60 @@ class PixelHistogram:
         self.bg = torch.zeros(N_BINS, dtype=torch.int64, device=self.device)
         self.n_images = 0
 
-    def update(self, maps: torch.Tensor, masks: torch.Tensor, ids=None) -> None:
-        """Add a batch: ``maps`` B×H×W in [0, 1], ``masks`` B×H×W (bool or {0, 1})."""
-        from histocam.metrics.validation import validate_maps
+    def update(self, maps: torch.Tensor, masks: torch.Tensor, ids: Sequence[str] | None = None,
+               ignore: torch.Tensor | None = None) -> None:
+        """Add a batch: ``maps`` B×H×W in [0, 1], ``masks`` B×H×W (bool or {0, 1}).
+
+        ``ignore`` (optional, B×H×W, bool or {0, 1}): True = the pixel counts neither as foreground
+        nor as background, as the 255-valued pixels of the reference evaluator's masks built from
+        the ``ignore_path`` column of ``localization.txt`` (wsolevaluation). That reference only
+        ignores pixels outside the foreground (``ignore_box & ~foreground``); here every True pixel
+        is dropped, so a caller mirroring it passes ``ignore & ~masks`` (histocam's readers already
+        do). Ignored pixels' map values must still be valid maps (PROTOCOL.md, "Maps").
+        """
+        from histocam.metrics.validation import validate_ignore, validate_maps
 
         validate_maps(maps, masks, ids)
+        ignore = validate_ignore(ignore, maps)
         if self.device is None:
             self.device = maps.device
             self.fg, self.bg = self.fg.to(maps.device), self.bg.to(maps.device)
-        counts = histogram_counts(maps.to(self.device), masks.to(self.device).bool())
+        scores, truth = maps.to(self.device), masks.to(self.device).bool()
+        if ignore is not None:
+            keep = ~ignore.to(self.device)
+            scores, truth = scores[keep], truth[keep]
+        counts = histogram_counts(scores, truth)
         self.bg += counts[:N_BINS]
         self.fg += counts[N_BINS:]
         self.n_images += maps.shape[0]
 
     def merge(self, other: PixelHistogram) -> PixelHistogram:
+        self._check_mergeable(other)
         self.fg += other.fg.to(self.fg.device)
         self.bg += other.bg.to(self.bg.device)
         self.n_images += other.n_images
         return self
 
-    def sync(self) -> None:
+    def sync(self) -> PixelHistogram:
         """Sum the counts over all processes of ``torch.distributed`` (no-op when not initialised)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            state = torch.cat([self.fg, self.bg, torch.tensor([self.n_images], device=self.fg.device)])
-            dist.all_reduce(state)
+        if distributed_ready():
+            n = torch.tensor([self.n_images], dtype=torch.int64, device=self.fg.device)
+            state = all_reduce_sum(torch.cat([self.fg, self.bg, n]))
             self.fg, self.bg = state[:N_BINS].clone(), state[N_BINS : 2 * N_BINS].clone()
             self.n_images = int(state[-1])
+        return self
+
+    def compute(self) -> dict:
+        """Counts per bin (``EDGES``), totals and PxAP (None when there is no foreground pixel)."""
+        from histocam.metrics.pxap import pxap_from_histograms
+
+        fg, bg = self.fg.cpu(), self.bg.cpu()
+        n_fg = int(fg.sum())
+        return {
+            "pxap": pxap_from_histograms(fg.numpy(), bg.numpy()) if n_fg else None,
+            "n_images": self.n_images, "n_fg_pixels": n_fg, "n_bg_pixels": int(bg.sum()),
+            "fg_counts": fg.tolist(), "bg_counts": bg.tolist(),
+        }
 
     def counts(self) -> dict[str, np.ndarray]:
         """tp, fp, fn, tn at each threshold of ``THRESHOLDS`` (float64 arrays of length 1000)."""

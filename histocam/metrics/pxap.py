@@ -38,7 +38,12 @@ def chance_pxap(fg: np.ndarray, bg: np.ndarray) -> float:
 
 
 class PxAP(PixelHistogram):
-    """Streaming PxAP: ``update(maps, masks)`` per batch, ``compute()`` -> PxAP in [0, 100]."""
+    """Streaming PxAP: ``update(maps, masks)`` per batch, ``compute()`` -> PxAP in [0, 100].
 
-    def compute(self) -> float:
+    The one metric whose ``compute`` is a float rather than a dict (kept for its callers); like
+    ``pxap_from_histograms`` it raises ``ValueError`` without foreground pixels. ``merge``/``sync``
+    are ``PixelHistogram``'s (summed counts).
+    """
+
+    def compute(self) -> float:  # type: ignore[override]
         return pxap_from_histograms(self.fg.cpu().numpy(), self.bg.cpu().numpy())

@@ -7,6 +7,9 @@ of the mask to h×w, then ≥ 0.5). With S_W = Σ_c Σ_j (x − m_c)(x − m_c)�
 S_B = Σ_c n_c (m_c − m)(m_c − m)ᵀ (Duda et al.), J = tr(S_B) / tr(S_W). Only traces are needed:
 tr(S_W) = Σ_c Σ_j ‖x − m_c‖², tr(S_B) = Σ_c n_c ‖m_c − m‖². Images whose grid has a single class are
 skipped.
+
+``SeparabilityIndex`` keeps (class, J) per image in ``update`` order; ``merge`` appends and ``sync``
+concatenates the ranks' values in rank order (``histocam.metrics.protocol``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from histocam.metrics.protocol import Metric
 
 DEFINITION = ("J = tr(S_B)/tr(S_W) per image over encoder feature-grid cells labelled FG when ≥ 50% "
               "of their pixels are FG (PixelCAM App. D; grid-level labelling is histocam's choice)")
@@ -38,12 +43,21 @@ def separability_index(features: torch.Tensor, masks: torch.Tensor) -> torch.Ten
     return torch.where(single, torch.full_like(j, float("nan")), j)
 
 
-class SeparabilityIndex:
+class SeparabilityIndex(Metric):
     """Collects J per image with its class; ``compute`` gives means per class and a histogram."""
 
     def __init__(self, class_names: list[str]) -> None:
-        self.class_names = class_names
+        self.class_names = list(class_names)
+        self.reset()
+
+    def reset(self) -> None:
         self.values: list[tuple[int, float]] = []
+
+    def merge(self, other: SeparabilityIndex) -> SeparabilityIndex:
+        """Append ``other``'s (class, J) values after this instance's (same class names required)."""
+        self._check_mergeable(other, class_names=self.class_names)
+        self.values.extend(other.values)
+        return self
 
     def update(self, features: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> None:
         j = separability_index(features, masks).cpu().numpy()

@@ -35,3 +35,17 @@ def validate_maps(maps: torch.Tensor, masks: torch.Tensor | None = None,
         i = int(bad.nonzero()[0])
         raise MapError(f"map of image {_name(ids, i)} is outside [0, 1] "
                        f"(min {float(low[i]):.6g}, max {float(high[i]):.6g})")
+
+
+def validate_ignore(ignore: torch.Tensor | None, maps: torch.Tensor) -> torch.Tensor | None:
+    """``ignore`` as a bool tensor (True = pixel excluded from the metric), or None; it must have
+    the maps' B×H×W shape and be bool or {0, 1}."""
+    if ignore is None:
+        return None
+    if ignore.shape != maps.shape:
+        raise MapError(f"ignore mask shape {tuple(ignore.shape)} != map shape {tuple(maps.shape)}")
+    if ignore.dtype == torch.bool:
+        return ignore
+    if ignore.is_floating_point() or ignore.is_complex() or bool(((ignore != 0) & (ignore != 1)).any()):
+        raise MapError(f"ignore mask must be bool or {{0, 1}} integers, got {ignore.dtype}")
+    return ignore != 0

@@ -97,6 +97,40 @@ class Encoder(nn.Module):
     def out_channels(self) -> int:
         return self.channels[-1]
 
+    def stage_modules(self) -> list[nn.Module]:
+        """The modules whose outputs are the stages of ``forward`` (CNN), or the transformer
+        blocks (ViT): where a method hooks in to read or change intermediate features (ADL's
+        dropout layers, ACoL's erasing, SPG's guidance). A forward hook returning a tensor
+        replaces that stage's output for the rest of the network."""
+        if self.vit:
+            return list(self.model.blocks)
+        return [self.model.get_submodule(name) for name in self.model.feature_info.module_name()]
+
+    def vit_blocks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """ViT only: (tokens after each block, B×N×D with the prefix tokens; attention of each
+        block, B×heads×N×N after softmax), for TS-CAM's and SAT's token and attention maps. The
+        last tokens, after the final norm, equal timm's ``forward_features``."""
+        if not self.vit:
+            raise BackboneError("vit_blocks needs a ViT backbone")
+        m = self.model
+        t = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed((x - self.mean) / self.std))))
+        tokens, attentions = [], []
+        for block in m.blocks:
+            a = block.attn
+            y = block.norm1(t)
+            b, n, d = y.shape
+            q, k, v = a.qkv(y).reshape(b, n, 3, a.num_heads, d // a.num_heads).permute(2, 0, 3, 1, 4)
+            q, k = a.q_norm(q), a.k_norm(k)
+            attention = ((q * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            y = (a.attn_drop(attention) @ v).transpose(1, 2).reshape(b, n, d)
+            y = a.proj_drop(a.proj(getattr(a, "norm", nn.Identity())(y)))
+            t = t + block.drop_path1(block.ls1(y))
+            t = t + block.drop_path2(block.ls2(block.mlp(block.norm2(t))))
+            tokens.append(t)
+            attentions.append(attention)
+        tokens[-1] = m.norm(tokens[-1])
+        return tokens, attentions
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``x``: RGB in [0, 1]; normalised here with the weights' mean/std."""
         x = (x - self.mean) / self.std

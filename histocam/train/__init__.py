@@ -1,9 +1,9 @@
 """Training: the run config, the trainer with B-LOC/B-CL selection, checkpoints, evaluation."""
 
 from histocam.train.config import RunConfig, TrainConfig, load_run_config
-from histocam.train.trainer import Trainer, load_method
+from histocam.train.trainer import Trainer, build_method
 
-__all__ = ["RunConfig", "TrainConfig", "Trainer", "load_method", "load_run_config"]
+__all__ = ["RunConfig", "TrainConfig", "Trainer", "build_method", "load_run_config"]
 
 
 def train(config: RunConfig, resume: bool = False) -> dict:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from histocam.data.config import DataConfig, StrictModel
 from histocam.methods.base import MethodConfig
-from histocam.methods.registry import method_config
+from histocam.methods.registry import METHODS, method_config
 
 
 class TrainConfig(StrictModel):
@@ -50,11 +50,26 @@ class RunConfig(RunIdentity):
     data: DataConfig = Field(default_factory=DataConfig)
     method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: method_config("cam"))
     train: TrainConfig = Field(default_factory=TrainConfig)
+    init: Path | None = Field(None, description="checkpoint whose weights start the model (a "
+                              "teacher run's best-cl.pt for a seeded student)")
+    cams: Path | None = Field(None, description="stored teacher maps of the training images "
+                              "(`histocam cams TEACHER_RUN`), for methods that learn from them")
 
     @field_validator("method", mode="before")
     @classmethod
     def _parse_method(cls, value: Any) -> MethodConfig:
         return method_config(value)
+
+    @model_validator(mode="after")
+    def _cams_iff_needed(self) -> RunConfig:
+        needs = METHODS.get(self.method.name).needs_cams
+        if needs and self.cams is None:
+            raise ValueError(f"method {self.method.name!r} learns from a teacher's stored maps: set "
+                             "cams (written by `histocam cams TEACHER_RUN`), or use "
+                             "`histocam pixelcam TEACHER_RUN`")
+        if not needs and self.cams is not None:
+            raise ValueError(f"method {self.method.name!r} does not use stored maps: remove cams")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -80,13 +95,22 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
-def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+def load_config_tree(path: str | Path | None = None,
+                     overrides: list[str] | None = None) -> dict[str, Any]:
+    """A YAML config file (or nothing) as a dict, with ``key=value`` overrides applied."""
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: config file not found")
-        tree = yaml.safe_load(path.read_text()) or {}
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if not isinstance(tree, dict):
-            raise ValueError(f"{path}: a run config must be a mapping")
-    return RunConfig.model_validate(apply_overrides(tree, overrides or []))
+            raise ValueError(f"{path}: a config must be a mapping")
+    return apply_overrides(tree, overrides or [])
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    return RunConfig.model_validate(load_config_tree(path, overrides))

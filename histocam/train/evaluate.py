@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +23,6 @@ class SplitResult:
     per_image: PerImageScores | None = None
     by_class: dict[int, PixelHistogram] = field(default_factory=dict)  # ``histogram`` = their sum
     predictions: list[dict] = field(default_factory=list)
-    maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def pxap(self) -> float | None:
@@ -36,12 +36,14 @@ class SplitResult:
 
 def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device: torch.device, *,
                    batch_size: int = 64, num_workers: int = 0, localize: bool = True,
-                   tau: float | None = None, keep_maps: bool = False,
+                   tau: float | None = None,
+                   map_sink: Callable[[str, torch.Tensor], None] | None = None,
                    on_bad_sample: str = "error", progress=None) -> SplitResult:
     """One pass over ``dataset`` (eval transform). Maps are for the ground-truth class.
 
-    ``tau`` enables per-image scores at that operating threshold; ``keep_maps`` keeps every map
-    (float16, CPU) for export. Images without a mask count for accuracy only.
+    ``tau`` enables per-image scores at that operating threshold; ``map_sink(id, map)`` receives
+    every map (CPU float) as it is made, e.g. to stream it to disk: nothing is kept in memory.
+    Images without a mask count for accuracy only.
     """
     transform = JointTransform.from_config(data_config, train=False)
     loader = make_loader(dataset, transform, batch_size, shuffle=False, num_workers=num_workers,
@@ -73,9 +75,9 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                             annotated[pick], masks[pick], [i for i, k in zip(ids, pick) if k])
                     if per_image is not None:
                         per_image.update(annotated, masks, ids)
-                if keep_maps:
-                    for image_id, m in zip(batch["id"], maps.cpu().half()):
-                        result.maps[image_id] = m
+                if map_sink is not None:
+                    for image_id, m in zip(batch["id"], maps.cpu()):
+                        map_sink(image_id, m)
             else:
                 with torch.no_grad():
                     logits = method(images).logits

@@ -25,8 +25,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from histocam.data.open import open_source
+from histocam.cams.store import load_cams
+from histocam.data.open import negative_class, open_source
 from histocam.data.transforms import JointTransform
+from histocam.methods.base import WSOLMethod
 from histocam.methods.registry import create_method
 from histocam.train.checkpoint import load_checkpoint, save_checkpoint
 from histocam.train.config import RunConfig
@@ -39,18 +41,32 @@ console = Console()
 CHECKPOINTS = ("best-loc", "best-cl", "last")
 
 
+def build_method(config: RunConfig, num_classes: int) -> WSOLMethod:
+    """The method of a run, started from ``config.init`` (a checkpoint's weights) when set."""
+    method = create_method(config.method, num_classes)
+    if config.init is not None:
+        method.load_initial_state(load_checkpoint(config.init)["model"])
+    return method
+
+
 class Trainer:
-    def __init__(self, config: RunConfig, cams: Any = None) -> None:
+    """Trains ``config``; supplies what the method's batches need: ``batch["cam"]`` (the stored
+    teacher map, transformed with its image) for methods with ``needs_cams``, and
+    ``batch["negative"]`` (images of the dataset's fully negative class, if it has one)."""
+
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.cams = cams  # id -> pseudo-label map, for methods that learn from stored CAMs
         self.device = resolve_device(config.device)
         set_deterministic(config.deterministic)
         seed_everything(config.seed)
         self.source = open_source(config.data)
         self.class_names = self.source.class_names
-        self.method = create_method(config.method, len(self.class_names)).to(self.device)
-        if self.cams is None:
-            self.cams = self.method.training_maps(config.data)
+        self.method = build_method(config, len(self.class_names)).to(self.device)
+        self.cams = None  # id -> stored teacher map
+        if config.cams is not None:
+            self.cams = load_cams(config.cams, config.data, "train",
+                                  self.source.dataset("train").ids)
+        self.negative_class = negative_class(config.data, self.class_names)
         groups = self.method.parameter_groups()
         t = config.train
         for group in groups:
@@ -74,6 +90,7 @@ class Trainer:
         for epoch in range(start, self.config.train.epochs + 1):
             began = time.perf_counter()
             train_stats = self._train_epoch(epoch)
+            self.method.on_epoch_end(epoch)
             self.scheduler.step()
             self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
         return dict(self.best)
@@ -126,9 +143,11 @@ class Trainer:
                 continue
             batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
                      for k, v in batch.items()}
+            if self.negative_class is not None:
+                batch["negative"] = batch["label"] == self.negative_class
+            batch = self.method.prepare_batch(batch)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                output = self.method(batch["image"])
-                loss, parts = self.method.loss(batch, output)
+                loss, parts, output = self.method.training_step(batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -150,10 +169,10 @@ class Trainer:
         t = self.config.train
         valcl = evaluate_split(self.method, self.source.dataset("valcl"), self.config.data,
                                self.device, batch_size=t.eval_batch_size, localize=False,
-                               on_bad_sample=t.on_bad_sample)
+                               num_workers=t.num_workers, on_bad_sample=t.on_bad_sample)
         valpx = evaluate_split(self.method, self.source.dataset("valpx"), self.config.data,
                                self.device, batch_size=t.eval_batch_size,
-                               on_bad_sample=t.on_bad_sample)
+                               num_workers=t.num_workers, on_bad_sample=t.on_bad_sample)
         accuracy = valcl.accuracy.compute()["accuracy"]
         pxap = valpx.pxap
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
@@ -217,17 +236,3 @@ class Trainer:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-
-
-def load_method(run_dir: str | Path, checkpoint: str = "best-loc", device: str = "cpu"):
-    """(method, run config, class names) of a trained run, from one of its checkpoints."""
-    from histocam.train.config import RunConfig
-
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
-    state = load_checkpoint(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", device)
-    config = RunConfig.model_validate(state["config"])
-    # the weights come from the checkpoint: do not fetch or re-read any other weight source
-    method = create_method(config.method.for_inference(), len(state["class_names"]))
-    method.load_state_dict(state["model"])
-    return method.to(device).eval(), config, state["class_names"]

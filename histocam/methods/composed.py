@@ -1,0 +1,66 @@
+"""Methods composed around a classifier (DESIGN.md: methods as small files on extension points).
+
+A top-down CAM interrogates a trained image classifier; a seeded student adds a pixel head to one.
+Both own the classifier whole (``self.classifier``: any registered classifier method, e.g. CAM's
+GAP head or WILDCAT's top-k pooling) instead of subclassing it, so any classifier can be paired
+with any map: GradCAM++ on a WILDCAT classifier is ``{name: gradcampp, classifier: wildcat}``.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, SerializeAsAny, field_validator
+
+from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
+from histocam.methods.registry import METHODS, create_method, method_config
+from histocam.models.backbones import BackboneConfig, Encoder
+
+
+class ComposedConfig(MethodConfig):
+    """A method around a classifier: ``classifier`` is any registered classifier method's config
+    (its ``backbone`` is this method's ``backbone``: set that one)."""
+
+    classifier: SerializeAsAny[MethodConfig] = Field(
+        default_factory=lambda: _default_classifier(), description="the image classifier's method")
+
+    @field_validator("classifier", mode="before")
+    @classmethod
+    def _parse_classifier(cls, value):
+        config = method_config(value)
+        if issubclass(METHODS.get(config.name), ComposedMethod):
+            raise ValueError(f"the classifier must be a classifier method, not {config.name!r}")
+        if config.backbone != BackboneConfig():  # the composed method's backbone is the one used
+            raise ValueError("set the backbone as method.backbone, not method.classifier.backbone")
+        return config
+
+
+def _default_classifier() -> MethodConfig:
+    return method_config("cam")
+
+
+class ComposedMethod(WSOLMethod):
+    """Owns ``self.classifier`` (a registered classifier method, built from
+    ``config.classifier`` with this method's backbone) and shares its encoder. The encoder is one
+    module reached by two names, so the state dict lists it under ``encoder.`` and
+    ``classifier.encoder.`` (stored once by ``torch.save``: the tensors are shared)."""
+
+    Config = ComposedConfig
+
+    def __init__(self, config: ComposedConfig, num_classes: int, *,
+                 encoder: Encoder | None = None) -> None:
+        classifier_config = config.classifier.model_copy(update={"backbone": config.backbone})
+        classifier = create_method(classifier_config, num_classes, encoder=encoder)
+        super().__init__(config, num_classes, encoder=classifier.encoder)
+        self.classifier = classifier
+
+    def classifier_forward(self, features: list[torch.Tensor]) -> MethodOutput:
+        return self.classifier.head_forward(features)
+
+    def load_initial_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Weights of this method, or of a run whose classifier is this one's: a classifier run
+        (``encoder.``, ``head.``) or another composed method's run (its ``classifier.`` part)."""
+        if set(state) == set(self.state_dict()):
+            self.load_state_dict(state)
+            return
+        inner = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
+        self.classifier.load_state_dict(inner or state)

@@ -1,0 +1,87 @@
+"""The seeded foreground/background student (PixelCAM; NEGEV builds on the same base).
+
+A classifier method (``method.classifier``: the teacher's, started from the teacher's weights by the
+run layer) plus a pixel head on the shared encoder, trained from pixel pseudo-labels sampled out of
+the teacher's stored maps: loss = image loss of the classifier + λ · Σ_{p ∈ C⁺ ∪ C⁻} H(y'_p, f(F)_p)
+(PixelCAM eq. 3): the sum over an image's seeds, averaged over the batch's images, as the image loss
+is. The trainer supplies the stored map of each image as ``batch["cam"]`` (``needs_cams``) and, for
+datasets with a fully negative class (``DataConfig.negative_class``), ``batch["negative"]``; the
+seeds are redrawn at every step (``histocam.methods.sampling``). The map is the softmax foreground
+probability of the pixel head, bilinear to the input, without min–max.
+
+A subclass says what the pixel head is (``build_head``) and which features it reads
+(``pixel_features``: the last stage for PixelCAM's linear classifier; all stages for a decoder).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from histocam.cams.normalize import upsample as upsample_maps
+from histocam.methods.composed import ComposedConfig, ComposedMethod
+from histocam.methods.sampling import IGNORE, sample_pseudo_labels
+
+
+class SeededStudentConfig(ComposedConfig):
+    n: int = Field(5, ge=0, description="seeds per region per image and step")
+    lam: float = Field(0.1, ge=0, description="weight λ of the pixel loss (a sum over seeds)")
+    sampler: Literal["pb", "th", "static"] = "pb"
+    loss_resolution: Literal["full", "low"] = Field(
+        "full", description="full: pixel logits upsampled to the stored map; low: the map "
+        "downsampled to the feature grid")
+    negative_all_background: bool = Field(
+        False, description="images of the fully negative class: every pixel a background seed "
+        "(else n uniform background seeds)")
+
+
+def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Σ over the labelled pixels of each image of H(y', softmax(logits)), mean over images.
+
+    ``logits`` B×2×H×W, ``labels`` B×H×W in {IGNORE, 0, 1}. Zero (with a graph) without seeds.
+    """
+    per_pixel = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
+    return per_pixel.flatten(1).sum(1).mean()
+
+
+class SeededStudent(ComposedMethod):
+    Config = SeededStudentConfig
+    needs_cams = True
+
+    def pixel_features(self, features: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """What the pixel head reads: the encoder's last stage."""
+        return features[-1]
+
+    def head_forward(self, features):
+        out = self.classifier_forward(features)
+        out.extras["pixel_logits"] = self.head(self.pixel_features(features))
+        return out
+
+    def pseudo_labels(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
+        cams = batch["cam"].float()
+        if tuple(cams.shape[-2:]) != tuple(size):
+            cams = F.interpolate(cams[:, None], size=size, mode="bilinear",
+                                 align_corners=False)[:, 0]
+        c = self.config
+        return sample_pseudo_labels(cams, c.n, c.sampler, negative=batch.get("negative"),
+                                    negative_all_background=c.negative_all_background)
+
+    def loss(self, batch, output):
+        if "cam" not in batch:
+            raise KeyError(f"{self.method_name} trains from stored teacher maps: the batch has no "
+                           "'cam' (the run needs `cams`; `histocam pixelcam` sets it)")
+        image, parts = self.classifier.loss(batch, output)
+        logits = output.extras["pixel_logits"].float()
+        if self.config.loss_resolution == "full":
+            logits = F.interpolate(logits, size=tuple(batch["cam"].shape[-2:]), mode="bilinear",
+                                   align_corners=False)
+        pixel = partial_cross_entropy(logits, self.pseudo_labels(batch, tuple(logits.shape[-2:])))
+        return image + self.config.lam * pixel, {**parts, "pixel": float(pixel.detach())}
+
+    def localize_with_logits(self, images, classes, upsample: bool = True):
+        output = self(images)
+        prob = torch.softmax(output.extras["pixel_logits"].float(), dim=1)[:, 1]
+        return output.logits, (upsample_maps(prob, tuple(images.shape[-2:])) if upsample else prob)
