@@ -279,3 +279,34 @@ def test_missing_or_corrupt_ignore_mask_is_a_data_error(tmp_path: Path, corrupt:
         ds[0]
     report = check_source(open_source(str(lists), root=root))
     assert any("a_ignore.png" in str(p) and "ignore mask" in str(p) for p in report.errors)
+
+
+def test_evaluation_leaves_ignored_pixels_out(tmp_path: Path) -> None:
+    """evaluate_split with a list folder's ignore masks = the same maps scored without those
+    pixels (the reference evaluator's behaviour)."""
+    from histocam.data.config import DataConfig
+    from histocam.data.open import open_source
+    from histocam.methods import create_method
+    from histocam.metrics.histogram import PixelHistogram
+    from histocam.train.evaluate import evaluate_split
+
+    lists, root, fg, box = _ignore_lists(tmp_path)
+    data = DataConfig(dataset=str(lists), root=root, eval_size=16)
+    torch.manual_seed(0)
+    method = create_method({"name": "cam", "backbone": {"name": "test_resnet"}}, 2).eval()
+    kept: dict = {}
+    result = evaluate_split(method, open_source(data).dataset("test"), data, torch.device("cpu"),
+                            tau=0.5, map_sink=kept.__setitem__)
+    maps = torch.stack([kept[i] for i in ("a.png", "b.png", "c.png")])
+    masks = torch.from_numpy(np.stack([_nearest(fg, 16), np.zeros((16, 16), bool),
+                                       np.zeros((16, 16), bool)]))
+    ignore = torch.from_numpy(np.stack([_nearest(box & ~fg, 16), _nearest(box, 16),
+                                        np.zeros((16, 16), bool)]))
+    expected = PixelHistogram()
+    for k in range(3):  # only the kept pixels, image by image (a 1×N "map" of them)
+        keep = ~ignore[k]
+        expected.update(maps[k][keep][None, None], masks[k][keep][None, None])
+    assert torch.equal(result.histogram.fg, expected.fg)
+    assert torch.equal(result.histogram.bg, expected.bg)
+    assert int(ignore.sum()) > 0 and int(result.histogram.fg.sum() + result.histogram.bg.sum()) \
+        == 3 * 256 - int(ignore.sum())

@@ -43,7 +43,8 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
 
     ``tau`` enables per-image scores at that operating threshold; ``map_sink(id, map)`` receives
     every map (CPU float) as it is made, e.g. to stream it to disk: nothing is kept in memory.
-    Images without a mask count for accuracy only.
+    Images without a mask count for accuracy only; pixels of an image's ignore mask
+    (``localization.txt``'s third column) count for no localisation metric.
     """
     transform = JointTransform.from_config(data_config, train=False)
     loader = make_loader(dataset, transform, batch_size, shuffle=False, num_workers=num_workers,
@@ -67,14 +68,16 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                 has = batch["has_mask"].to(device)
                 if bool(has.any()):
                     masks = batch["mask"].to(device)[has] > 0.5
+                    ignore = batch["ignore"].to(device)[has] if "ignore" in batch else None
                     ids = [i for i, h in zip(batch["id"], has.tolist()) if h]
                     annotated, classes = maps[has], labels[has]
                     for c in classes.unique().tolist():  # each pixel binned once, by class
                         pick = classes == c
                         result.by_class.setdefault(c, PixelHistogram(device)).update(
-                            annotated[pick], masks[pick], [i for i, k in zip(ids, pick) if k])
+                            annotated[pick], masks[pick], [i for i, k in zip(ids, pick) if k],
+                            ignore=ignore[pick] if ignore is not None else None)
                     if per_image is not None:
-                        per_image.update(annotated, masks, ids)
+                        per_image.update(annotated, masks, ids, ignore=ignore)
                 if map_sink is not None:
                     for image_id, m in zip(batch["id"], maps.cpu()):
                         map_sink(image_id, m)

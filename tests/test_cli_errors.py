@@ -1,0 +1,286 @@
+"""The bad-input battery of the command line (issue #13).
+
+Every case exits with status 2 and prints one line ``error: ...`` on stderr that names the thing
+given (a path, key or name) and the problem; no traceback. One tiny trained run is shared.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from histocam.cli import app
+
+RUNNER = CliRunner()
+
+#: A run config small enough to train in about a second on a CPU core.
+TINY = {
+    "name": "teacher", "seed": 1, "device": "cpu",
+    "data": {"dataset": "synthetic-colon", "resize": 64, "crop": 64, "eval_size": 64,
+             "synthetic": {"size": 64, "n_train": 4, "n_valcl": 2, "n_test": 2,
+                           "valpx_per_class": 1}},
+    "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
+    "train": {"epochs": 1, "batch_size": 2, "eval_batch_size": 4, "num_workers": 0},
+}
+
+
+def _tiny_yaml(path: Path, out_dir: Path, **changes) -> Path:
+    tree = yaml.safe_load(yaml.safe_dump(TINY))
+    tree["out_dir"] = str(out_dir)
+    for key, value in changes.items():
+        node = tree
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def invoke(args: list) -> object:
+    return RUNNER.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A trained tiny CAM run (config, checkpoints), shared read-only by the cases."""
+    root = tmp_path_factory.mktemp("cli-errors")
+    result = invoke(["train", "-c", _tiny_yaml(root / "run.yaml", root / "runs")])
+    assert result.exit_code == 0, result.output
+    run = root / "runs" / "teacher"
+    assert (run / "checkpoints" / "best-loc.pt").is_file()
+    return run
+
+
+def _copy_run(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest)
+    return dest
+
+
+# --------------------------------------------------------------------------- the cases
+# Each builder gets (tmp_path, trained run) and returns (argv, strings the error line must hold).
+Case = Callable[[Path, Path], tuple[list, list[str]]]
+
+
+def _config(tmp: Path, run: Path, *overrides: str) -> tuple[list, list[str]]:
+    return ["train", "-c", _tiny_yaml(tmp / "run.yaml", tmp), *overrides], []
+
+
+def case_train_missing_config(tmp, run):
+    return ["train", "-c", tmp / "missing.yaml"], [str(tmp / "missing.yaml"), "not found"]
+
+
+def case_train_unknown_key(tmp, run):
+    argv, _ = _config(tmp, run, "foo=1")
+    return argv, ["foo", "not permitted"]
+
+
+def case_train_unknown_nested_key(tmp, run):
+    argv, _ = _config(tmp, run, "method.bogus=1")
+    return argv, ["bogus", "not permitted"]
+
+
+def case_train_unknown_method(tmp, run):
+    argv, _ = _config(tmp, run, "method.name=nope")
+    return argv, ["'nope'", "unknown method"]
+
+
+def case_train_invalid_value(tmp, run):
+    argv, _ = _config(tmp, run, "train.epochs=-1")
+    return argv, ["train.epochs", "greater than or equal to 0"]
+
+
+def case_train_override_without_value(tmp, run):
+    argv, _ = _config(tmp, run, "train.epochs")
+    return argv, ["'train.epochs'", "not key=value"]
+
+
+def case_train_invalid_yaml(tmp, run):
+    (tmp / "bad.yaml").write_text("name: [unclosed\ntrain: {epochs: 1\n")
+    return ["train", "-c", tmp / "bad.yaml"], [str(tmp / "bad.yaml"), "not valid YAML"]
+
+
+def case_train_yaml_list(tmp, run):
+    (tmp / "list.yaml").write_text("- name: x\n- seed: 1\n")
+    return ["train", "-c", tmp / "list.yaml"], [str(tmp / "list.yaml"), "must be a mapping"]
+
+
+def case_train_unknown_backbone(tmp, run):
+    argv, _ = _config(tmp, run, "method.backbone.name=not_a_model")
+    return argv, ["'not_a_model'", "unknown timm backbone"]
+
+
+def case_train_missing_weights(tmp, run):
+    argv, _ = _config(tmp, run, "method.backbone.pretrained=/nonexistent.pth")
+    return argv, ["/nonexistent.pth", "not found"]
+
+
+def case_train_weights_not_torch(tmp, run):
+    (tmp / "garbage.pth").write_bytes(b"\x00\x01 definitely not a torch file" * 10)
+    argv, _ = _config(tmp, run, f"method.backbone.pretrained={tmp / 'garbage.pth'}")
+    return argv, [str(tmp / "garbage.pth"), "not a loadable state dict"]
+
+
+def case_train_weights_not_a_dict(tmp, run):
+    torch.save([torch.zeros(2), torch.ones(3)], tmp / "list.pth")
+    argv, _ = _config(tmp, run, f"method.backbone.pretrained={tmp / 'list.pth'}")
+    return argv, [str(tmp / "list.pth"), "state dict"]
+
+
+def case_train_weights_wrong_shapes(tmp, run):
+    torch.save({"conv1.weight": torch.zeros(2, 2), "fc.bias": torch.zeros(7)}, tmp / "wrong.pth")
+    argv, _ = _config(tmp, run, f"method.backbone.pretrained={tmp / 'wrong.pth'}")
+    return argv, [str(tmp / "wrong.pth"), "do not match"]
+
+
+def case_train_existing_run(tmp, run):
+    config = _tiny_yaml(tmp / "run.yaml", run.parent)  # the trained run's own name and folder
+    return ["train", "-c", config], [str(run), "--resume"]
+
+
+def case_train_resume_without_checkpoint(tmp, run):
+    argv, _ = _config(tmp, run)
+    return [*argv, "--resume"], [str(tmp / "teacher"), "cannot resume"]
+
+
+def case_evaluate_missing_run(tmp, run):
+    return ["evaluate", tmp / "nope"], [str(tmp / "nope"), "no such run directory"]
+
+
+def case_evaluate_not_a_run(tmp, run):
+    (tmp / "empty").mkdir()
+    return ["evaluate", tmp / "empty"], [str(tmp / "empty"), "no config.yaml"]
+
+
+def case_evaluate_bad_run_config(tmp, run):
+    copy = _copy_run(run, tmp / "copy")
+    (copy / "config.yaml").write_text("method: {name: cam, bogus: 1}\n")
+    return ["evaluate", copy], [str(copy / "config.yaml"), "not a valid run config"]
+
+
+def case_evaluate_corrupt_checkpoint(tmp, run):
+    copy = _copy_run(run, tmp / "copy")
+    (copy / "checkpoints" / "best-loc.pt").write_bytes(b"garbage" * 100)
+    return (["evaluate", copy, "--checkpoint", "best-loc"],
+            [str(copy / "checkpoints" / "best-loc.pt"), "cannot load checkpoint"])
+
+
+def case_evaluate_missing_checkpoint(tmp, run):
+    copy = _copy_run(run, tmp / "copy")
+    (copy / "checkpoints" / "best-cl.pt").unlink()
+    return (["evaluate", copy, "--checkpoint", "best-cl"],
+            [str(copy / "checkpoints" / "best-cl.pt"), "checkpoint not found"])
+
+
+def case_evaluate_unknown_checkpoint(tmp, run):
+    return ["evaluate", run, "--checkpoint", "nope"], ["'nope'", "checkpoint must be one of"]
+
+
+def case_evaluate_missing_data(tmp, run):
+    return (["evaluate", run, "--checkpoint", "best-loc", "--data", "/nonexistent"],
+            ["/nonexistent", "no such file or folder"])
+
+
+def case_evaluate_lists_without_classes(tmp, run):
+    lists = tmp / "lists"
+    (lists / "test").mkdir(parents=True)
+    (lists / "test" / "image_ids.txt").write_text("a.png\n")
+    (lists / "a.png").write_bytes(b"")
+    return (["evaluate", run, "--checkpoint", "best-loc", "--data", lists],
+            [str(lists), "class names", "unknown"])
+
+
+def case_cams_missing_run(tmp, run):
+    return ["cams", tmp / "nope"], [str(tmp / "nope"), "no such run directory"]
+
+
+def case_cams_unknown_split(tmp, run):
+    copy = _copy_run(run, tmp / "copy")
+    return ["cams", copy, "--split", "nope"], ["'nope'", "split"]
+
+
+def case_pixelcam_missing_teacher(tmp, run):
+    return ["pixelcam", tmp / "nope"], [str(tmp / "nope"), "no such run directory"]
+
+
+def case_pixelcam_untrained_teacher(tmp, run):
+    (tmp / "untrained").mkdir()
+    shutil.copy(run / "config.yaml", tmp / "untrained" / "config.yaml")
+    return ["pixelcam", tmp / "untrained"], [str(tmp / "untrained"), "train it first"]
+
+
+def case_pixelcam_data_override(tmp, run):
+    return ["pixelcam", run, "data.dataset=x"], ["'data.dataset=x'", "only student.*"]
+
+
+def case_pixelcam_invalid_value(tmp, run):
+    return ["pixelcam", run, "student.method.n=-1"], ["student.method.n", "greater than"]
+
+
+def case_pipeline_missing_config(tmp, run):
+    return (["pipeline", "pixelcam", "-c", tmp / "missing.yaml"],
+            [str(tmp / "missing.yaml"), "not found"])
+
+
+def case_pipeline_stage_backbone(tmp, run):
+    return (["pipeline", "pixelcam", "teacher.method.backbone.name=resnet50"],
+            ["teacher.method", "share the pipeline's backbone"])
+
+
+def case_train_stale_cam_store(tmp, run):
+    copy = _copy_run(run, tmp / "copy")
+    exported = invoke(["cams", copy])
+    assert exported.exit_code == 0, exported.output
+    store = copy / "cams" / "best-loc-train.npz"
+    config = _tiny_yaml(tmp / "student.yaml", tmp, **{
+        "name": "student", "cams": str(store), "data.synthetic.seed": 9,
+        "method": {"name": "pixelcam", "backbone": {"name": "test_resnet"}}})
+    return ["train", "-c", config], [str(store), "another dataset"]
+
+
+def case_score_maps_missing_dirs(tmp, run):
+    return (["score-maps", tmp / "no-maps", tmp / "no-masks"],
+            [str(tmp / "no-maps"), "not found"])
+
+
+def case_data_check_missing(tmp, run):
+    return ["data", "check", "/nonexistent"], ["/nonexistent", "no such file or folder"]
+
+
+def case_data_gallery_missing(tmp, run):
+    return (["data", "gallery", "/nonexistent", "--out", tmp / "g.png"],
+            ["/nonexistent", "no such file or folder"])
+
+
+CASES = {name.removeprefix("case_"): fn for name, fn in dict(globals()).items()
+         if name.startswith("case_")}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_error_line(name: str, trained: Path, tmp_path: Path) -> None:
+    argv, needles = CASES[name](tmp_path, trained)
+    result = invoke(argv)
+    report = f"{argv}\n--- exit {result.exit_code}; output:\n{result.output}"
+    assert "Traceback" not in result.output, report
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), (
+        f"{report}\n{result.exception!r}")
+    assert result.exit_code == 2, report
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), report
+    assert lines[0] in result.stderr, f"{report}\n(the error line is not on stderr)"
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} missing\n{report}"
+
+
+def test_evaluate_on_other_data_with_as_many_classes(trained: Path, tmp_path: Path) -> None:
+    """synthetic-colon and synthetic-node both have two classes: evaluating across them works."""
+    copy = _copy_run(trained, tmp_path / "copy")
+    result = invoke(["evaluate", copy, "--checkpoint", "best-loc", "--data", "synthetic-node"])
+    assert result.exit_code == 0, result.output
+    assert '"data": "synthetic-node"' in result.output
