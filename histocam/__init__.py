@@ -1,14 +1,15 @@
 """histocam: weakly-supervised classification and ROI localization in histology images.
 
-The package is laid out as a pipeline (see DESIGN.md): ``data`` -> ``models`` -> ``methods`` ->
-``train`` -> ``cams`` -> ``metrics`` -> ``experiments``; each stage imports only earlier ones,
-except the shared map normalisation of ``cams.normalize`` and the metrics used during training.
+The package is laid out in layers (docs/ARCHITECTURE.md): ``registry`` -> ``data`` -> ``models``
+-> ``metrics`` -> ``cams`` -> ``methods`` -> ``train`` -> ``runs`` -> ``experiments`` -> ``cli``; each
+imports only from its own layer or lower ones (checked by tests/test_architecture.py).
 """
 
 from histocam.data import DataConfig, Sample, open_dataset, open_source
 from histocam.methods import METHODS, create_method
 from histocam.metrics import PxAP
+from histocam.runs import Run
 
 __version__ = "0.1.0"
-__all__ = ["METHODS", "DataConfig", "PxAP", "Sample", "create_method", "open_dataset",
+__all__ = ["METHODS", "DataConfig", "PxAP", "Run", "Sample", "create_method", "open_dataset",
            "open_source", "__version__"]

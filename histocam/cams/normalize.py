@@ -8,7 +8,8 @@ maps: the same without ReLU. PixelCAM/NEGEV: a foreground probability, no min–
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from histocam.data.transforms import resize_maps
 
 
 def minmax_normalize(cams: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -31,8 +32,7 @@ def minmax_normalize(cams: torch.Tensor, relu: bool) -> torch.Tensor:
 def upsample(maps: torch.Tensor, size: tuple[int, int], clamp: bool = True) -> torch.Tensor:
     """B×h×w -> B×H×W, bilinear ``align_corners=False``; ``clamp`` keeps maps in [0, 1] despite
     rounding (off for raw activations)."""
-    if tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    maps = resize_maps(maps, size)
     return maps.clamp(0.0, 1.0) if clamp else maps
 
 

@@ -41,11 +41,20 @@ def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(mask[None, None], (size, size), mode="nearest")[0, 0]
 
 
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The one map resizer: ...×h×w float maps -> ...×H×W, bilinear ``align_corners=False`` (the
+    protocol's upsampling; maps are never antialiased). Unchanged when already that size."""
+    size = tuple(size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
+
+
 def resize_map(cam: torch.Tensor, size: int) -> torch.Tensor:
-    """h×w float map -> size×size, bilinear ``align_corners=False`` (maps are never antialiased)."""
-    if cam.shape[-2:] == (size, size):
-        return cam
-    return F.interpolate(cam[None, None], (size, size), mode="bilinear", align_corners=False)[0, 0]
+    """h×w map -> size×size (``resize_maps``)."""
+    return resize_maps(cam, (size, size))
 
 
 @dataclass

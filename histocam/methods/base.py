@@ -74,6 +74,14 @@ def image_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "ce") -> 
     raise ValueError(f"unknown image loss {kind!r} (ce or bce)")
 
 
+def foreground_probability(pixel_logits: torch.Tensor, size: tuple[int, int] | None
+                           ) -> torch.Tensor:
+    """The map of a FG/BG pixel head: softmax foreground probability of B×2×h×w logits, bilinear
+    to ``size`` (None: the head's own resolution), without min–max (it is a probability)."""
+    prob = torch.softmax(pixel_logits.float(), dim=1)[:, 1]
+    return upsample_maps(prob, size) if size is not None else prob
+
+
 @dataclass
 class MethodOutput:
     logits: torch.Tensor  # B×K

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from histocam.cams.normalize import upsample as upsample_maps
+from histocam.data.transforms import resize_maps
+from histocam.methods.base import foreground_probability
 from histocam.methods.composed import ComposedConfig, ComposedMethod
 from histocam.methods.sampling import IGNORE, sample_pseudo_labels
 
@@ -61,10 +62,7 @@ class SeededStudent(ComposedMethod):
         return out
 
     def pseudo_labels(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
-        cams = batch["cam"].float()
-        if tuple(cams.shape[-2:]) != tuple(size):
-            cams = F.interpolate(cams[:, None], size=size, mode="bilinear",
-                                 align_corners=False)[:, 0]
+        cams = resize_maps(batch["cam"].float(), size)
         c = self.config
         return sample_pseudo_labels(cams, c.n, c.sampler, negative=batch.get("negative"),
                                     negative_all_background=c.negative_all_background)
@@ -76,12 +74,11 @@ class SeededStudent(ComposedMethod):
         image, parts = self.classifier.loss(batch, output)
         logits = output.extras["pixel_logits"].float()
         if self.config.loss_resolution == "full":
-            logits = F.interpolate(logits, size=tuple(batch["cam"].shape[-2:]), mode="bilinear",
-                                   align_corners=False)
+            logits = resize_maps(logits, tuple(batch["cam"].shape[-2:]))
         pixel = partial_cross_entropy(logits, self.pseudo_labels(batch, tuple(logits.shape[-2:])))
         return image + self.config.lam * pixel, {**parts, "pixel": float(pixel.detach())}
 
     def localize_with_logits(self, images, classes, upsample: bool = True):
         output = self(images)
-        prob = torch.softmax(output.extras["pixel_logits"].float(), dim=1)[:, 1]
-        return output.logits, (upsample_maps(prob, tuple(images.shape[-2:])) if upsample else prob)
+        size = tuple(images.shape[-2:]) if upsample else None
+        return output.logits, foreground_probability(output.extras["pixel_logits"], size)

@@ -6,12 +6,10 @@ the mask). Its map is the softmax foreground probability, as the seed papers' U-
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from histocam.cams.normalize import upsample as upsample_maps
-from histocam.methods.base import MethodOutput, WSOLMethod, image_loss
+from histocam.methods.base import MethodOutput, WSOLMethod, foreground_probability, image_loss
 from histocam.methods.registry import register_method
 
 
@@ -42,5 +40,5 @@ class Supervised(WSOLMethod):
 
     def localize_with_logits(self, images, classes, upsample: bool = True):
         output = self(images)
-        prob = torch.softmax(output.extras["pixel_logits"].float(), dim=1)[:, 1]
-        return output.logits, (upsample_maps(prob, tuple(images.shape[-2:])) if upsample else prob)
+        size = tuple(images.shape[-2:]) if upsample else None
+        return output.logits, foreground_probability(output.extras["pixel_logits"], size)

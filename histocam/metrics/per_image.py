@@ -18,6 +18,7 @@ import torch
 from histocam.metrics.confusion import threshold_index
 from histocam.metrics.histogram import N_BINS, histogram_counts
 from histocam.metrics.protocol import Metric
+from histocam.metrics.pxap import pxap_from_histograms
 from histocam.metrics.validation import validate_ignore, validate_maps
 
 SCORES = ("ap", "dice_fg", "dice_bg", "iou_fg", "iou_bg", "fg_fraction")
@@ -70,14 +71,8 @@ class PerImageScores(Metric):
         }
 
     def _scores(self, fg: np.ndarray, bg: np.ndarray) -> dict[str, float]:
-        tp_all = fg[::-1].cumsum()
-        fp_all = bg[::-1].cumsum()
         n_fg, n_bg = fg.sum(), bg.sum()
-        ap = float("nan")
-        if n_fg > 0:
-            pred = tp_all + fp_all
-            precision = np.divide(tp_all, pred, out=np.zeros_like(pred), where=pred > 0)
-            ap = float(100 * (precision[1:] * np.diff(tp_all / n_fg)).sum())
+        ap = pxap_from_histograms(fg, bg) if n_fg > 0 else float("nan")  # the image's own PxAP
         tp = fg[self._t :].sum()
         fp = bg[self._t :].sum()
         fn, tn = n_fg - tp, n_bg - fp

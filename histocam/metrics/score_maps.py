@@ -15,7 +15,7 @@ import torch
 
 from histocam.data.errors import DataError
 from histocam.data.io import read_mask
-from histocam.data.transforms import resize_mask
+from histocam.data.transforms import resize_maps, resize_mask
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.per_image import PerImageScores
 from histocam.metrics.report import localization_report
@@ -25,10 +25,8 @@ MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
 
 def _resize_map(m: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    if tuple(m.shape) == hw:
-        return m
-    out = torch.nn.functional.interpolate(m[None, None], hw, mode="bilinear", align_corners=False)
-    return out[0, 0].clamp_(0.0, 1.0)  # bilinear of values in [0, 1] stays in [0, 1] up to rounding
+    # bilinear of values in [0, 1] stays in [0, 1] up to rounding
+    return resize_maps(m, hw).clamp(0.0, 1.0)
 
 
 def pair_files(maps_dir: Path, masks_dir: Path) -> list[tuple[str, Path, Path | None]]:

@@ -38,7 +38,7 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                    batch_size: int = 64, num_workers: int = 0, localize: bool = True,
                    tau: float | None = None,
                    map_sink: Callable[[str, torch.Tensor], None] | None = None,
-                   on_bad_sample: str = "error", progress=None) -> SplitResult:
+                   on_bad_sample: str = "error") -> SplitResult:
     """One pass over ``dataset`` (eval transform). Maps are for the ground-truth class.
 
     ``tau`` enables per-image scores at that operating threshold; ``map_sink(id, map)`` receives
@@ -89,8 +89,6 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
             for image_id, y, p in zip(batch["id"], labels.cpu().tolist(), probs):
                 result.predictions.append({"id": image_id, "label": y, "prediction": int(p.argmax()),
                                            "confidence": float(p.max())})
-            if progress is not None:
-                progress(len(batch["id"]))
     finally:
         method.train(was_training)
     for class_hist in result.by_class.values():
