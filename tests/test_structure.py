@@ -129,3 +129,23 @@ def test_vit_block_tokens_and_attention() -> None:
     n = reference.shape[1]
     assert attention[0].shape == (2, encoder.model.blocks[0].attn.num_heads, n, n)
     assert torch.allclose(attention[0].sum(-1), torch.ones(()), atol=1e-5)
+
+
+def test_output_stride_is_refused_for_a_vit() -> None:
+    from histocam.models.backbones import BackboneConfig, BackboneError
+
+    with pytest.raises(BackboneError, match="test_vit is a ViT.*output_stride"):
+        create_encoder(BackboneConfig(name="test_vit", output_stride=16))
+
+
+@pytest.mark.skipif(not __import__("conftest").GLAS_SHARED.is_dir(),
+                    reason="shared GlaS copy absent")
+def test_a_synthetic_run_evaluates_on_glas(tmp_path: Path) -> None:
+    from conftest import GLAS_SHARED
+
+    cfg = _config(tmp_path, "synthetic-colon")
+    Trainer(cfg).fit()
+    metrics = Run(cfg.run_dir).evaluate("best-cl", data=str(GLAS_SHARED))
+    assert metrics["data"] == str(GLAS_SHARED)
+    assert metrics["class_names"]["data"] == ["benign", "malignant"]
+    assert 0 < metrics["localization"]["pxap"] <= 100 and metrics["localization"]["n_images"] == 17

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,30 @@ from rich.table import Table
 
 from histocam.data.check import CheckReport, check_source
 from histocam.data.config import DataConfig
-from histocam.data.errors import DataError
+from histocam.data.dataset import SPLITS
 
 data_app = typer.Typer(help="Inspect, validate and generate datasets.", no_args_is_help=True)
 console = Console(width=120) if not Console().is_terminal else Console()
+
+
+def user_errors(command):
+    """``histocam.cli.user_errors`` (user errors: one ``error:`` line, exit status 2), looked up
+    when the command runs: ``histocam.cli`` imports this module."""
+
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        from histocam.cli import user_errors as one_line_errors
+
+        return one_line_errors(command)(*args, **kwargs)
+
+    return wrapped
+
+
+def known_split(split: str) -> str:
+    """``split`` if it is a split name, else a ValueError naming it and the split names."""
+    if split not in SPLITS:
+        raise ValueError(f"--split {split!r}: not a split (one of {', '.join(SPLITS)})")
+    return split
 
 
 def print_report(report: CheckReport) -> None:
@@ -61,6 +82,7 @@ def print_report(report: CheckReport) -> None:
 
 
 @data_app.command("check")
+@user_errors
 def check(
     path: str = typer.Argument(..., help="dataset name or path (GlaS folder, WSOL lists, CSV)"),
     root: Path | None = typer.Option(None, help="image root for WSOL split lists"),
@@ -71,21 +93,22 @@ def check(
     """Validate a dataset: summary per split and class, and every problem found."""
     from histocam.data.open import open_source
 
+    for name in split or []:
+        known_split(name)
     try:
         config = DataConfig(dataset=path, root=root, split_seed=seed,
                             classes=classes.split(",") if classes else None)
-        report = check_source(open_source(config), split)
-    except (DataError, ValueError) as exc:  # ValueError: an option this dataset does not use
-        message = ("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-                   if isinstance(exc, ValidationError) else str(exc))
-        console.print(f"[red]error: {escape(message)}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    except ValidationError as exc:  # an option this dataset does not use
+        raise ValueError("; ".join(e["msg"].removeprefix("Value error, ")
+                                   for e in exc.errors())) from None
+    report = check_source(open_source(config), split)
     print_report(report)
     if report.errors:
         raise typer.Exit(1)
 
 
 @data_app.command("synth")
+@user_errors
 def synth(
     out: Path = typer.Option(..., help="output folder (WSOL split-list layout)"),
     domain: str = typer.Option("colon", help="colon (GlaS-like) or node (CAMELYON-like)"),
@@ -101,15 +124,19 @@ def synth(
     from histocam.data.synthetic import DOMAINS, write_synthetic
 
     if domain not in DOMAINS:
-        console.print(f"[red]error: unknown domain {domain!r} (known: {', '.join(DOMAINS)})[/]")
-        raise typer.Exit(2)
-    config = SyntheticConfig(seed=seed, size=size, n_train=n_train, n_valcl=n_valcl, n_test=n_test,
-                             stain_shift=stain_shift)
+        raise ValueError(f"--domain {domain!r}: unknown domain (known: {', '.join(DOMAINS)})")
+    try:
+        config = SyntheticConfig(seed=seed, size=size, n_train=n_train, n_valcl=n_valcl,
+                                 n_test=n_test, stain_shift=stain_shift)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')} "
+                                   f"{e['input']!r}: {e['msg']}" for e in exc.errors())) from None
     write_synthetic(domain, out, config, progress=True)
     console.print(f"wrote synthetic-{domain} to {out}; check it with: histocam data check {out}")
 
 
 @data_app.command("gallery")
+@user_errors
 def gallery(
     dataset: str = typer.Argument(..., help="dataset name or path"),
     out: Path = typer.Option(..., help="PNG file to write"),
@@ -121,6 +148,7 @@ def gallery(
     from histocam.data.gallery import save_gallery
     from histocam.data.open import open_dataset
 
+    known_split(split)
     save_gallery(open_dataset(DataConfig(dataset=dataset, root=root), split), out, n=n,
                  title=f"{dataset} ({split})")
     console.print(f"wrote {out}")

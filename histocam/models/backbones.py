@@ -151,9 +151,10 @@ def _create(config: BackboneConfig, pretrained: bool) -> tuple[nn.Module, bool]:
     except RuntimeError as exc:
         raise BackboneError(f"unknown timm backbone {config.name!r}: {exc}") from exc
     vit = _is_vit(probe)
-    kwargs = {}
-    if config.output_stride and not vit:
-        kwargs["output_stride"] = config.output_stride
+    if config.output_stride and vit:
+        raise BackboneError(f"{config.name} is a ViT: its grid is set by the patch size, "
+                            "output_stride applies to CNNs only (remove it)")
+    kwargs = {"output_stride": config.output_stride} if config.output_stride else {}
     try:
         if vit:
             model = timm.create_model(config.name, pretrained=pretrained, num_classes=0)
