@@ -235,3 +235,18 @@ def test_dataset_identity_ignores_how_the_path_is_spelled(tmp_path: Path, monkey
     assert relative == dataset_identity(DataConfig(dataset="../a/data"))
     assert relative != dataset_identity(DataConfig(dataset=str(tmp_path / "b")))
     assert relative != dataset_identity(DataConfig(dataset="data", split_seed=1))
+
+
+def test_pipeline_stages_take_partial_method_overrides() -> None:
+    from histocam.experiments.pixelcam import load_pipeline_config
+
+    p = load_pipeline_config(None, ["student.method.n=3", "teacher.method.kmax=0.2",
+                                    "teacher.method.name=wildcat"])
+    assert p.student.method.name == "pixelcam" and p.student.method.n == 3
+    assert p.teacher.method.name == "wildcat" and p.teacher.method.kmax == 0.2
+    with pytest.raises(ValueError, match="share the pipeline's backbone"):
+        load_pipeline_config(None, ["teacher.method.backbone.name=resnet50"])
+    with pytest.raises(ValueError, match="the student's classifier is the teacher's method"):
+        load_pipeline_config(None, ["student.method.classifier.name=wildcat"])
+    with pytest.raises(ValueError, match="teacher_run replaces the teacher stage"):
+        load_pipeline_config(None, ["teacher_run=runs/x", "teacher.train.epochs=3"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import yaml
@@ -38,12 +38,15 @@ class StageConfig(StrictModel):
     """One training stage of the pipeline: a method and how it is trained (with the pipeline's
     data, backbone, seed and device, this is a whole ``RunConfig``)."""
 
+    default_method: ClassVar[str] = "cam"
     method: SerializeAsAny[MethodConfig]
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("method", mode="before")
     @classmethod
     def _parse_method(cls, value):
+        if isinstance(value, dict) and "name" not in value:  # e.g. student.method.n=10 alone
+            value = {"name": cls.default_method, **value}
         method = method_config(value)
         if method.backbone != BackboneConfig():
             raise ValueError("the teacher and the student share the pipeline's backbone: set "
@@ -56,6 +59,7 @@ class TeacherStage(StageConfig):
 
 
 class StudentStage(StageConfig):
+    default_method: ClassVar[str] = "pixelcam"
     method: SerializeAsAny[MethodConfig] = Field(
         default_factory=lambda: method_config("pixelcam"),
         description="a seeded student (pixelcam); its classifier is the teacher's method")
