@@ -15,7 +15,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from histocam.cli import app
+from histocam.cli import app, user_error_message, user_errors
 
 RUNNER = CliRunner()
 
@@ -73,12 +73,14 @@ def _copy_run(run: Path, dest: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the cases
-# Each builder gets (tmp_path, trained run) and returns (argv, strings the error line must hold).
+# Each builder gets (tmp_path, the trained run: copy it before a command that may write into it)
+# and returns (argv, strings the error line must hold: the thing given and the problem).
 Case = Callable[[Path, Path], tuple[list, list[str]]]
 
 
-def _config(tmp: Path, run: Path, *overrides: str) -> tuple[list, list[str]]:
-    return ["train", "-c", _tiny_yaml(tmp / "run.yaml", tmp), *overrides], []
+def _train(tmp: Path, *overrides: str) -> list:
+    """``histocam train`` of the tiny config (run ``tmp/teacher``) with ``overrides``."""
+    return ["train", "-c", _tiny_yaml(tmp / "run.yaml", tmp), *overrides]
 
 
 def case_train_missing_config(tmp, run):
@@ -86,28 +88,44 @@ def case_train_missing_config(tmp, run):
 
 
 def case_train_unknown_key(tmp, run):
-    argv, _ = _config(tmp, run, "foo=1")
-    return argv, ["foo", "not permitted"]
+    argv = _train(tmp, "foo=1")
+    return argv, ["foo: unknown key"]
 
 
 def case_train_unknown_nested_key(tmp, run):
-    argv, _ = _config(tmp, run, "method.bogus=1")
-    return argv, ["bogus", "not permitted"]
+    argv = _train(tmp, "method.bogus=1")
+    return argv, ["method.bogus: unknown key"]
 
 
 def case_train_unknown_method(tmp, run):
-    argv, _ = _config(tmp, run, "method.name=nope")
+    argv = _train(tmp, "method.name=nope")
     return argv, ["'nope'", "unknown method"]
 
 
 def case_train_invalid_value(tmp, run):
-    argv, _ = _config(tmp, run, "train.epochs=-1")
+    argv = _train(tmp, "train.epochs=-1")
     return argv, ["train.epochs", "greater than or equal to 0"]
 
 
 def case_train_override_without_value(tmp, run):
-    argv, _ = _config(tmp, run, "train.epochs")
+    argv = _train(tmp, "train.epochs")
     return argv, ["'train.epochs'", "not key=value"]
+
+
+def case_train_override_into_value(tmp, run):
+    argv = _train(tmp, "train=3", "train.epochs=2")
+    return argv, ["'train.epochs=2'", "'train' is not a section"]
+
+
+def case_train_out_dir_is_a_file(tmp, run):
+    (tmp / "afile").write_text("x")
+    argv = _train(tmp, f"out_dir={tmp / 'afile'}")
+    return argv, [str(tmp / "afile" / "teacher"), "not a directory"]
+
+
+def case_train_config_not_text(tmp, run):
+    (tmp / "binary.yaml").write_bytes(b"\xff\xfe\x00name: x\n")
+    return ["train", "-c", tmp / "binary.yaml"], [str(tmp / "binary.yaml"), "not a text file"]
 
 
 def case_train_invalid_yaml(tmp, run):
@@ -121,43 +139,40 @@ def case_train_yaml_list(tmp, run):
 
 
 def case_train_unknown_backbone(tmp, run):
-    argv, _ = _config(tmp, run, "method.backbone.name=not_a_model")
+    argv = _train(tmp, "method.backbone.name=not_a_model")
     return argv, ["'not_a_model'", "unknown timm backbone"]
 
 
 def case_train_missing_weights(tmp, run):
-    argv, _ = _config(tmp, run, "method.backbone.pretrained=/nonexistent.pth")
+    argv = _train(tmp, "method.backbone.pretrained=/nonexistent.pth")
     return argv, ["/nonexistent.pth", "not found"]
 
 
 def case_train_weights_not_torch(tmp, run):
     (tmp / "garbage.pth").write_bytes(b"\x00\x01 definitely not a torch file" * 10)
-    argv, _ = _config(tmp, run, f"method.backbone.pretrained={tmp / 'garbage.pth'}")
+    argv = _train(tmp, f"method.backbone.pretrained={tmp / 'garbage.pth'}")
     return argv, [str(tmp / "garbage.pth"), "not a loadable state dict"]
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="histocam.models.backbones."
-                   "load_local_weights does not check that the file holds a dict")
 def case_train_weights_not_a_dict(tmp, run):
     torch.save([torch.zeros(2), torch.ones(3)], tmp / "list.pth")
-    argv, _ = _config(tmp, run, f"method.backbone.pretrained={tmp / 'list.pth'}")
-    return argv, [str(tmp / "list.pth"), "state dict"]
+    argv = _train(tmp, f"method.backbone.pretrained={tmp / 'list.pth'}")
+    return argv, [str(tmp / "list.pth"), "not a state dict (it holds a list)"]
 
 
 def case_train_weights_wrong_shapes(tmp, run):
     torch.save({"conv1.weight": torch.zeros(2, 2), "fc.bias": torch.zeros(7)}, tmp / "wrong.pth")
-    argv, _ = _config(tmp, run, f"method.backbone.pretrained={tmp / 'wrong.pth'}")
+    argv = _train(tmp, f"method.backbone.pretrained={tmp / 'wrong.pth'}")
     return argv, [str(tmp / "wrong.pth"), "do not match"]
 
 
 def case_train_existing_run(tmp, run):
-    config = _tiny_yaml(tmp / "run.yaml", run.parent)  # the trained run's own name and folder
-    return ["train", "-c", config], [str(run), "--resume"]
+    copy = _copy_run(run, tmp / "teacher")  # the config's own run name, in tmp
+    return _train(tmp), [str(copy), "--resume"]
 
 
 def case_train_resume_without_checkpoint(tmp, run):
-    argv, _ = _config(tmp, run)
-    return [*argv, "--resume"], [str(tmp / "teacher"), "cannot resume"]
+    return [*_train(tmp), "--resume"], [str(tmp / "teacher"), "cannot resume"]
 
 
 def case_evaluate_missing_run(tmp, run):
@@ -190,11 +205,13 @@ def case_evaluate_missing_checkpoint(tmp, run):
 
 
 def case_evaluate_unknown_checkpoint(tmp, run):
-    return ["evaluate", run, "--checkpoint", "nope"], ["'nope'", "checkpoint must be one of"]
+    copy = _copy_run(run, tmp / "copy")
+    return ["evaluate", copy, "--checkpoint", "nope"], ["'nope'", "checkpoint must be one of"]
 
 
 def case_evaluate_missing_data(tmp, run):
-    return (["evaluate", run, "--checkpoint", "best-loc", "--data", "/nonexistent"],
+    copy = _copy_run(run, tmp / "copy")
+    return (["evaluate", copy, "--checkpoint", "best-loc", "--data", "/nonexistent"],
             ["/nonexistent", "no such file or folder"])
 
 
@@ -203,7 +220,8 @@ def case_evaluate_lists_without_classes(tmp, run):
     (lists / "test").mkdir(parents=True)
     (lists / "test" / "image_ids.txt").write_text("a.png\n")
     (lists / "a.png").write_bytes(b"")
-    return (["evaluate", run, "--checkpoint", "best-loc", "--data", lists],
+    copy = _copy_run(run, tmp / "copy")
+    return (["evaluate", copy, "--checkpoint", "best-loc", "--data", lists],
             [str(lists), "class names", "unknown"])
 
 
@@ -227,11 +245,13 @@ def case_pixelcam_untrained_teacher(tmp, run):
 
 
 def case_pixelcam_data_override(tmp, run):
-    return ["pixelcam", run, "data.dataset=x"], ["'data.dataset=x'", "only student.*"]
+    copy = _copy_run(run, tmp / "copy")
+    return ["pixelcam", copy, "data.dataset=x"], ["'data.dataset=x'", "only student.*"]
 
 
 def case_pixelcam_invalid_value(tmp, run):
-    return ["pixelcam", run, "student.method.n=-1"], ["student.method.n", "greater than"]
+    copy = _copy_run(run, tmp / "copy")
+    return ["pixelcam", copy, "student.method.n=-1"], ["student.method.n", "greater than"]
 
 
 def case_pipeline_missing_config(tmp, run):
@@ -242,6 +262,24 @@ def case_pipeline_missing_config(tmp, run):
 def case_pipeline_stage_backbone(tmp, run):
     return (["pipeline", "pixelcam", "teacher.method.backbone.name=resnet50"],
             ["teacher.method", "backbone", "share the pipeline's backbone"])
+
+
+def case_pipeline_missing_teacher_run(tmp, run):
+    return (["pipeline", "pixelcam", f"teacher_run={tmp / 'nope'}", f"out_dir={tmp}"],
+            [str(tmp / "nope"), "no such run directory"])
+
+
+def case_pipeline_untrained_teacher_run(tmp, run):
+    (tmp / "untrained").mkdir()
+    shutil.copy(run / "config.yaml", tmp / "untrained" / "config.yaml")
+    return (["pipeline", "pixelcam", f"teacher_run={tmp / 'untrained'}", f"out_dir={tmp}"],
+            [str(tmp / "untrained"), "train it first"])
+
+
+def case_train_missing_cam_store(tmp, run):
+    argv = _train(tmp, "method={name: pixelcam, backbone: {name: test_resnet}}",
+                      f"cams={tmp / 'none.npz'}")
+    return argv, [str(tmp / "none.npz"), "CAM store", "not found"]
 
 
 def case_train_stale_cam_store(tmp, run):
@@ -313,3 +351,16 @@ def test_evaluate_on_other_data_with_as_many_classes(trained: Path, tmp_path: Pa
     result = invoke(["evaluate", copy, "--checkpoint", "best-loc", "--data", "synthetic-node"])
     assert result.exit_code == 0, result.output
     assert '"data": "synthetic-node"' in result.output
+
+
+def test_bugs_are_not_user_errors() -> None:
+    """Unexpected exception types keep their traceback: they are bugs, not bad input."""
+    for exc in (RuntimeError("x"), KeyError("x"), TypeError("x"), AttributeError("x")):
+        assert user_error_message(exc) is None, exc
+
+    @user_errors
+    def broken() -> None:
+        raise TypeError("a bug")
+
+    with pytest.raises(TypeError, match="a bug"):
+        broken()

@@ -22,6 +22,7 @@ file cannot say; set it).
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -181,10 +182,22 @@ def load_local_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise BackboneError(f"{path}: not a loadable state dict ({exc})") from exc
+        raise BackboneError(f"{path}: not a loadable state dict ({load_error_reason(exc)})") \
+            from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BackboneError(f"{path}: not a state dict (it holds a {type(state).__name__})")
     return load_state(model, state, str(path))
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words (torch's own message for
+    pickled objects is a page long and suggests the unsafe ``weights_only=False``)."""
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load" in str(exc):
+        return "it holds pickled Python objects, refused by weights-only loading"
+    first = str(exc).strip().splitlines()
+    return first[0][:200] if first else type(exc).__name__
 
 
 def load_state(model: nn.Module, state: dict, source: str) -> dict[str, list[str]]:

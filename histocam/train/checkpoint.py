@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from histocam.models.backbones import load_error_reason
+
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
@@ -35,4 +37,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"{path}: cannot load checkpoint ({exc})") from exc
+        raise RuntimeError(f"{path}: cannot load checkpoint ({load_error_reason(exc)})") from exc

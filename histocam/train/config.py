@@ -105,6 +105,8 @@ def load_config_tree(path: str | Path | None = None,
             raise FileNotFoundError(f"{path}: config file not found")
         try:
             tree = yaml.safe_load(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file (a YAML config is expected)") from None
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if not isinstance(tree, dict):

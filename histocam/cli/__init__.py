@@ -7,12 +7,12 @@ a traceback means a bug in histocam.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import typer
 
-from histocam.data.cli import data_app, known_split
+from histocam.cli.data import data_app, known_split
+from histocam.cli.errors import user_error_message, user_errors  # noqa: F401 (API)
 
 app = typer.Typer(
     name="histocam",
@@ -22,48 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
-
-
-def user_error_message(exc: BaseException) -> str | None:
-    """One line for an error caused by the user's input; None for anything else (a bug)."""
-    from pydantic import ValidationError
-
-    from histocam.cams.store import CAMStoreError
-    from histocam.data.errors import DataError
-    from histocam.models.backbones import BackboneError
-    from histocam.registry import UnknownNameError
-    from histocam.runs import RunError
-
-    if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{where}: {msg}" if where else msg)
-        return "invalid config: " + "; ".join(parts)
-    if isinstance(exc, (RunError, DataError, CAMStoreError, BackboneError, UnknownNameError,
-                        FileNotFoundError, FileExistsError, ValueError)):
-        return " ".join(str(exc).split())
-    return None
-
-
-def user_errors(command):
-    """Decorator: user errors become one ``error:`` line and exit status 2."""
-
-    @functools.wraps(command)
-    def wrapped(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except Exception as exc:
-            message = user_error_message(exc)
-            if message is None:
-                raise
-            typer.echo(f"error: {message}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapped
 
 
 @app.command()
@@ -170,20 +128,15 @@ def cams(
 
 STUDENT_KEYS = ("student.", "seed=", "device=", "deterministic=")
 
-#: The method of each pipeline stage when the config does not name one (the stages' defaults).
-STAGE_METHODS = {"teacher": "cam", "student": "pixelcam"}
+def trained_teacher(teacher_run: Path):
+    """The ``Run`` of a teacher given by the user; an error unless it is trained."""
+    from histocam.runs import Run
 
-
-def with_stage_methods(tree: dict, overrides: list[str]) -> dict:
-    """Name the default method of a stage whose method an override changes but the config does not
-    give (``student.method.n=5`` sets n of pixelcam, not of a method without a name)."""
-    for stage, name in STAGE_METHODS.items():
-        if not any(item.startswith(f"{stage}.method.") for item in overrides):
-            continue
-        section = tree.setdefault(stage, {})
-        if isinstance(section, dict) and section.get("method") is None:
-            section["method"] = {"name": name}
-    return tree
+    teacher = Run(teacher_run)
+    if not teacher.trained():
+        raise FileNotFoundError(f"{teacher_run}: the teacher run has no best-loc/best-cl "
+                                "checkpoints (train it first)")
+    return teacher
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -201,27 +154,22 @@ def pixelcam(
         ensure_teacher_maps,
         student_run_config,
     )
-    from histocam.runs import Run
     from histocam.train import Trainer
     from histocam.train.config import apply_overrides
 
-    teacher = Run(teacher_run)
-    if not teacher.trained():
-        raise FileNotFoundError(f"{teacher_run}: the teacher run has no best-loc/best-cl "
-                                "checkpoints (train it first)")
+    teacher = trained_teacher(teacher_run)
     for item in ctx.args:
         if not item.startswith(STUDENT_KEYS):
             raise ValueError(f"override {item!r}: histocam pixelcam takes the data, backbone and "
                              "teacher from the teacher run; only student.*, seed, device and "
                              "deterministic can be set (or use `histocam pipeline pixelcam`)")
     base = teacher.config
-    tree = with_stage_methods({
+    tree = apply_overrides({
         "out_dir": str(teacher_run.parent), "seed": base.seed, "device": base.device,
         "data": base.data.model_dump(mode="json"),
         "backbone": base.method.backbone.model_dump(mode="json"),
         "student": {"train": base.train.model_dump(mode="json")},
         "teacher_run": str(teacher_run)}, list(ctx.args))
-    tree = apply_overrides(tree, list(ctx.args))
     p = PipelineConfig.model_validate(tree)
     ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device)
     cfg = student_run_config(p, teacher)
@@ -244,12 +192,12 @@ def pipeline_pixelcam(
                                                      "layercam, ...)"),
 ) -> None:
     """Teacher -> stored CAMs -> PixelCAM -> evaluation of both -> comparison table."""
-    from histocam.experiments.pixelcam import PipelineConfig, comparison_table, run_pipeline
-    from histocam.train.config import apply_overrides, load_config_tree
+    from histocam.experiments.pixelcam import comparison_table, load_pipeline_config, run_pipeline
 
     overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
-    tree = with_stage_methods(load_config_tree(config), overrides)
-    p = PipelineConfig.model_validate(apply_overrides(tree, overrides))
+    p = load_pipeline_config(config, overrides)
+    if p.teacher_run is not None:  # used as it is: never trained here
+        trained_teacher(p.teacher_run)
     results = run_pipeline(p)
     typer.echo(comparison_table(results))
     typer.echo(f"\nrun directory: {p.root}")

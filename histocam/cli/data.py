@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from histocam.cli.errors import user_errors
 from histocam.data.check import CheckReport, check_source
 from histocam.data.config import DataConfig
 from histocam.data.dataset import SPLITS
 
 data_app = typer.Typer(help="Inspect, validate and generate datasets.", no_args_is_help=True)
 console = Console(width=120) if not Console().is_terminal else Console()
-
-
-def user_errors(command):
-    """``histocam.cli.user_errors`` (user errors: one ``error:`` line, exit status 2), looked up
-    when the command runs: ``histocam.cli`` imports this module."""
-
-    @functools.wraps(command)
-    def wrapped(*args, **kwargs):
-        from histocam.cli import user_errors as one_line_errors
-
-        return one_line_errors(command)(*args, **kwargs)
-
-    return wrapped
 
 
 def known_split(split: str) -> str:
@@ -149,6 +136,8 @@ def gallery(
     from histocam.data.open import open_dataset
 
     known_split(split)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out}: is a folder; --out takes the PNG file to write")
     save_gallery(open_dataset(DataConfig(dataset=dataset, root=root), split), out, n=n,
                  title=f"{dataset} ({split})")
     console.print(f"wrote {out}")

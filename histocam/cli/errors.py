@@ -1,0 +1,58 @@
+"""User errors of the command line: one ``error:`` line on stderr and exit status 2.
+
+Every user error (a missing run, file or checkpoint, a bad config key or value, a stale CAM store,
+unknown names, unloadable weights) ends in one line; a traceback means a bug in histocam.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import typer
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """One line for an error caused by the user's input; None for anything else (a bug)."""
+    from pydantic import ValidationError
+
+    from histocam.cams.store import CAMStoreError
+    from histocam.data.errors import DataError
+    from histocam.models.backbones import BackboneError
+    from histocam.registry import UnknownNameError
+    from histocam.runs import RunError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+            msg = ("unknown key" if err["type"] == "extra_forbidden"
+                   else err["msg"].removeprefix("Value error, "))
+            parts.append(f"{where}: {msg}" if where else msg)
+        return "invalid config: " + "; ".join(parts)
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        # "[Errno 20] Not a directory: 'runs/x'" -> "runs/x: not a directory"
+        return f"{exc.filename}: {exc.strerror[:1].lower()}{exc.strerror[1:]}"
+    if isinstance(exc, (RunError, DataError, CAMStoreError, BackboneError, UnknownNameError,
+                        FileNotFoundError, FileExistsError, NotADirectoryError,
+                        IsADirectoryError, PermissionError, ValueError)):
+        return " ".join(str(exc).split())
+    return None
+
+
+def user_errors(command):
+    """Decorator: user errors become one ``error:`` line and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            message = user_error_message(exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapped
