@@ -9,7 +9,7 @@ with any map: GradCAM++ on a WILDCAT classifier is ``{name: gradcampp, classifie
 from __future__ import annotations
 
 import torch
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_serializer, field_validator
 
 from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
 from histocam.methods.registry import METHODS, create_method, method_config
@@ -32,6 +32,11 @@ class ComposedConfig(MethodConfig):
         if config.backbone != BackboneConfig():  # the composed method's backbone is the one used
             raise ValueError("set the backbone as method.backbone, not method.classifier.backbone")
         return config
+
+    @field_serializer("classifier")
+    def _classifier_without_backbone(self, value: MethodConfig, info) -> dict:
+        """Saved configs show the classifier without a backbone: the method's is the one used."""
+        return value.model_dump(mode=info.mode, exclude={"backbone"})
 
 
 def _default_classifier() -> MethodConfig:
