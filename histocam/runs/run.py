@@ -1,0 +1,165 @@
+"""``Run(dir)``: a trained run as an object.
+
+A run directory holds ``config.yaml`` (the resolved ``RunConfig``), ``checkpoints/{best-loc,
+best-cl,last}.pt``, ``log.csv``, ``metrics/`` and ``cams/``. ``Run`` loads a checkpoint as a ready
+method (``run.method("best-loc")``), exports its maps of a split (the CAM store a seeded student
+learns from) and evaluates a checkpoint on the run's own data or on any other dataset
+(``run.evaluate("best-loc", data="synthetic-node")``: out-of-distribution evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from histocam.cams.store import NpzWriter, config_hash, dataset_identity, store_paths
+from histocam.data.config import DataConfig
+from histocam.data.open import open_source
+from histocam.data.transforms import JointTransform
+from histocam.methods.base import WSOLMethod
+from histocam.methods.registry import create_method
+from histocam.runs.evaluate import evaluate_run
+from histocam.train.checkpoint import load_checkpoint
+from histocam.train.config import RunConfig
+from histocam.train.loader import make_loader
+from histocam.train.seeding import resolve_device
+
+CHECKPOINTS = ("best-loc", "best-cl", "last")
+
+
+class RunError(ValueError):
+    """A run directory that is missing, incomplete or unreadable."""
+
+
+class Run:
+    """A run directory. ``Run(dir)`` reads its config; checkpoints are loaded on demand."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        path = self.dir / "config.yaml"
+        if not self.dir.is_dir():
+            raise RunError(f"{self.dir}: no such run directory")
+        if not path.is_file():
+            raise RunError(f"{self.dir}: not a run directory (no config.yaml)")
+        try:
+            self.config = RunConfig.model_validate(yaml.safe_load(path.read_text()))
+        except (ValidationError, yaml.YAMLError, KeyError) as exc:
+            raise RunError(f"{path}: not a valid run config ({_first_line(exc)})") from None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r}, method={self.config.method.name!r})"
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, checkpoint: str) -> Path:
+        if checkpoint not in CHECKPOINTS:
+            raise RunError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got "
+                           f"{checkpoint!r}")
+        return self.dir / "checkpoints" / f"{checkpoint}.pt"
+
+    def trained(self) -> bool:
+        """Both selected checkpoints exist."""
+        return all(self.checkpoint_path(c).is_file() for c in ("best-loc", "best-cl"))
+
+    def state(self, checkpoint: str, device: str | torch.device = "cpu") -> dict:
+        path = self.checkpoint_path(checkpoint)
+        if not path.is_file():
+            raise RunError(f"{path}: checkpoint not found (is the run trained?)")
+        try:
+            return load_checkpoint(path, device)
+        except RuntimeError as exc:
+            raise RunError(str(exc)) from None
+
+    def method(self, checkpoint: str = "best-loc", device: str = "cpu"
+               ) -> tuple[WSOLMethod, list[str]]:
+        """(the method with the checkpoint's weights, in eval mode, class names)."""
+        dev = resolve_device(device)
+        state = self.state(checkpoint, dev)
+        # the weights come from the checkpoint: fetch or read no other weight source
+        method = create_method(self.config.method.for_inference(), len(state["class_names"]))
+        try:  # a composed method also loads its classifier's weights alone: top-down runs saved
+            method.load_initial_state(state["model"])  # before methods were composed still load
+        except RuntimeError as exc:
+            raise RunError(f"{self.checkpoint_path(checkpoint)}: weights do not match the run's "
+                           f"method ({_first_line(exc)})") from None
+        return method.to(dev).eval(), state["class_names"]
+
+    # ------------------------------------------------------------------ data
+    def data_config(self, data: str | Path | DataConfig | None = None) -> DataConfig:
+        """The run's own data, or another dataset (a registered name, a path, or a config) with
+        the run's pre-processing sizes (and, from one synthetic domain to another, its
+        ``data.synthetic`` settings)."""
+        if data is None:
+            return self.config.data
+        if isinstance(data, DataConfig):
+            return data
+        own = self.config.data
+        other = DataConfig(dataset=str(data), resize=own.resize, crop=own.crop,
+                           eval_size=own.eval_size)
+        if own.is_synthetic and other.is_synthetic:  # the same rendering scale and counts
+            other = other.model_copy(update={"synthetic": own.synthetic})
+        return other
+
+    def data_tag(self, data: str | Path | DataConfig | None) -> str | None:
+        """Folder name under ``metrics/`` for evaluations on other data (None: own data)."""
+        if data is None:
+            return None
+        config = self.data_config(data)
+        if dataset_identity(config) == dataset_identity(self.config.data):
+            return None
+        name = Path(config.dataset).name or "data"
+        return f"{name}-{dataset_identity(config)[:8]}"
+
+    # ------------------------------------------------------------------ maps
+    def export_cams(self, checkpoint: str = "best-loc", split: str = "train", *,
+                    device: str = "auto", batch_size: int | None = None,
+                    progress: bool = False) -> Path:
+        """Store the normalised low-resolution map of every image's ground-truth class of
+        ``split`` (float16, streamed to ``cams/<checkpoint>-<split>.npz``) with its provenance."""
+        dev = resolve_device(device)
+        method, class_names = self.method(checkpoint, str(dev))
+        data = self.config.data
+        dataset = open_source(data).dataset(split)
+        loader = make_loader(dataset, JointTransform.from_config(data, train=False),
+                             batch_size or self.config.train.eval_batch_size, shuffle=False,
+                             num_workers=self.config.train.num_workers)
+        steps = loader
+        if progress:
+            from rich.progress import track
+
+            steps = track(loader, description=f"CAMs {checkpoint} {split}", transient=True)
+        npz, meta = store_paths(self.dir, checkpoint, split)
+        shape = None
+        with NpzWriter(npz) as writer:
+            for batch in steps:
+                with torch.no_grad():  # top-down CAMs re-enable gradients where they need them
+                    _, low = method.localize_with_logits(batch["image"].to(dev),
+                                                         batch["label"].to(dev), upsample=False)
+                for image_id, m in zip(batch["id"], low.detach().cpu().numpy()):
+                    writer.add(image_id, m.astype("float16"))
+                    shape = list(m.shape)
+            ids = list(writer.keys)
+        meta.write_text(json.dumps({
+            "run": str(self.dir.resolve()), "checkpoint": checkpoint,
+            "epoch": self.state(checkpoint)["epoch"], "method": self.config.method.name,
+            "teacher_config_hash": config_hash(self.config.method.model_dump(mode="json")),
+            "dataset": data.dataset, "dataset_identity": dataset_identity(data), "split": split,
+            "class_names": class_names, "ids": ids, "map_shape": shape,
+        }, indent=2))
+        return npz
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, checkpoint: str, split: str = "test", *,
+                 data: str | Path | DataConfig | None = None, device: str = "auto",
+                 save_maps: bool = False, separability: bool = False) -> dict:
+        """Test metrics of a checkpoint (``histocam.runs.evaluate``)."""
+        return evaluate_run(self, checkpoint, split, data=data, device=device,
+                            save_maps=save_maps, separability=separability)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(text[:3]) if text else type(exc).__name__
