@@ -25,6 +25,7 @@ app.add_typer(data_app, name="data")
 
 
 @app.command()
+@user_errors
 def demo(
     out: Path = typer.Option(Path("runs"), help="parent folder of the demo run"),
     n_train: int = typer.Option(240, help="synthetic training images"),
