@@ -28,7 +28,7 @@ from histocam.methods.composed import ComposedConfig
 from histocam.methods.registry import method_config
 from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
-from histocam.runs.run import Run
+from histocam.runs.run import Run, is_trained
 from histocam.train.config import RunConfig, RunIdentity, TrainConfig, load_config_tree
 from histocam.train.seeding import resolve_device
 from histocam.train.trainer import Trainer
@@ -122,20 +122,13 @@ def student_run_config(p: PipelineConfig, teacher: Run) -> RunConfig:
     classifier = teacher.config.method
     if isinstance(classifier, ComposedConfig):  # a top-down teacher: its classifier
         classifier = classifier.classifier
-    method = s.method.model_copy(update={
-        "backbone": p.backbone,
-        "classifier": classifier.model_copy(update={"backbone": BackboneConfig()}),
-    })
+    # the classifier's own backbone is dropped when RunConfig validates the method again
+    method = s.method.model_copy(update={"backbone": p.backbone, "classifier": classifier})
     return RunConfig(
         name=f"{method.name}-{teacher.config.method.name}", out_dir=p.root, seed=p.seed,
         deterministic=p.deterministic, device=p.device, data=p.data, method=method,
         train=s.train, cams=cams,
         init=teacher.checkpoint_path("best-cl") if s.init == "teacher" else None)
-
-
-def _trained(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "best-cl.pt").is_file() and (
-        run_dir / "checkpoints" / "best-loc.pt").is_file()
 
 
 def inference_cost(run: Run, data: DataConfig, device: str, batch: int = 8,
@@ -168,13 +161,13 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
     (p.root / "pipeline.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"),
                                                          sort_keys=False))
     teacher_dir = p.teacher_run or teacher_run_config(p).run_dir
-    if not _trained(teacher_dir):
+    if not is_trained(teacher_dir):
         Trainer(teacher_run_config(p)).fit(resume=(teacher_dir / "checkpoints" / "last.pt")
                                            .is_file())
     teacher = Run(teacher_dir)
     ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device, progress)
     student_cfg = student_run_config(p, teacher)
-    if not _trained(student_cfg.run_dir):
+    if not is_trained(student_cfg.run_dir):
         Trainer(student_cfg).fit(resume=(student_cfg.run_dir / "checkpoints" / "last.pt")
                                  .is_file())
     student = Run(student_cfg.run_dir)

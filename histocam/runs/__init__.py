@@ -1,5 +1,5 @@
 """Runs as objects: a trained run's config, checkpoints, maps and evaluations (``Run``)."""
 
-from histocam.runs.run import CHECKPOINTS, Run, RunError
+from histocam.runs.run import CHECKPOINTS, Run, RunError, is_trained
 
-__all__ = ["CHECKPOINTS", "Run", "RunError"]
+__all__ = ["CHECKPOINTS", "Run", "RunError", "is_trained"]

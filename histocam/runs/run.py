@@ -27,8 +27,13 @@ from histocam.train.checkpoint import load_checkpoint
 from histocam.train.config import RunConfig
 from histocam.train.loader import make_loader
 from histocam.train.seeding import resolve_device
+from histocam.train.trainer import CHECKPOINTS
 
-CHECKPOINTS = ("best-loc", "best-cl", "last")
+
+def is_trained(directory: Path) -> bool:
+    """Both selected checkpoints (B-LOC and B-CL) exist under ``directory``."""
+    return all((Path(directory) / "checkpoints" / f"{c}.pt").is_file()
+               for c in ("best-loc", "best-cl"))
 
 
 class RunError(ValueError):
@@ -63,7 +68,7 @@ class Run:
 
     def trained(self) -> bool:
         """Both selected checkpoints exist."""
-        return all(self.checkpoint_path(c).is_file() for c in ("best-loc", "best-cl"))
+        return is_trained(self.dir)
 
     def state(self, checkpoint: str, device: str | torch.device = "cpu") -> dict:
         path = self.checkpoint_path(checkpoint)
