@@ -50,3 +50,8 @@ def test_every_command_has_help() -> None:
                     ["pipeline", "pixelcam"]):
         result = CliRunner().invoke(app, [*command, "--help"])
         assert result.exit_code == 0, command
+
+
+def test_methods_rejects_an_unknown_family() -> None:
+    result = CliRunner().invoke(app, ["methods", "--family", "pooling-ish"])
+    assert result.exit_code == 2 and "'pooling-ish': not a family" in result.output

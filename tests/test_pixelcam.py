@@ -250,3 +250,17 @@ def test_pipeline_stages_take_partial_method_overrides() -> None:
         load_pipeline_config(None, ["student.method.classifier.name=wildcat"])
     with pytest.raises(ValueError, match="teacher_run replaces the teacher stage"):
         load_pipeline_config(None, ["teacher_run=runs/x", "teacher.train.epochs=3"])
+
+
+def test_pipeline_never_trains_a_given_teacher_run(tmp_path: Path) -> None:
+    """teacher_run is used as it is: an untrained one is an error in the library, not only in
+    the CLI, and nothing is trained in its place."""
+    from histocam.experiments.pixelcam import load_pipeline_config, run_pipeline
+    from histocam.runs import RunError
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "config.yaml").write_text("name: t\n")
+    p = load_pipeline_config(None, [f"teacher_run={tmp_path / 't'}", f"out_dir={tmp_path}"])
+    with pytest.raises(RunError, match="no best-loc/best-cl checkpoints"):
+        run_pipeline(p, progress=False)
+    assert not (p.root / "teacher-cam").exists()

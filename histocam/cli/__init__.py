@@ -39,13 +39,17 @@ def demo(
 
 
 @app.command()
+@user_errors
 def methods(family: str | None = typer.Option(None, help="only this family")) -> None:
     """List the registered WSOL methods: family, paper, what the map is, hyper-parameters."""
     from rich.console import Console
     from rich.table import Table
 
-    from histocam.methods import METHODS
+    from histocam.methods import FAMILIES, METHODS
     from histocam.methods.base import MethodConfig
+
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"--family {family!r}: not a family (one of {', '.join(FAMILIES)})")
 
     table = Table("method", "family", "paper", "map", "hyper-parameters (default)", "summary")
     for name in METHODS.names():
@@ -129,17 +133,6 @@ def cams(
 
 STUDENT_KEYS = ("student.", "seed=", "device=", "deterministic=")
 
-def trained_teacher(teacher_run: Path):
-    """The ``Run`` of a teacher given by the user; an error unless it is trained."""
-    from histocam.runs import Run
-
-    teacher = Run(teacher_run)
-    if not teacher.trained():
-        raise FileNotFoundError(f"{teacher_run}: the teacher run has no best-loc/best-cl "
-                                "checkpoints (train it first)")
-    return teacher
-
-
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def pixelcam(
@@ -155,10 +148,11 @@ def pixelcam(
         ensure_teacher_maps,
         student_run_config,
     )
+    from histocam.runs import Run
     from histocam.train import Trainer
     from histocam.train.config import apply_overrides
 
-    teacher = trained_teacher(teacher_run)
+    teacher = Run(teacher_run).require_trained()
     for item in ctx.args:
         if not item.startswith(STUDENT_KEYS):
             raise ValueError(f"override {item!r}: histocam pixelcam takes the data, backbone and "
@@ -197,8 +191,6 @@ def pipeline_pixelcam(
 
     overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
     p = load_pipeline_config(config, overrides)
-    if p.teacher_run is not None:  # used as it is: never trained here
-        trained_teacher(p.teacher_run)
     results = run_pipeline(p)
     typer.echo(comparison_table(results))
     typer.echo(f"\nrun directory: {p.root}")

@@ -160,11 +160,14 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
     p.root.mkdir(parents=True, exist_ok=True)
     (p.root / "pipeline.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"),
                                                          sort_keys=False))
-    teacher_dir = p.teacher_run or teacher_run_config(p).run_dir
-    if not is_trained(teacher_dir):
-        Trainer(teacher_run_config(p)).fit(resume=(teacher_dir / "checkpoints" / "last.pt")
-                                           .is_file())
-    teacher = Run(teacher_dir)
+    if p.teacher_run is not None:  # used as it is: never trained here
+        teacher = Run(p.teacher_run).require_trained()
+    else:
+        teacher_dir = teacher_run_config(p).run_dir
+        if not is_trained(teacher_dir):
+            Trainer(teacher_run_config(p)).fit(resume=(teacher_dir / "checkpoints" / "last.pt")
+                                               .is_file())
+        teacher = Run(teacher_dir)
     ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device, progress)
     student_cfg = student_run_config(p, teacher)
     if not is_trained(student_cfg.run_dir):

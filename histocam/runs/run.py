@@ -70,6 +70,14 @@ class Run:
         """Both selected checkpoints exist."""
         return is_trained(self.dir)
 
+    def require_trained(self) -> Run:
+        """This run, or a RunError when it has no B-LOC/B-CL checkpoints (a run given to be used
+        as it is, e.g. a teacher, is never trained behind the user's back)."""
+        if not self.trained():
+            raise RunError(f"{self.dir}: the run has no best-loc/best-cl checkpoints (train it "
+                           "first)")
+        return self
+
     def state(self, checkpoint: str, device: str | torch.device = "cpu") -> dict:
         path = self.checkpoint_path(checkpoint)
         if not path.is_file():
