@@ -90,6 +90,11 @@ class Run:
     def method(self, checkpoint: str = "best-loc", device: str = "cpu"
                ) -> tuple[WSOLMethod, list[str]]:
         """(the method with the checkpoint's weights, in eval mode, class names)."""
+        method, state = self._load(checkpoint, device)
+        return method, state["class_names"]
+
+    def _load(self, checkpoint: str, device: str) -> tuple[WSOLMethod, dict]:
+        """(the ready method, the checkpoint's state): the file is read once."""
         dev = resolve_device(device)
         state = self.state(checkpoint, dev)
         # the weights come from the checkpoint: fetch or read no other weight source
@@ -99,7 +104,7 @@ class Run:
         except RuntimeError as exc:
             raise RunError(f"{self.checkpoint_path(checkpoint)}: weights do not match the run's "
                            f"method ({_first_line(exc)})") from None
-        return method.to(dev).eval(), state["class_names"]
+        return method.to(dev).eval(), state
 
     # ------------------------------------------------------------------ data
     def data_config(self, data: str | Path | DataConfig | None = None) -> DataConfig:
@@ -134,7 +139,7 @@ class Run:
         """Store the normalised low-resolution map of every image's ground-truth class of
         ``split`` (float16, streamed to ``cams/<checkpoint>-<split>.npz``) with its provenance."""
         dev = resolve_device(device)
-        method, class_names = self.method(checkpoint, str(dev))
+        method, state = self._load(checkpoint, str(dev))
         data = self.config.data
         dataset = open_source(data).dataset(split)
         loader = make_loader(dataset, JointTransform.from_config(data, train=False),
@@ -158,10 +163,10 @@ class Run:
             ids = list(writer.keys)
         meta.write_text(json.dumps({
             "run": str(self.dir.resolve()), "checkpoint": checkpoint,
-            "epoch": self.state(checkpoint)["epoch"], "method": self.config.method.name,
+            "epoch": state["epoch"], "method": self.config.method.name,
             "teacher_config_hash": config_hash(self.config.method.model_dump(mode="json")),
             "dataset": data.dataset, "dataset_identity": dataset_identity(data), "split": split,
-            "class_names": class_names, "ids": ids, "map_shape": shape,
+            "class_names": state["class_names"], "ids": ids, "map_shape": shape,
         }, indent=2))
         return npz
 
