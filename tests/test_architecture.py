@@ -13,7 +13,7 @@ import histocam
 PACKAGE = Path(histocam.__file__).parent
 # lowest first; the package root (``histocam/__init__.py``, the public API) and the CLI sit on top
 LAYERS = ["registry", "data", "models", "metrics", "cams", "methods", "train", "runs",
-          "experiments", "cli"]
+          "predict", "report", "experiments", "cli"]
 TOP = {"histocam", "histocam.__main__"}
 
 

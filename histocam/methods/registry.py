@@ -14,7 +14,8 @@ from histocam.models.backbones import Encoder
 from histocam.registry import Registry
 
 METHODS: Registry[type[WSOLMethod]] = Registry("method")
-FAMILIES = ("pooling", "top-down", "seeded student", "supervised")
+FAMILIES = ("pooling", "erasing", "transformer", "top-down", "seeded student", "masking",
+            "supervised")
 
 
 def register_method(name: str, *, family: str, paper: str, summary: str, map: str):
