@@ -1,8 +1,10 @@
-"""PixelCAM vs its teacher, several seeds: mean ± std of test PxAP and CL (B-LOC and B-CL).
+"""A seeded student (PixelCAM, NEGEV) vs its teacher, several seeds: mean ± std of test PxAP and CL
+(B-LOC and B-CL).
 
 For each teacher and seed it runs ``histocam pipeline pixelcam`` with the teacher run
 ``<out_dir>/<teacher>-s<seed>`` (trained by benchmarks/train_teachers.sh; trained here if missing)
-and the PixelCAM config ``benchmarks/configs/pixelcam-<dataset>.yaml``, then aggregates the
+and the student config ``benchmarks/configs/pixelcam-<dataset>.yaml`` (or ``--config``, e.g.
+``negev-node.yaml``), then aggregates the
 ``comparison.json`` files. Finished pipelines are reused.
 
 Usage:
@@ -37,7 +39,7 @@ def mean_std(values: list[float], digits: int = 1) -> str:
 def with_separability(results: dict) -> bool:
     """Add the test separability J where a stored comparison lacks it; True if anything changed."""
     changed = False
-    for role in ("teacher", "pixelcam"):
+    for role in ("teacher", "student"):
         for ckpt in ("best-loc", "best-cl"):
             if results[role][ckpt].get("separability") is None:
                 m = Run(results[role]["run"]).evaluate(ckpt, "test", separability=True)
@@ -54,9 +56,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tag", default="pix", help="prefix of the pipeline names (ablations)")
     parser.add_argument("--set", nargs="*", default=[], help="pipeline overrides key=value")
+    parser.add_argument("--config", type=Path, help="student pipeline config (default: "
+                        "benchmarks/configs/pixelcam-<dataset>.yaml)")
     args = parser.parse_args()
-    base = yaml.safe_load(Path(f"benchmarks/configs/pixelcam-{args.dataset}.yaml").read_text())
-    rows = []
+    config = args.config or Path(f"benchmarks/configs/pixelcam-{args.dataset}.yaml")
+    base = yaml.safe_load(config.read_text())
+    rows, label = [], ""
     for teacher in args.teachers:
         per_seed = []
         for seed in args.seeds:
@@ -67,21 +72,25 @@ def main() -> None:
             p = PipelineConfig.model_validate(tree)
             done = p.root / "comparison.json"
             results = json.loads(done.read_text()) if done.is_file() else run_pipeline(p)
+            if "pixelcam" in results:  # stored before NEGEV shared the pipeline
+                results["student"] = results.pop("pixelcam")
+                results["student_method"] = "pixelcam"
             if with_separability(results):  # pipelines finished before J was part of them
                 done.write_text(json.dumps(results, indent=2))
             per_seed.append(results)
         rows.append((teacher, per_seed))
+        label = per_seed[0]["student_method"]
     print(f"dataset {args.dataset}, seeds {args.seeds}, overrides {args.set or 'none'}\n")
-    print("| teacher | selection | chance | teacher PxAP | PixelCAM PxAP | Δ PxAP | teacher CL | "
-          "PixelCAM CL | Δ CL |")
+    print(f"| teacher | selection | chance | teacher PxAP | {label} PxAP | Δ PxAP | teacher CL | "
+          f"{label} CL | Δ CL |")
     print("|---|---|---|---|---|---|---|---|---|")
     deltas = []
     for teacher, per_seed in rows:
         for ckpt in ("best-loc", "best-cl"):
             tp = [r["teacher"][ckpt]["pxap"] for r in per_seed]
-            pp = [r["pixelcam"][ckpt]["pxap"] for r in per_seed]
+            pp = [r["student"][ckpt]["pxap"] for r in per_seed]
             tc = [r["teacher"][ckpt]["accuracy"] for r in per_seed]
-            pc = [r["pixelcam"][ckpt]["accuracy"] for r in per_seed]
+            pc = [r["student"][ckpt]["accuracy"] for r in per_seed]
             dp = [b - a for a, b in zip(tp, pp)]
             dc = [b - a for a, b in zip(tc, pc)]
             if ckpt == "best-loc":
@@ -99,19 +108,19 @@ def main() -> None:
         print(f"  {teacher}: " + "; ".join(
             f"Δ {t['mean_difference']:+.1f} (t {t['t']:.2f}, p {t['p']:.2g})" for t in tests if t))
     print(f"\nFG/BG separability of the encoder's pixel features on test, mean over images ({DEFINITION}):")
-    print("| teacher | selection | teacher J | PixelCAM J | PixelCAM higher |")
+    print(f"| teacher | selection | teacher J | {label} J | {label} higher |")
     print("|---|---|---|---|---|")
     for teacher, per_seed in rows:
         for ckpt in ("best-loc", "best-cl"):
             tj = [r["teacher"][ckpt]["separability"] for r in per_seed]
-            pj = [r["pixelcam"][ckpt]["separability"] for r in per_seed]
+            pj = [r["student"][ckpt]["separability"] for r in per_seed]
             sel = "B-LOC" if ckpt == "best-loc" else "B-CL"
             print(f"| {teacher} | {sel} | {mean_std(tj, 3)} | {mean_std(pj, 3)} | "
                   f"{sum(b > a for a, b in zip(tj, pj))}/{len(tj)} |")
-    costs = [(r["teacher"]["cost"], r["pixelcam"]["cost"]) for _, rs in rows for r in rs]
+    costs = [(r["teacher"]["cost"], r["student"]["cost"]) for _, rs in rows for r in rs]
     t_ratio = statistics.mean(c[0]["ratio"] for c in costs)
     p_ratio = statistics.mean(c[1]["ratio"] for c in costs)
-    print(f"\ninference (CPU, ms/img, batch 8): PixelCAM forward+map / its forward = {p_ratio:.2f}; "
+    print(f"\ninference (CPU, ms/img, batch 8): {label} forward+map / its forward = {p_ratio:.2f}; "
           f"teacher forward+map / forward = {t_ratio:.2f}")
 
 

@@ -153,7 +153,7 @@ def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
 
     p = _tiny_pipeline(tmp_path)
     results = run_pipeline(p, progress=False)
-    for role in ("teacher", "pixelcam"):
+    for role in ("teacher", "student"):
         for ckpt in ("best-loc", "best-cl"):
             assert 0 <= results[role][ckpt]["pxap"] <= 100
             assert results[role][ckpt]["separability"] > 0
@@ -164,7 +164,7 @@ def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
     # chance = PxAP of an all-ones map = foreground fraction of the test pixels, next to PxAP
     chance = results["teacher"]["best-loc"]["chance"]
     assert row.split("|")[4].strip() == f"{chance:.1f}"
-    assert chance == results["pixelcam"]["best-cl"]["chance"]  # same images, same chance
+    assert chance == results["student"]["best-cl"]["chance"]  # same images, same chance
     assert (p.root / "figures" / "maps.png").is_file()
     saved = json.loads((p.root / "comparison.json").read_text())
     assert saved["teacher_method"] == "gradcampp"

@@ -133,16 +133,9 @@ def cams(
 
 STUDENT_KEYS = ("student.", "seed=", "device=", "deterministic=")
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@user_errors
-def pixelcam(
-    ctx: typer.Context,
-    teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
-    name: str | None = typer.Option(None, help="run name (default pixelcam-<teacher method>-"
-                                    "<teacher run>)"),
-) -> None:
-    """Train PixelCAM from a trained teacher run (its CAMs are exported unless current);
-    KEY=VALUE overrides of the student stage, e.g. student.method.n=10 student.train.epochs=5."""
+def _train_student(method: str, teacher_run: Path, name: str | None, args: list[str]) -> None:
+    """Train the seeded student ``method`` from a trained teacher run (its maps exported unless
+    current); the data, backbone and classifier are the teacher's."""
     from histocam.experiments.pixelcam import (
         PipelineConfig,
         ensure_teacher_maps,
@@ -153,24 +146,51 @@ def pixelcam(
     from histocam.train.config import apply_overrides
 
     teacher = Run(teacher_run).require_trained()
-    for item in ctx.args:
-        if not item.startswith(STUDENT_KEYS):
-            raise ValueError(f"override {item!r}: histocam pixelcam takes the data, backbone and "
-                             "teacher from the teacher run; only student.*, seed, device and "
-                             "deterministic can be set (or use `histocam pipeline pixelcam`)")
+    for item in args:
+        if not item.startswith(STUDENT_KEYS) or item.startswith("student.method.name="):
+            raise ValueError(f"override {item!r}: histocam {method} takes the data, backbone and "
+                             "teacher from the teacher run; only student.* (but the method's "
+                             "name), seed, device and deterministic can be set (or use `histocam "
+                             "pipeline pixelcam`)")
     base = teacher.config
     tree = apply_overrides({
         "out_dir": str(teacher_run.parent), "seed": base.seed, "device": base.device,
         "data": base.data.model_dump(mode="json"),
         "backbone": base.method.backbone.model_dump(mode="json"),
-        "student": {"train": base.train.model_dump(mode="json")},
-        "teacher_run": str(teacher_run)}, list(ctx.args))
+        "student": {"method": {"name": method}, "train": base.train.model_dump(mode="json")},
+        "teacher_run": str(teacher_run)}, args)
     p = PipelineConfig.model_validate(tree)
     ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device)
     cfg = student_run_config(p, teacher)
     cfg = cfg.model_copy(update={"name": name or f"{cfg.name}-{teacher.dir.name}"})
     Trainer(cfg).fit()
     typer.echo(f"done: {cfg.run_dir}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def pixelcam(
+    ctx: typer.Context,
+    teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
+    name: str | None = typer.Option(None, help="run name (default pixelcam-<teacher method>-"
+                                    "<teacher run>)"),
+) -> None:
+    """Train PixelCAM from a trained teacher run (its CAMs are exported unless current);
+    KEY=VALUE overrides of the student stage, e.g. student.method.n=10 student.train.epochs=5."""
+    _train_student("pixelcam", teacher_run, name, list(ctx.args))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def negev(
+    ctx: typer.Context,
+    teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
+    name: str | None = typer.Option(None, help="run name (default negev-<teacher method>-"
+                                    "<teacher run>)"),
+) -> None:
+    """Train NEGEV (a decoder on the frozen teacher) from a trained teacher run; KEY=VALUE
+    overrides of the student stage, e.g. student.method.negative_term=none."""
+    _train_student("negev", teacher_run, name, list(ctx.args))
 
 
 pipeline_app = typer.Typer(help="End-to-end pipelines.", no_args_is_help=True)
@@ -185,11 +205,13 @@ def pipeline_pixelcam(
     config: Path | None = typer.Option(None, "--config", "-c", help="pipeline YAML"),
     teacher: str | None = typer.Option(None, help="teacher method (cam, deepmil, gradcampp, "
                                                      "layercam, ...)"),
+    student: str | None = typer.Option(None, help="student method: pixelcam (default) or negev"),
 ) -> None:
-    """Teacher -> stored CAMs -> PixelCAM -> evaluation of both -> comparison table."""
+    """Teacher -> stored CAMs -> PixelCAM (or NEGEV) -> evaluation of both -> comparison table."""
     from histocam.experiments.pixelcam import comparison_table, load_pipeline_config, run_pipeline
 
     overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
+    overrides += [f"student.method.name={student}"] if student else []
     p = load_pipeline_config(config, overrides)
     results = run_pipeline(p)
     typer.echo(comparison_table(results))

@@ -1,12 +1,12 @@
-"""The PixelCAM pipeline: teacher -> stored CAMs -> PixelCAM -> evaluation of both, one command.
+"""The seeded-student pipeline: teacher -> stored CAMs -> PixelCAM or NEGEV -> evaluation of both.
 
 The pipeline config composes the two runs: shared ``data``, ``backbone``, seed and device, and one
 stage per run (``teacher: {method, train}``, ``student: {method, train, teacher_maps, init}``).
 ``run_pipeline`` trains the teacher (reused if its run already exists), exports its B-LOC CAMs on
-train, trains the student (PixelCAM, its classifier the teacher's method) from the teacher's B-CL
-checkpoint, evaluates both at B-LOC and B-CL on test (τ* from valpx) and writes
+train, trains the student (PixelCAM or NEGEV, its classifier the teacher's method) from the B-CL
+teacher checkpoint, evaluates both at B-LOC and B-CL on test (τ* from valpx) and writes
 ``comparison.json``, ``comparison.md``, ``figures/maps.png`` and the inference cost of each map.
-Run directories: ``<out_dir>/<name>/teacher-<method>`` and ``<out_dir>/<name>/pixelcam-<method>``.
+Run directories: ``<out_dir>/<name>/teacher-<method>`` and ``<out_dir>/<name>/<student>-<method>``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class StudentStage(StageConfig):
     default_method: ClassVar[str] = "pixelcam"
     method: SerializeAsAny[MethodConfig] = Field(
         default_factory=lambda: method_config("pixelcam"),
-        description="a seeded student (pixelcam); its classifier is the teacher's method")
+        description="a seeded student (pixelcam, negev); its classifier is the teacher's method")
     teacher_maps: Literal["best-loc", "best-cl"] = Field(
         "best-loc", description="the teacher checkpoint whose maps give the seeds")
     init: Literal["teacher", "backbone"] = Field(
@@ -73,7 +73,7 @@ class StudentStage(StageConfig):
     @classmethod
     def _a_student(cls, method):
         if not isinstance(method, SeededStudentConfig):
-            raise ValueError(f"the student must be a seeded student method (pixelcam), not "
+            raise ValueError(f"the student must be a seeded student method (pixelcam, negev), not "
                              f"{method.name!r}")
         if method.classifier != method_config("cam"):
             raise ValueError("the student's classifier is the teacher's method: set "
@@ -174,8 +174,8 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
         Trainer(student_cfg).fit(resume=(student_cfg.run_dir / "checkpoints" / "last.pt")
                                  .is_file())
     student = Run(student_cfg.run_dir)
-    results = {"teacher": {}, "pixelcam": {}}
-    for role, run in (("teacher", teacher), ("pixelcam", student)):
+    results = {"teacher": {}, "student": {}}
+    for role, run in (("teacher", teacher), ("student", student)):
         for ckpt in ("best-loc", "best-cl"):
             m = run.evaluate(ckpt, "test", device=p.device, separability=True)
             loc = m.get("localization", {})
@@ -189,6 +189,7 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
         results[role]["cost"] = inference_cost(run, p.data, p.device)
         results[role]["run"] = str(run.dir)
     results["teacher_method"] = teacher.config.method.name
+    results["student_method"] = student.config.method.name
     results["paired_ttest_pxap_b_loc"] = _ttest(results)
     (p.root / "comparison.json").write_text(json.dumps(results, indent=2))
     table = comparison_table(results)
@@ -218,11 +219,14 @@ def _ttest(results: dict) -> dict | None:
     from histocam.metrics.stats import paired_ttest
 
     a = results["teacher"]["best-loc"]["per_image_ap"]
-    b = results["pixelcam"]["best-loc"]["per_image_ap"]
+    b = results["student"]["best-loc"]["per_image_ap"]
     shared = sorted(set(a) & set(b))
     if len(shared) < 2:
         return None
     return paired_ttest([a[i] for i in shared], [b[i] for i in shared])
+
+
+STUDENT_LABELS = {"pixelcam": "PixelCAM", "negev": "NEGEV"}
 
 
 def comparison_table(results: dict) -> str:
@@ -230,9 +234,10 @@ def comparison_table(results: dict) -> str:
     features (PixelCAM Table 4; our definition in PROTOCOL.md) at B-LOC and B-CL, and the
     inference cost."""
     t = results["teacher_method"]
+    s = STUDENT_LABELS.get(results["student_method"], results["student_method"])
     lines = ["| model | selection | PxAP | chance | CL | TP* | FN* | FP* | TN* | J | map ms/img |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for role, label in (("teacher", t), ("pixelcam", f"{t} + PixelCAM")):
+    for role, label in (("teacher", t), ("student", f"{t} + {s}")):
         for ckpt in ("best-loc", "best-cl"):
             r = results[role][ckpt]
             cells = [f"{r[k]:.1f}" if r.get(k) is not None else "n/a"
@@ -248,6 +253,6 @@ def comparison_table(results: dict) -> str:
     lines.append(f"\nJ (mean over test images with both regions): {DEFINITION}")
     test = results.get("paired_ttest_pxap_b_loc")
     if test:
-        lines.append(f"\nper-image AP, B-LOC, PixelCAM − teacher: mean {test['mean_difference']:+.2f}"
+        lines.append(f"\nper-image AP, B-LOC, {s} − teacher: mean {test['mean_difference']:+.2f}"
                      f", t = {test['t']:.2f}, p = {test['p']:.2g} ({test['test']}, n = {test['n']})")
     return "\n".join(lines)

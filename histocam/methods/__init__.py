@@ -5,11 +5,14 @@ from histocam.methods import (  # noqa: F401 (registers the methods)
     deepmil,
     gap,
     lse,
+    maxmin,
     maxpool,
+    negev,
     pixelcam,
     prm,
     supervised,
     topdown,
+    unet,
     wildcat,
 )
 from histocam.methods.base import ClassifierConfig, MethodConfig, MethodOutput, WSOLMethod

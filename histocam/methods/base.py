@@ -96,6 +96,8 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
     Config: ClassVar[type[MethodConfig]] = ClassifierConfig
     relu_maps: ClassVar[bool] = False
     needs_cams: ClassVar[bool] = False
+    # a frozen image classifier (NEGEV): B-CL carries no information, the trainer's B-CL is B-LOC
+    classifier_frozen: ClassVar[bool] = False
     method_name: ClassVar[str]
 
     def __init__(self, config: MethodConfig, num_classes: int, *,

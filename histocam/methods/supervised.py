@@ -6,11 +6,31 @@ the mask). Its map is the softmax foreground probability, as the seed papers' U-
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from histocam.methods.base import MethodOutput, WSOLMethod, foreground_probability, image_loss
 from histocam.methods.registry import register_method
+
+
+def mask_cross_entropy(pixel_logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Mean FG/BG cross-entropy over every pixel of the batch's images that have a mask, the
+    B×2×h×w logits bilinear to the mask size; pixels of an ignore mask (``batch["ignore"]``) do
+    not count. Zero (with a graph) when no image has a mask."""
+    has = batch["has_mask"].bool().to(pixel_logits.device)
+    if not bool(has.any()):
+        return pixel_logits.sum() * 0.0
+    masks = batch["mask"].to(pixel_logits.device)[has]
+    target = (masks > 0.5).long()
+    if "ignore" in batch:
+        target[batch["ignore"].to(pixel_logits.device)[has].bool()] = -1
+    logits = pixel_logits[has].float()
+    if logits.shape[-2:] != masks.shape[-2:]:
+        logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    if not bool((target >= 0).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=-1)
 
 
 @register_method("supervised", family="supervised", paper="upper bound, PixelCAM Table 1",
@@ -29,13 +49,7 @@ class Supervised(WSOLMethod):
 
     def loss(self, batch, output):
         ce = image_loss(output.logits, batch["label"], self.config.image_loss)
-        has = batch["has_mask"].bool()
-        if not bool(has.any()):
-            return ce, {"ce": float(ce.detach()), "pixel": 0.0}
-        masks = batch["mask"][has]
-        logits = F.interpolate(output.extras["pixel_logits"][has].float(), size=masks.shape[-2:],
-                               mode="bilinear", align_corners=False)
-        pixel = F.cross_entropy(logits, (masks > 0.5).long())
+        pixel = mask_cross_entropy(output.extras["pixel_logits"], batch)
         return ce + pixel, {"ce": float(ce.detach()), "pixel": float(pixel.detach())}
 
     def localize_with_logits(self, images, classes, upsample: bool = True):
