@@ -10,8 +10,10 @@ from histocam.methods import (  # noqa: F401 (registers the methods)
     negev,
     pixelcam,
     prm,
+    sat,
     supervised,
     topdown,
+    tscam,
     unet,
     wildcat,
 )

