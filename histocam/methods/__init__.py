@@ -1,9 +1,13 @@
 """WSOL methods, one per file, registered by name; ``create_method`` builds any of them."""
 
 from histocam.methods import (  # noqa: F401 (registers the methods)
+    acol,
+    adl,
     cam,
+    cutmix,
     deepmil,
     gap,
+    has,
     lse,
     maxmin,
     maxpool,
@@ -11,6 +15,7 @@ from histocam.methods import (  # noqa: F401 (registers the methods)
     pixelcam,
     prm,
     sat,
+    spg,
     supervised,
     topdown,
     tscam,
