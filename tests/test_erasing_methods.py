@@ -338,3 +338,22 @@ def test_cutmix_trains_one_epoch_through_the_trainer(tmp_path: Path) -> None:
     rows = (cfg.run_dir / "log.csv").read_text().splitlines()
     assert len(rows) == 3 and "train_loss" in rows[0]  # header, epoch 0 (no training), epoch 1
     assert (cfg.run_dir / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_top_down_map_on_an_erasing_classifier_trains_the_classifier_its_way() -> None:
+    """GradCAM on HaS hides patches, on ACoL erases the label's region: the composed method
+    trains its classifier through the classifier's own hooks."""
+    torch.manual_seed(0)
+    has = create_method({"name": "gradcam", "backbone": {"name": "test_resnet"},
+                         "classifier": {"name": "has", "drop_rate": 1.0}}, 2).train()
+    x = torch.rand(2, 3, 32, 32)
+    hidden = has.prepare_batch({"image": x.clone(), "label": torch.tensor([0, 1])})["image"]
+    assert torch.allclose(hidden, has.encoder.mean.expand_as(x))  # every patch hidden
+    acol = create_method({"name": "gradcam", "backbone": {"name": "test_resnet"},
+                          "classifier": {"name": "acol"}}, 2).train()
+    batch = {"image": x, "label": torch.tensor([0, 1])}
+    torch.manual_seed(1)
+    loss, parts, _ = acol.training_step(batch)
+    torch.manual_seed(1)
+    expected, _, _ = acol.classifier.training_step(batch)
+    assert set(parts) == {"ce", "ce_b"} and torch.equal(loss, expected)

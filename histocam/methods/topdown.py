@@ -52,6 +52,17 @@ class TopDownMethod(ComposedMethod):
     def loss(self, batch, output):
         return self.classifier.loss(batch, output)
 
+    # training a top-down method is training its classifier, with the classifier's own hooks
+    # (HaS hiding, CutMix mixing, ACoL's erasing of the label's region)
+    def prepare_batch(self, batch):
+        return self.classifier.prepare_batch(batch)
+
+    def training_step(self, batch):
+        return self.classifier.training_step(batch)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self.classifier.on_epoch_end(epoch)
+
     def layer_indices(self) -> list[int]:
         return [len(self.encoder.channels) - 1]
 
