@@ -13,6 +13,7 @@ import typer
 
 from histocam.cli.data import data_app, known_split
 from histocam.cli.errors import user_error_message, user_errors  # noqa: F401 (API)
+from histocam.cli.predict import predict_command
 
 app = typer.Typer(
     name="histocam",
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.command("predict")(predict_command)
 
 
 @app.command()

@@ -1,0 +1,126 @@
+"""A trained run ready to predict: checkpoint choice, the map's class, τ*, one call per batch.
+
+Checkpoints (the survey's model selection, PROTOCOL.md): ``best-loc`` (B-LOC, chosen on valpx
+PxAP) gives maps and labels; ``best-cl`` (B-CL, chosen on valcl accuracy) gives both too; ``both``
+takes the labels from B-CL and the maps from B-LOC (two forward passes). τ* is the threshold the
+evaluation chose on the run's valpx for the map checkpoint (argmax mIoU, ``histocam evaluate``):
+it is read from ``RUN/metrics/<ckpt>-<split>.json`` (``localization.tau_star_valpx``) and only
+when that file is newer than the checkpoint.
+
+The map's class: ``auto`` is the run's positive class when its data has a fully negative class
+and two classes (synthetic-node, CAMELYON16: the tumour map, whatever the prediction), otherwise
+the predicted class of each input (the protocol maps the ground-truth class; at prediction time
+the label is unknown, so the predicted class stands in for it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from histocam.data.open import negative_class
+from histocam.methods.base import WSOLMethod
+from histocam.runs.run import Run, RunError
+from histocam.train.seeding import resolve_device
+
+CHECKPOINT_CHOICES = ("best-loc", "best-cl", "last", "both")
+
+
+def recorded_tau(run: Run, checkpoint: str) -> tuple[float | None, str]:
+    """(τ*, where it came from) for ``checkpoint`` of ``run``; (None, why not) when absent."""
+    ckpt = run.checkpoint_path(checkpoint)
+    files = sorted((run.dir / "metrics").glob(f"{checkpoint}-*.json"),
+                   key=lambda p: (not p.name.endswith("-test.json"), p.name))
+    stale = False
+    for path in files:
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        tau = report.get("localization", {}).get("tau_star_valpx")
+        if tau is None:
+            continue
+        if ckpt.is_file() and path.stat().st_mtime < ckpt.stat().st_mtime:
+            stale = True
+            continue
+        return float(tau), str(path)
+    if stale:
+        return None, (f"the evaluations in {run.dir / 'metrics'} are older than {ckpt.name}; run "
+                      f"`histocam evaluate {run.dir} --checkpoint {checkpoint}` again")
+    return None, (f"no τ* recorded for {checkpoint} in {run.dir / 'metrics'} (run `histocam "
+                  f"evaluate {run.dir} --checkpoint {checkpoint}`, or pass --threshold)")
+
+
+@dataclass
+class Predictor:
+    """Labels and maps of batches of B×3×E×E RGB images in [0, 1] (E = the run's eval size)."""
+
+    map_method: WSOLMethod
+    label_method: WSOLMethod | None  # None: the map checkpoint's logits give the labels
+    class_names: list[str]
+    map_class: int | None  # None: each image's predicted class
+    eval_size: int
+    device: torch.device
+    map_checkpoint: str
+    label_checkpoint: str
+    tau: float | None
+    tau_source: str
+    source: str = ""  # the run directory, recorded with a slide's partial results
+
+    @classmethod
+    def from_run(cls, run: Run | str | Path, checkpoint: str = "best-loc", *,
+                 device: str = "auto", map_class: str = "auto",
+                 threshold: float | None = None) -> Predictor:
+        run = run if isinstance(run, Run) else Run(run)
+        run.require_trained()
+        if checkpoint not in CHECKPOINT_CHOICES:
+            raise RunError(f"--checkpoint must be one of {', '.join(CHECKPOINT_CHOICES)}, got "
+                           f"{checkpoint!r}")
+        dev = resolve_device(device)
+        map_ckpt, label_ckpt = ("best-loc", "best-cl") if checkpoint == "both" else (checkpoint,) * 2
+        map_method, names = run.method(map_ckpt, str(dev))
+        label_method = run.method(label_ckpt, str(dev))[0] if label_ckpt != map_ckpt else None
+        if threshold is not None:
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
+            tau, source = float(threshold), "--threshold"
+        else:
+            tau, source = recorded_tau(run, map_ckpt)
+        return cls(map_method, label_method, list(names), resolve_map_class(run, names, map_class),
+                   run.config.data.eval_size, dev, map_ckpt, label_ckpt, tau, source,
+                   str(run.dir.resolve()))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(probabilities B×K, classes of the maps B, maps B×E×E in [0, 1]), all on the CPU."""
+        images = images.to(self.device, non_blocking=True)
+        fixed = (None if self.map_class is None else
+                 torch.full((images.shape[0],), self.map_class, dtype=torch.long, device=self.device))
+        if self.label_method is None and fixed is not None:  # one forward pass gives both
+            logits, maps = self.map_method.localize_with_logits(images, fixed)
+            classes = fixed
+        else:
+            labeller = self.label_method if self.label_method is not None else self.map_method
+            logits = labeller(images).logits
+            classes = logits.argmax(dim=1) if fixed is None else fixed
+            _, maps = self.map_method.localize_with_logits(images, classes)
+        probs = torch.softmax(logits.detach().float(), dim=1).cpu()
+        return probs, classes.cpu(), maps.detach().float().cpu()
+
+
+def resolve_map_class(run: Run, class_names: list[str], map_class: str) -> int | None:
+    """The class index of the maps (module docstring), or None for each input's prediction."""
+    if map_class == "predicted":
+        return None
+    if map_class != "auto":
+        if map_class not in class_names:
+            raise ValueError(f"--map-class {map_class!r} is not a class of the run "
+                             f"({', '.join(class_names)}; or auto, predicted)")
+        return class_names.index(map_class)
+    negative = negative_class(run.config.data, class_names)
+    if negative is not None and len(class_names) == 2:
+        return 1 - negative
+    return None
