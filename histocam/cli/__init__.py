@@ -14,6 +14,7 @@ import typer
 from histocam.cli.data import data_app, known_split
 from histocam.cli.errors import user_error_message, user_errors  # noqa: F401 (API)
 from histocam.cli.predict import predict_command
+from histocam.cli.report import register as register_report_commands
 
 app = typer.Typer(
     name="histocam",
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("predict")(predict_command)
+register_report_commands(app)  # report, stain-shift, tsne, thresholds
 
 
 @app.command()

@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from histocam.experiments.pixelcam import PipelineConfig, comparison_table, run_pipeline
+from histocam.report import build_report
 
 console = Console()
 
@@ -48,6 +49,9 @@ def run_demo(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 10) -> 
                   f"synthetic-node ({n_train} train images, seed {seed}), run dir {config.root}")
     results = run_pipeline(config)
     console.print(comparison_table(results), highlight=False, soft_wrap=True)  # no wrapped rows
+    report = build_report([config.root], config.root / "report.html",  # both runs of the pipeline
+                          title="histocam demo", device=config.device)
     console.print(f"\nfigure: {config.root / 'figures' / 'maps.png'}\n"
-                  f"table:  {config.root / 'comparison.md'}")
+                  f"table:  {config.root / 'comparison.md'}\n"
+                  f"report: {report}")
     return results

@@ -1,0 +1,122 @@
+"""Robustness to stain shift (PixelCAM Figs. 4/5 and 9/10): a run's test images re-stained at
+increasing strengths, classification accuracy (CL) and PxAP per level.
+
+PixelCAM re-stains with the stain styles of another dataset ordered by their distance to the
+original stain; without a second stained domain here, the shift is synthetic and monotone: one
+fixed direction in HED optical-density space (Ruifrok & Johnston 2001, ``histocam.data.stain``),
+walked at 10 increasing strengths s_k = k · s_max / 10. Every test image gets the same new stain
+at level k: concentrations C' = α_k ⊙ C + β_k with α_k = 1 + s_k · a and β_k = s_k · b, where a and b
+(per stain: haematoxylin, eosin; DAB untouched) are drawn once from ``seed`` with |a|, |b| in
+[0.5, 1]. Level 0 is the original images. The result is ``RUN/metrics/stain-shift.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from histocam.data.open import open_source
+from histocam.data.sample import Sample
+from histocam.data.stain import hed_to_rgb, rgb_to_hed
+from histocam.metrics.pxap import chance_pxap
+from histocam.report import files
+from histocam.runs.run import Run
+from histocam.train.evaluate import evaluate_split
+from histocam.train.seeding import resolve_device
+
+N_LEVELS = 10
+
+
+@dataclass(frozen=True)
+class StainShift:
+    """C' = (1 + s·a) ⊙ C + s·b per stain channel (H, E, DAB) at strength s."""
+
+    a: tuple[float, float, float]
+    b: tuple[float, float, float]
+
+    @classmethod
+    def from_seed(cls, seed: int) -> StainShift:
+        rng = np.random.default_rng(seed)
+        sign = rng.choice([-1.0, 1.0], size=(2, 2))
+        size = rng.uniform(0.5, 1.0, size=(2, 2))
+        a, b = sign * size
+        return cls((float(a[0]), float(a[1]), 0.0), (float(b[0]), float(b[1]), 0.0))
+
+    def apply(self, image: np.ndarray, strength: float) -> np.ndarray:
+        """H×W×3 uint8 RGB re-stained at ``strength`` (uint8; 0 returns the image unchanged)."""
+        if strength == 0:
+            return image
+        rgb = torch.from_numpy(image).permute(2, 0, 1).double() / 255.0
+        alpha = 1.0 + strength * torch.tensor(self.a, dtype=torch.float64)[:, None, None]
+        beta = strength * torch.tensor(self.b, dtype=torch.float64)[:, None, None]
+        out = hed_to_rgb(rgb_to_hed(rgb) * alpha + beta).clamp(0.0, 1.0)
+        return (out * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+class RestainedDataset:
+    """A split whose images are re-stained on access (masks, labels and ids unchanged)."""
+
+    def __init__(self, dataset, shift: StainShift, strength: float) -> None:
+        self.dataset, self.shift, self.strength = dataset, shift, strength
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.dataset.ids
+
+    def __getitem__(self, index: int) -> Sample:
+        s = self.dataset[index]
+        return Sample(self.shift.apply(s.image, self.strength), s.label, s.mask, s.id, s.path,
+                      list(s.warnings), ignore=s.ignore)
+
+
+def strengths(max_strength: float, n_levels: int = N_LEVELS) -> list[float]:
+    """[0, s_max/n, 2 s_max/n, ..., s_max]: level 0 is the original stain."""
+    if not max_strength > 0:
+        raise ValueError(f"--max-strength must be > 0, got {max_strength}")
+    if n_levels < 1:
+        raise ValueError(f"--levels must be at least 1, got {n_levels}")
+    return [max_strength * k / n_levels for k in range(n_levels + 1)]
+
+
+def run_stain_shift(run_dir: str | Path, *, checkpoints: tuple[str, ...] = files.SELECTED,
+                    max_strength: float = 0.5, n_levels: int = N_LEVELS, seed: int = 0,
+                    split: str = "test", device: str = "auto") -> Path:
+    """Evaluate each checkpoint at each level; write and return ``RUN/metrics/stain-shift.json``."""
+    run = Run(run_dir).require_trained()
+    dev = resolve_device(device)
+    shift = StainShift.from_seed(seed)
+    levels = strengths(max_strength, n_levels)
+    source = open_source(run.config.data)
+    dataset = source.dataset(split)
+    t = run.config.train
+    out: dict = {
+        "definition": f"test images re-stained in HED optical-density space, C' = (1 + s·a)⊙C + s·b"
+                      f" with a = {[round(v, 3) for v in shift.a]}, b = "
+                      f"{[round(v, 3) for v in shift.b]} (H, E, DAB; seed {seed}), s = level · "
+                      f"{max_strength}/{n_levels}; level 0 = original",
+        "split": split, "seed": seed, "a": list(shift.a), "b": list(shift.b),
+        "levels": list(range(n_levels + 1)), "strengths": levels, "checkpoints": {},
+    }
+    for ckpt in checkpoints:
+        method, _ = run.method(ckpt, str(dev))
+        values: dict[str, list] = {"accuracy": [], "pxap": [], "chance": []}
+        for strength in levels:
+            result = evaluate_split(method, RestainedDataset(dataset, shift, strength),
+                                    run.config.data, dev, batch_size=t.eval_batch_size,
+                                    num_workers=t.num_workers)
+            values["accuracy"].append(result.accuracy.compute()["accuracy"])
+            values["pxap"].append(result.pxap)
+            fg, bg = result.histogram.fg.cpu().numpy(), result.histogram.bg.cpu().numpy()
+            values["chance"].append(chance_pxap(fg, bg) if result.pxap is not None else None)
+        out["checkpoints"][ckpt] = values
+    path = files.experiment_json(run.dir, files.STAIN_SHIFT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    return path
