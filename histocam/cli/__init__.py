@@ -79,11 +79,16 @@ def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="run YAML"),
     resume: bool = typer.Option(False, help="continue the run from its last checkpoint"),
 ) -> None:
-    """Train a WSOL method: histocam train --config run.yaml KEY=VALUE ... (overrides)."""
+    """Train a WSOL method: histocam train --config run.yaml KEY=VALUE ... (overrides); on N
+    processes: torchrun --nproc_per_node N -m histocam train ... (train.batch_size is global)."""
+    import os
+
     from histocam.train import Trainer, load_run_config
 
     run = load_run_config(config, list(ctx.args))
     best = Trainer(run).fit(resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: one report, by rank 0
+        return
     typer.echo(f"done: {run.run_dir}  B-LOC epoch {best['loc_epoch']} (valpx PxAP "
                f"{best['pxap']:.2f}), B-CL epoch {best['cl_epoch']} (valcl accuracy "
                f"{best['accuracy']:.2f})")

@@ -10,17 +10,19 @@ drawn by seed (stratified; valpx from valcl).
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from histocam.data.config import SPLIT_KEYS
 from histocam.data.dataset import SPLITS, Layout, Record, layout_from_pool
 from histocam.data.errors import DataError
+from histocam.data.io import read_text
 
 ALL_BACKGROUND = "background"
 
 
 def read_class_names(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise DataError(path, "class names are not unique")
     return names
@@ -57,7 +59,7 @@ def read_csv_manifest(
     if class_names is None and (csv_path.parent / "classes.txt").is_file():
         class_names = read_class_names(csv_path.parent / "classes.txt")
     base = csv_path.parent
-    with csv_path.open(newline="") as fh:
+    with io.StringIO(read_text(csv_path), newline="") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in reader.fieldnames or []]
         missing = {"image", "label"} - set(header)

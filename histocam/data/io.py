@@ -8,6 +8,9 @@ foreground. RGB masks are accepted only when all three channels are equal.
 
 from __future__ import annotations
 
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +21,68 @@ from histocam.data.errors import DataError
 TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file (a list, a manifest); anything else is a ``DataError`` naming the file."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not a UTF-8 text file (byte {exc.start})") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, not a text file") from None
+
+
+def _too_large(path: Path, exc: Exception) -> DataError:
+    return DataError(path, f"declared image size exceeds {Image.MAX_IMAGE_PIXELS} pixels (PIL's "
+                     f"decompression bomb limit; {exc}); read whole-slide images with the WSI reader")
+
+
 def _load_array(path: Path) -> np.ndarray:
-    """Decode the whole file into an array (forces full decode so truncation is detected)."""
+    """Decode the whole file into an array (forces full decode so truncation is detected).
+
+    An image declaring more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (PIL's decompression bomb
+    limit, ~89 M) is refused before anything is allocated, whatever its real content.
+    """
     if not path.is_file():
         raise DataError(path, "file not found")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
-        with Image.open(path) as im:
-            im.load()
-            if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            return np.array(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            return _load_tiff(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                if im.mode == "P":
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                return np.array(im)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise _too_large(path, exc) from None
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError,
+            struct.error, zlib.error, ZeroDivisionError, IndexError, KeyError, TypeError) as exc:
+        # a corrupt file makes a PIL decoder raise any of these (not a bug of the caller)
         raise DataError(path, f"unreadable or truncated image ({exc})") from exc
+
+
+def _load_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0] if tif.series else None
+            if series is None:
+                raise ValueError("no image in the file")
+            pixels = int(np.prod(series.shape, dtype=np.float64)) // max(
+                1, series.shape[-1] if len(series.shape) == 3 and series.shape[-1] in (3, 4) else 1)
+            if pixels > (Image.MAX_IMAGE_PIXELS or float("inf")):
+                raise _too_large(path, ValueError(f"TIFF of shape {tuple(series.shape)}"))
+            return np.asarray(series.asarray())
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt TIFF makes tifffile raise anything
+        # (fuzzing found ZeroDivisionError, IndexError, KeyError, ...): it is the file's fault
+        raise DataError(path, f"unreadable or truncated TIFF ({type(exc).__name__}: {exc})") from exc
 
 
 def to_uint8_rgb(array: np.ndarray, path: Path | str) -> tuple[np.ndarray, list[str]]:

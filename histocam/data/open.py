@@ -12,6 +12,7 @@ from histocam.data.csv_manifest import read_class_names, read_csv_manifest
 from histocam.data.dataset import Layout
 from histocam.data.errors import DataError
 from histocam.data.glas import GLAS_CLASSES, find_release, read_glas
+from histocam.data.io import read_text
 from histocam.data.sample import Sample
 from histocam.data.wsol_lists import FIXED_SPLITS, is_wsol_lists, read_wsol_lists
 from histocam.registry import Registry
@@ -171,7 +172,7 @@ def _lists_own_root(list_dir: Path) -> Path:
     for split in ("train", "valcl", "valpx", "test"):
         ids = list_dir / split / "image_ids.txt"
         if ids.is_file():
-            first = next((line.strip() for line in ids.read_text().splitlines() if line.strip()), "")
+            first = next((line.strip() for line in read_text(ids).splitlines() if line.strip()), "")
             if first and (list_dir / first).exists():
                 return list_dir
     raise DataError(list_dir, "WSOL split lists need the image root (--root / data.root)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from histocam.data.config import SPLIT_KEYS
 from histocam.data.dataset import SPLITS, Layout, Record, resolve_path
 from histocam.data.errors import DataError
+from histocam.data.io import read_text
 
 LIST_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 
@@ -35,7 +36,7 @@ def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
     if not path.is_file():
         raise DataError(path, "list file not found")
     out = []
-    for no, line in enumerate(path.read_text().splitlines(), start=1):
+    for no, line in enumerate(read_text(path).splitlines(), start=1):
         if line.strip():
             out.append((no, [field.strip() for field in line.split(",")]))
     return out
@@ -76,7 +77,11 @@ def read_wsol_split(split_dir: Path, root: Path, n_classes: int | None = None) -
                             f"label {label} of {image_id!r} is outside 0..{(n_classes or 1) - 1}")
         wh = None
         if image_id in sizes:
-            wh = (int(sizes[image_id][0]), int(sizes[image_id][1]))
+            try:
+                wh = (int(sizes[image_id][0]), int(sizes[image_id][1]))
+            except ValueError:
+                raise DataError(split_dir / "image_sizes.txt", f"size {sizes[image_id][:2]} of "
+                                f"{image_id!r} is not two integers") from None
         has_mask = image_id in masks
         mask_rel = masks[image_id][0] if has_mask else ""
         ignore_rel = masks[image_id][1] if has_mask and len(masks[image_id]) > 1 else ""

@@ -1,33 +1,63 @@
-"""Checkpoints: plain state dicts + metadata, written atomically, loaded with ``weights_only=True``."""
+"""Checkpoints: plain state dicts + metadata, written atomically, loaded with ``weights_only=True``.
+
+A write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
+target: a crash, a full disk or an unwritable folder at any point leaves the previous file whole
+(the rename is atomic on POSIX file systems) and no temporary file behind. Such a failure is an
+``OSError`` naming the file and saying that the previous version is intact.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from histocam.models.backbones import load_error_reason
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_atomic(path: Path, write: Callable[[IO[bytes]], None], what: str) -> Path:
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+    except OSError as exc:
+        kept = (f"the previous {path.name} is intact" if path.exists()
+                else f"no {path.name} was written")
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OSError(exc.errno, f"cannot write the {what} ({reason}); {kept}",
+                      str(path)) from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` with ``torch.save`` atomically (temporary file, fsync, rename).
+
+    Serialised in memory first: ``torch.save`` on a file turns a failed write (a full disk) into an
+    opaque ``RuntimeError``; writing the bytes ourselves keeps the ``OSError`` and its reason.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return _write_atomic(Path(path), lambda fh: fh.write(buffer.getbuffer()), "checkpoint")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines kept as given) atomically, like a checkpoint."""
+    data = text.encode("utf-8")
+    return _write_atomic(Path(path), lambda fh: fh.write(data), "file")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from histocam.data.config import DataConfig, StrictModel
 from histocam.methods.base import MethodConfig
 from histocam.methods.registry import METHODS, method_config
+from histocam.registry import UnknownNameError
 
 
 class TrainConfig(StrictModel):
@@ -34,6 +35,9 @@ class TrainConfig(StrictModel):
     amp: bool = Field(True, description="mixed precision (CUDA only)")
     on_bad_sample: Literal["skip", "error"] = "skip"
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
+    checkpoint_every: int | None = Field(
+        500, ge=1, description="also save checkpoints/resume.pt every this many training steps, so "
+        "that --resume continues in the middle of an epoch (null: at epoch ends only)")
 
 
 class RunIdentity(StrictModel):
@@ -58,6 +62,8 @@ class RunConfig(RunIdentity):
     @field_validator("method", mode="before")
     @classmethod
     def _parse_method(cls, value: Any) -> MethodConfig:
+        if isinstance(value, dict) and not isinstance(value.get("name", ""), str):
+            raise ValueError(f"name: a method name is a string, got {value['name']!r}")
         return method_config(value)
 
     @model_validator(mode="after")
@@ -91,7 +97,11 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {item!r}: the value is not valid YAML "
+                             f"({' '.join(str(exc).split())})") from None
     return tree
 
 
@@ -114,5 +124,30 @@ def load_config_tree(path: str | Path | None = None,
     return apply_overrides(tree, overrides or [])
 
 
+class ConfigError(ValueError):
+    """A config file whose content is not a valid run config; the message names the file."""
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """One line for a pydantic validation error: ``key.path: problem; ...``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        msg = ("unknown key" if err["type"] == "extra_forbidden"
+               else err["msg"].removeprefix("Value error, "))
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    return RunConfig.model_validate(load_config_tree(path, overrides))
+    """The run config of a YAML file (or the defaults) with ``key=value`` overrides; an invalid
+    one is a ``ConfigError`` naming the file (a pydantic ``ValidationError`` without a file)."""
+    tree = load_config_tree(path, overrides)
+    try:
+        return RunConfig.model_validate(tree)
+    except (ValidationError, UnknownNameError) as exc:
+        if path is None:
+            raise
+        problem = (describe_invalid(exc) if isinstance(exc, ValidationError)
+                   else " ".join(str(exc).split()))
+        raise ConfigError(f"{path}: invalid config: {problem}") from exc

@@ -13,6 +13,7 @@ from histocam.methods.base import WSOLMethod
 from histocam.metrics.classification import ClassificationAccuracy
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.per_image import PerImageScores
+from histocam.metrics.protocol import all_gather_objects, distributed_ready
 from histocam.train.loader import make_loader
 
 
@@ -38,17 +39,27 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                    batch_size: int = 64, num_workers: int = 0, localize: bool = True,
                    tau: float | None = None,
                    map_sink: Callable[[str, torch.Tensor], None] | None = None,
-                   on_bad_sample: str = "error") -> SplitResult:
+                   on_bad_sample: str = "error", shard: bool = False) -> SplitResult:
     """One pass over ``dataset`` (eval transform). Maps are for the ground-truth class.
 
     ``tau`` enables per-image scores at that operating threshold; ``map_sink(id, map)`` receives
     every map (CPU float) as it is made, e.g. to stream it to disk: nothing is kept in memory.
     Images without a mask count for accuracy only; pixels of an image's ignore mask
     (``localization.txt``'s third column) count for no localisation metric.
+
+    ``shard`` (under ``torch.distributed``; a collective, every rank must call it): each rank
+    evaluates every N-th image, then every metric is merged across the ranks through the metric
+    protocol (``Metric.sync``), so that every rank returns the whole split's result; the
+    predictions are gathered in dataset order. ``map_sink`` then sees the rank's own images only.
     """
     transform = JointTransform.from_config(data_config, train=False)
+    indices = None
+    if shard and distributed_ready():
+        import torch.distributed as dist
+
+        indices = list(range(dist.get_rank(), len(dataset), dist.get_world_size()))
     loader = make_loader(dataset, transform, batch_size, shuffle=False, num_workers=num_workers,
-                         on_bad_sample=on_bad_sample)
+                         on_bad_sample=on_bad_sample, indices=indices)
     accuracy = ClassificationAccuracy(method.num_classes)
     hist = PixelHistogram(device) if localize else None
     per_image = PerImageScores(tau) if (localize and tau is not None) else None
@@ -86,11 +97,30 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                     logits = method(images).logits
             accuracy.update(logits.detach(), labels)
             probs = torch.softmax(logits.detach().float(), dim=1).cpu()
-            for image_id, y, p in zip(batch["id"], labels.cpu().tolist(), probs):
+            for image_id, y, p, i in zip(batch["id"], labels.cpu().tolist(), probs,
+                                         batch["index"].tolist()):
                 result.predictions.append({"id": image_id, "label": y, "prediction": int(p.argmax()),
-                                           "confidence": float(p.max())})
+                                           "confidence": float(p.max()), "index": i})
     finally:
         method.train(was_training)
+    if indices is not None:
+        _merge_ranks(result, method.num_classes, device)
+    for record in result.predictions:
+        del record["index"]
     for class_hist in result.by_class.values():
         hist.merge(class_hist)
     return result
+
+
+def _merge_ranks(result: SplitResult, num_classes: int, device: torch.device) -> None:
+    """Every rank's shard merged into ``result`` (``Metric.sync``; predictions in dataset order)."""
+    result.accuracy.sync()
+    if result.histogram is not None:
+        for c in range(num_classes):  # every rank syncs every class, present in its shard or not
+            merged = result.by_class.setdefault(c, PixelHistogram(device)).sync()
+            if int(merged.fg.sum() + merged.bg.sum()) == 0:
+                del result.by_class[c]
+    if result.per_image is not None:
+        result.per_image.sync()
+    gathered = all_gather_objects(result.predictions)
+    result.predictions = sorted((p for part in gathered for p in part), key=lambda p: p["index"])

@@ -1,4 +1,14 @@
-"""Torch datasets and loaders over histocam datasets, with bad samples skipped or fatal."""
+"""Torch datasets and loaders over histocam datasets, with bad samples skipped or fatal.
+
+The training loader is built for exact resume and for distributed training alike:
+
+- the order of epoch ``e`` is torch's ``DistributedSampler`` permutation of (seed, e) (one replica
+  when not distributed), so rank ``r`` of ``N`` gets every ``N``-th index of the same permutation and
+  the union of the ranks' ``k``-th batches (``batch_size / N`` each) is the one-process ``k``-th batch;
+- the augmentation of a sample is seeded by (seed, e, index) (``seeding.sample_seed``): the same
+  whatever the worker, the rank, or a resume in the middle of the epoch;
+- ``skip_batches`` starts the epoch after the batches a resumed run has already trained on.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +16,12 @@ import logging
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 from torch.utils.data.dataloader import default_collate
 
 from histocam.data.errors import DataError
 from histocam.data.transforms import JointTransform
+from histocam.train.seeding import sample_seed
 
 log = logging.getLogger("histocam")
 
@@ -19,15 +30,18 @@ class TransformedDataset(Dataset):
     """Applies a ``JointTransform`` to each sample; ``cams`` (id -> map) are transformed jointly.
 
     With ``on_bad_sample="skip"`` an unreadable sample is logged once (file and reason) and dropped
-    from its batch; with ``"error"`` the ``DataError`` propagates.
+    from its batch; with ``"error"`` the ``DataError`` propagates. With ``seed`` set, the random
+    augmentation of sample ``index`` in ``epoch`` depends on (seed, epoch, index) only.
     """
 
     def __init__(self, dataset, transform: JointTransform, on_bad_sample: str = "error",
-                 cams: Any = None) -> None:
+                 cams: Any = None, seed: int | None = None, epoch: int = 0) -> None:
         self.dataset = dataset
         self.transform = transform
         self.on_bad_sample = on_bad_sample
         self.cams = cams
+        self.seed = seed
+        self.epoch = epoch
         self._reported: set[int] = set()
 
     def __len__(self) -> int:
@@ -44,7 +58,14 @@ class TransformedDataset(Dataset):
                 log.warning("skipping bad sample #%d: %s", index, exc)
             return None
         cam = self.cams.get(sample.id) if self.cams is not None else None
-        out = self.transform(sample, cam)
+        if self.seed is None:
+            out = self.transform(sample, cam)
+        else:
+            seed = sample_seed(self.seed, self.epoch, index)
+            # global torch RNG too (colour jitter draws from it), restored afterwards
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                out = self.transform(sample, cam, generator=torch.Generator().manual_seed(seed))
         out["index"] = index
         return out
 
@@ -56,12 +77,36 @@ def collate_skipping_none(batch: list) -> dict[str, Any] | None:
 
 def make_loader(dataset, transform: JointTransform, batch_size: int, *, shuffle: bool,
                 num_workers: int, seed: int = 0, on_bad_sample: str = "error", cams: Any = None,
-                drop_last: bool = False) -> DataLoader:
-    """A loader whose shuffling (and worker seeds) depend only on ``seed``."""
+                drop_last: bool = False, indices: list[int] | None = None) -> DataLoader:
+    """A loader whose shuffling (and worker seeds) depend only on ``seed``; ``indices`` restricts
+    it to those samples (in that order; e.g. one rank's shard of an evaluation split)."""
     generator = torch.Generator().manual_seed(seed)
+    data = TransformedDataset(dataset, transform, on_bad_sample, cams)
     return DataLoader(
-        TransformedDataset(dataset, transform, on_bad_sample, cams),
+        data if indices is None else torch.utils.data.Subset(data, indices),
         batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
         collate_fn=collate_skipping_none, generator=generator, drop_last=drop_last,
         persistent_workers=False, pin_memory=torch.cuda.is_available(),
     )
+
+
+def train_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0,
+                  world: int = 1, drop_last: bool = False) -> list[list[int]]:
+    """The sample indices of each of ``rank``'s batches in ``epoch`` (``batch_size`` per rank)."""
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return [list(b) for b in BatchSampler(list(sampler), batch_size, drop_last)]
+
+
+def make_train_loader(dataset, transform: JointTransform, batch_size: int, *, seed: int,
+                      epoch: int, num_workers: int, rank: int = 0, world: int = 1,
+                      skip_batches: int = 0, drop_last: bool = False,
+                      on_bad_sample: str = "error", cams: Any = None) -> DataLoader:
+    """The training loader of ``rank`` for ``epoch`` (``batch_size`` per rank), starting after
+    ``skip_batches`` batches (a resumed epoch)."""
+    batches = train_batches(len(dataset), batch_size, seed=seed, epoch=epoch, rank=rank,
+                            world=world, drop_last=drop_last)[skip_batches:]
+    data = TransformedDataset(dataset, transform, on_bad_sample, cams, seed=seed, epoch=epoch)
+    return DataLoader(data, batch_sampler=batches, num_workers=num_workers,
+                      collate_fn=collate_skipping_none, persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())

@@ -2,14 +2,38 @@
 
 Evaluation at epoch 0 (before training) and after every epoch: accuracy on valcl (B-CL) and PxAP on
 valpx (B-LOC); ties go to the later epoch. Checkpoints ``best-loc.pt``, ``best-cl.pt`` and
-``last.pt`` (with optimizer state, for ``resume``) are written atomically; ``log.csv`` has one row
-per epoch. Shuffling and augmentation of epoch e depend only on (seed, e), so a resumed run
-continues exactly as the uninterrupted one would (deterministic mode on).
+``last.pt`` (with optimizer, scheduler and scaler state) are written atomically; ``log.csv`` has
+one row per epoch.
+
+**Resume is exact, and possible in the middle of an epoch.** Epochs on real data are long (24k
+CAMELYON16 patches: ~750 steps of 32), so losing up to a whole epoch to a crash or a preempted job
+is costly; ``train.checkpoint_every`` steps the trainer also writes ``checkpoints/resume.pt``: the
+model, optimiser, scheduler and scaler, the epoch and the number of batches done in it, each rank's running
+training sums of the epoch, and every process-global random generator of every rank (Python, NumPy,
+torch CPU and GPU). ``--resume`` continues from the newer of ``last.pt`` (an epoch end) and
+``resume.pt``. Nothing else needs saving, because the rest is a function of the seed:
+
+- the sample order of epoch e is the ``DistributedSampler`` permutation of (seed, e), and a
+  resumed epoch skips the batches already done (``loader.make_train_loader``);
+- the augmentation of each sample is seeded by (seed, e, index), so loader workers, whose own state
+  is lost with the process, hold no state that matters;
+- the global generators (dropout, a method's draws) are re-seeded at each epoch start, and restored
+  from ``resume.pt`` in the middle of one.
+
+In deterministic mode a run killed at any point and resumed writes the same ``log.csv`` metrics and
+the same final weights as the run that was never interrupted (tests/test_resume.py). A mid-epoch
+resume needs the same number of processes and batch size (the batches of each rank depend on
+them); an epoch-end resume does not.
+
+Under ``torchrun`` the trainer is data-parallel (``distributed.py``): each rank trains on
+``batch_size / N`` samples of the global batch, metrics are merged across ranks through the metric
+protocol (``Metric.sync``) before B-LOC/B-CL are decided, and only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import time
 from pathlib import Path
@@ -30,15 +54,25 @@ from histocam.data.open import negative_class, open_source
 from histocam.data.transforms import JointTransform
 from histocam.methods.base import WSOLMethod
 from histocam.methods.registry import create_method
-from histocam.train.checkpoint import load_checkpoint, save_checkpoint
+from histocam.metrics.protocol import all_gather_objects, all_reduce_sum
+from histocam.train import distributed
+from histocam.train.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from histocam.train.config import RunConfig
 from histocam.train.evaluate import evaluate_split
-from histocam.train.loader import make_loader
-from histocam.train.seeding import resolve_device, seed_everything, set_deterministic
+from histocam.train.loader import make_train_loader, train_batches
+from histocam.train.seeding import (
+    epoch_seed,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_deterministic,
+    set_rng_state,
+)
 
 log = logging.getLogger("histocam")
 console = Console()
 CHECKPOINTS = ("best-loc", "best-cl", "last")
+RESUME = "resume"  # the mid-epoch checkpoint (not a selectable checkpoint of the run)
 
 
 def build_method(config: RunConfig, num_classes: int) -> WSOLMethod:
@@ -56,19 +90,27 @@ class Trainer:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.device = resolve_device(config.device)
+        t = config.train
+        _, local_rank = distributed.launched_world()
+        self.device = resolve_device(config.device, local_rank)
+        self.dist = distributed.setup(self.device)
+        if t.batch_size % self.dist.world:
+            raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the "
+                             f"{self.dist.world} processes (each trains on batch_size / processes)")
         set_deterministic(config.deterministic)
         seed_everything(config.seed)
         self.source = open_source(config.data)
         self.class_names = self.source.class_names
         self.method = build_method(config, len(self.class_names)).to(self.device)
+        if self.dist.active:
+            distributed.convert_batchnorm(self.method)
+            distributed.broadcast_module(self.method)
         self.cams = None  # id -> stored teacher map
         if config.cams is not None:
             self.cams = load_cams(config.cams, config.data, "train",
                                   self.source.dataset("train").ids)
         self.negative_class = negative_class(config.data, self.class_names)
         groups = self.method.parameter_groups()
-        t = config.train
         for group in groups:
             group["lr"] = t.lr * (t.head_lr_multiplier if group["role"] == "head" else 1.0)
         self.optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum,
@@ -83,96 +125,166 @@ class Trainer:
 
     # ------------------------------------------------------------------ public
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        start = self._prepare_run_dir(resume)
-        if start == 0:
-            self._evaluate_and_select(0, {}, 0.0)
-            start = 1
-        for epoch in range(start, self.config.train.epochs + 1):
-            began = time.perf_counter()
-            train_stats = self._train_epoch(epoch)
-            self.method.on_epoch_end(epoch)
-            self.scheduler.step()
-            self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
+        try:
+            start, partial = self._prepare_run_dir(resume)
+            if start == 0:
+                self._evaluate_and_select(0, {}, 0.0)
+                start = 1
+            for epoch in range(start, self.config.train.epochs + 1):
+                began = time.perf_counter()
+                train_stats = self._train_epoch(epoch, partial if epoch == start else None)
+                self.method.on_epoch_end(epoch)
+                self.scheduler.step()
+                self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
+            distributed.barrier()
+        finally:
+            distributed.teardown(self.dist)
         return dict(self.best)
 
     # ------------------------------------------------------------------ internals
-    def _prepare_run_dir(self, resume: bool) -> int:
-        ckpt = self.run_dir / "checkpoints" / "last.pt"
+    def _checkpoint(self, which: str) -> Path:
+        return self.run_dir / "checkpoints" / f"{which}.pt"
+
+    def _prepare_run_dir(self, resume: bool) -> tuple[int, dict | None]:
+        """(first epoch to train, the mid-epoch state to continue it from or None)."""
+        ckpt = self._checkpoint("last")
         if resume:
             if not ckpt.is_file():
                 raise FileNotFoundError(f"cannot resume: {ckpt} does not exist")
             state = load_checkpoint(ckpt, self.device)
+            partial = None
+            mid = self._checkpoint(RESUME)
+            if mid.is_file():
+                mid_state = load_checkpoint(mid, self.device)
+                if mid_state["epoch"] > state["epoch"]:
+                    state = partial = mid_state
+                    self._check_same_job(mid, partial)
             self.method.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.best = dict(state["best"])
-            self._truncate_log(state["epoch"])
-            console.print(f"resuming {self.run_dir} after epoch {state['epoch']}")
-            return state["epoch"] + 1
+            done = state["epoch"] - (1 if partial else 0)
+            if self.dist.is_main:
+                self._truncate_log(done)
+                where = (f"in epoch {partial['epoch']} after step {partial['step']}" if partial
+                         else f"after epoch {done}")
+                console.print(f"resuming {self.run_dir} {where}")
+            distributed.barrier()
+            return done + 1, partial
         if ckpt.exists():
             raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume to continue it "
                                   "or choose another name")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
-        (self.run_dir / "log.csv").unlink(missing_ok=True)
-        return 0
+        distributed.barrier()  # every rank has looked before rank 0 writes
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
+            (self.run_dir / "log.csv").unlink(missing_ok=True)
+            self._checkpoint(RESUME).unlink(missing_ok=True)
+        distributed.barrier()
+        return 0, None
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        t = self.config.train
-        seed_everything(self.config.seed * 100_003 + epoch)  # augmentation RNG of this epoch
-        loader = make_loader(
-            self.source.dataset("train"), JointTransform.from_config(self.config.data, train=True),
-            t.batch_size, shuffle=True, num_workers=t.num_workers,
-            seed=self.config.seed * 100_003 + epoch, on_bad_sample=t.on_bad_sample, cams=self.cams,
-            drop_last=len(self.source.dataset("train")) > t.batch_size,
-        )
-        self.method.train()
+    def _check_same_job(self, path: Path, partial: dict) -> None:
+        batch = self.config.train.batch_size
+        if partial["world"] != self.dist.world or partial["batch_size"] != batch:
+            raise ValueError(
+                f"{path}: saved in the middle of epoch {partial['epoch']} by {partial['world']} "
+                f"process(es) with batch size {partial['batch_size']}; resume it with the same "
+                f"(now: {self.dist.world}, {batch}), or delete it to resume from the last epoch end")
+
+    def _train_epoch(self, epoch: int, partial: dict | None = None) -> dict[str, float]:
+        t, cfg, ctx = self.config.train, self.config, self.dist
+        seed_everything(epoch_seed(cfg.seed, epoch, ctx.rank))  # the model's draws this epoch
+        train = self.source.dataset("train")
+        done = partial["step"] if partial else 0
+        per_rank = t.batch_size // ctx.world
+        drop_last = len(train) > t.batch_size
+        n_batches = len(train_batches(len(train), per_rank, seed=cfg.seed, epoch=epoch,
+                                      rank=ctx.rank, world=ctx.world, drop_last=drop_last))
+        total = min(n_batches, t.max_steps_per_epoch or n_batches)
+        loader = make_train_loader(
+            train, JointTransform.from_config(cfg.data, train=True), per_rank, seed=cfg.seed,
+            epoch=epoch, num_workers=t.num_workers, rank=ctx.rank, world=ctx.world,
+            skip_batches=done, drop_last=drop_last, on_bad_sample=t.on_bad_sample, cams=self.cams)
+        batches = iter(loader)
         totals: dict[str, float] = {}
-        n_seen, n_correct, steps = 0, 0, 0
+        n_seen, n_correct = 0, 0
+        if partial is not None:
+            mine = partial["ranks"][ctx.rank]  # this rank's generators and partial sums
+            set_rng_state(mine["rng"], self.device)
+            totals, n_seen, n_correct = dict(mine["totals"]), mine["seen"], mine["correct"]
+        self.method.train()
         bar = Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(),
                        TimeRemainingColumn(), transient=True, console=console,
-                       disable=not console.is_terminal)
-        total = len(loader) if not t.max_steps_per_epoch else min(len(loader),
-                                                                   t.max_steps_per_epoch)
-        task = bar.add_task("train", total=total)
+                       disable=not (console.is_terminal and ctx.is_main))
+        task = bar.add_task("train", total=total, completed=done)
         bar.start()
-        for batch in loader:
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for step in range(done + 1, total + 1):
+            batch = next(batches)
             bar.advance(task)
-            if batch is None:
-                continue
-            batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
-                     for k, v in batch.items()}
-            if self.negative_class is not None:
-                batch["negative"] = batch["label"] == self.negative_class
-            batch = self.method.prepare_batch(batch)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                loss, parts, output = self.method.training_step(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            b = batch["image"].shape[0]
-            n_seen += b
-            n_correct += int((output.logits.argmax(1) == batch["label"]).sum())
-            for key, value in {"loss": float(loss.detach()), **parts}.items():
-                totals[key] = totals.get(key, 0.0) + value * b
-            steps += 1
-            if t.max_steps_per_epoch and steps >= t.max_steps_per_epoch:
-                break
+            if distributed.all_ranks(batch is not None):  # a rank with no readable sample: all skip
+                b, correct, losses = self._train_step(batch, params)
+                n_seen += b
+                n_correct += correct
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + value * b
+            if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total:
+                self._save_resume(epoch, step, totals, n_seen, n_correct)
         bar.stop()
+        del batches
+        if ctx.active:  # the epoch's sums over every rank
+            keys = sorted(totals)
+            summed = all_reduce_sum(torch.tensor([totals[k] for k in keys] + [n_seen, n_correct],
+                                                 dtype=torch.float64)).tolist()
+            totals, n_seen, n_correct = dict(zip(keys, summed)), summed[-2], summed[-1]
         stats = {f"train_{k}": v / max(n_seen, 1) for k, v in totals.items()}
         stats["train_accuracy"] = 100.0 * n_correct / max(n_seen, 1)
         return stats
 
+    def _train_step(self, batch: dict, params: list) -> tuple[int, int, dict[str, float]]:
+        """One optimiser step (gradients averaged over the ranks): (samples, correct, losses)."""
+        batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
+                 for k, v in batch.items()}
+        if self.negative_class is not None:
+            batch["negative"] = batch["label"] == self.negative_class
+        batch = self.method.prepare_batch(batch)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss, parts, output = self.method.training_step(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        distributed.average_gradients(params, self.dist.world)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        correct = int((output.logits.argmax(1) == batch["label"]).sum())
+        return batch["image"].shape[0], correct, {"loss": float(loss.detach()), **parts}
+
+    def _save_resume(self, epoch: int, step: int, totals: dict, seen: int, correct: int) -> None:
+        ranks = all_gather_objects({"rng": rng_state(self.device), "totals": dict(totals),
+                                    "seen": seen, "correct": correct})  # collective: every rank's
+        if not self.dist.is_main:
+            return
+        save_checkpoint({
+            "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "best": dict(self.best), "epoch": epoch, "step": step, "ranks": ranks,
+            "world": self.dist.world,
+            "batch_size": self.config.train.batch_size,
+            "config": self.config.model_dump(mode="json"), "class_names": self.class_names,
+        }, self._checkpoint(RESUME))
+
     def _evaluate_and_select(self, epoch: int, train_stats: dict, seconds: float) -> None:
+        """Merged (all-rank) valcl accuracy and valpx PxAP decide B-CL and B-LOC on every rank
+        alike; rank 0 writes."""
         t = self.config.train
         valcl = evaluate_split(self.method, self.source.dataset("valcl"), self.config.data,
                                self.device, batch_size=t.eval_batch_size, localize=False,
-                               num_workers=t.num_workers, on_bad_sample=t.on_bad_sample)
+                               num_workers=t.num_workers, on_bad_sample=t.on_bad_sample,
+                               shard=True)
         valpx = evaluate_split(self.method, self.source.dataset("valpx"), self.config.data,
                                self.device, batch_size=t.eval_batch_size,
-                               num_workers=t.num_workers, on_bad_sample=t.on_bad_sample)
+                               num_workers=t.num_workers, on_bad_sample=t.on_bad_sample,
+                               shard=True)
         accuracy = valcl.accuracy.compute()["accuracy"]
         pxap = valpx.pxap
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
@@ -189,6 +301,9 @@ class Trainer:
             self._save("best-cl", epoch, metrics)
             saved.append("B-CL")
         self._save("last", epoch, metrics, full=True)
+        if not self.dist.is_main:
+            return
+        self._checkpoint(RESUME).unlink(missing_ok=True)  # older than last.pt from now on
         row["selected"] = "+".join(saved)
         self._append_log(row)
         pxap_text = f"{pxap:.2f}" if pxap is not None else "n/a"
@@ -197,6 +312,8 @@ class Trainer:
                       f"{pxap_text:>6}  {seconds:6.1f}s  {' '.join(saved)}", highlight=False)
 
     def _save(self, which: str, epoch: int, metrics: dict, full: bool = False) -> None:
+        if not self.dist.is_main:
+            return
         state: dict[str, Any] = {
             "model": self.method.state_dict(), "epoch": epoch, "metrics": metrics,
             "config": self.config.model_dump(mode="json"), "class_names": self.class_names,
@@ -205,7 +322,14 @@ class Trainer:
             state.update(optimizer=self.optimizer.state_dict(),
                          scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                          best=dict(self.best))
-        save_checkpoint(state, self.run_dir / "checkpoints" / f"{which}.pt")
+        save_checkpoint(state, self._checkpoint(which))
+
+    def _write_log(self, rows: list[dict], fields: list[str]) -> None:
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.run_dir / "log.csv", text.getvalue())
 
     def _append_log(self, row: dict[str, Any]) -> None:
         path = self.run_dir / "log.csv"
@@ -217,12 +341,7 @@ class Trainer:
         fields: list[str] = []
         for r in rows:
             fields.extend(k for k in r if k not in fields)
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(path)
+        self._write_log(rows, fields)
 
     def _truncate_log(self, last_epoch: int) -> None:
         path = self.run_dir / "log.csv"
@@ -232,7 +351,5 @@ class Trainer:
             reader = csv.DictReader(fh)
             fields, rows = reader.fieldnames or [], [r for r in reader
                                                      if int(r["epoch"]) <= last_epoch]
-        with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        self._write_log(rows, list(fields))
+
