@@ -296,7 +296,12 @@ class Trainer:
             self.best.update(pxap=pxap, loc_epoch=epoch)
             self._save("best-loc", epoch, metrics)
             saved.append("B-LOC")
-        if accuracy >= self.best["accuracy"]:
+        if self.method.classifier_frozen:  # B-CL carries no information: it is B-LOC (NEGEV)
+            if "B-LOC" in saved:
+                self.best.update(accuracy=accuracy, cl_epoch=epoch)
+                self._save("best-cl", epoch, metrics)
+                saved.append("B-CL")
+        elif accuracy >= self.best["accuracy"]:
             self.best.update(accuracy=accuracy, cl_epoch=epoch)
             self._save("best-cl", epoch, metrics)
             saved.append("B-CL")
