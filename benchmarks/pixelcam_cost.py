@@ -1,9 +1,12 @@
-"""PixelCAM inference cost (issue #7; PixelCAM App. G / Table 11): class + map in one forward.
+"""Inference cost of class + map (issue #7, #14; PixelCAM App. G / Table 11).
 
 Same backbone, random weights (timing only), eval mode, no autograd bookkeeping except where a
 method needs gradients: (a) the plain classifier forward (CAM/GAP head), (b) PixelCAM's
-``localize_with_logits`` (logits + FG probability map at input size), (c) a GradCAM++ map.
-Targets: (b)/(a) <= 1.05; the paper reports (c)/(b) = 4.6 on GPU.
+``localize_with_logits`` (logits + FG probability map at input size), (c) a GradCAM++ map, and
+the decoder methods: (d) NEGEV (frozen classifier + U-Net decoder), (e) Max-Min (localiser, then
+the classifier on the masked image: two encoder passes), (f) U-Net. All measured interleaved in one
+run. Targets: (b)/(a) <= 1.05; the paper reports (c)/(b) = 4.6 and NEGEV 10–12 ms vs PixelCAM
+8.8 ms (NEGEV/PixelCAM ≈ 1.2) on a GPU.
 
 Usage: python benchmarks/pixelcam_cost.py [--backbone resnet50] [--size 224] [--batch 16]
 """
@@ -32,10 +35,15 @@ def main() -> None:
     gradcampp = create_method({"name": "gradcampp", "backbone": backbone}, 2).eval()
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.randint(0, 2, (args.batch,))
+    negev = create_method({"name": "negev", "backbone": backbone}, 2).eval()
+    maxmin = create_method({"name": "maxmin", "backbone": backbone}, 2).eval()
+    unet = create_method({"name": "unet", "backbone": backbone}, 2).eval()
     with torch.no_grad():
-        t_plain, t_pix, t_gpp = best_interleaved([
+        t_plain, t_pix, t_gpp, t_negev, t_maxmin, t_unet = best_interleaved([
             lambda: plain(x), lambda: pixelcam.localize_with_logits(x, y),
-            lambda: gradcampp.localize_with_logits(x, y)], args.repeats)
+            lambda: gradcampp.localize_with_logits(x, y), lambda: negev.localize_with_logits(x, y),
+            lambda: maxmin.localize_with_logits(x, y), lambda: unet.localize_with_logits(x, y)],
+            args.repeats)
     ms = lambda t: 1000 * t / args.batch  # noqa: E731
     print(f"{args.backbone} at {args.size}, batch {args.batch}, {torch.get_num_threads()} threads")
     print(f"plain classifier forward: {ms(t_plain):.1f} ms/img")
@@ -43,6 +51,9 @@ def main() -> None:
           "forward (target <= 1.05)")
     print(f"GradCAM++ class + map:    {ms(t_gpp):.1f} ms/img -> GradCAM++ / PixelCAM = "
           f"{t_gpp / t_pix:.2f} (paper, GPU: 4.6)")
+    for name, t in (("NEGEV", t_negev), ("Max-Min", t_maxmin), ("U-Net", t_unet)):
+        print(f"{name + ' class + map:':26s}{ms(t):.1f} ms/img -> {t / t_plain:.2f}x the plain "
+              f"forward, {t / t_pix:.2f}x PixelCAM")
 
 
 if __name__ == "__main__":
