@@ -3,7 +3,9 @@
 Evaluates each run's B-LOC and B-CL checkpoints on its held-out test split (τ* from valpx; reuses
 ``metrics/<ckpt>-test.json`` when present) and prints one markdown row per method: test PxAP next
 to its chance level (all-ones map), CL, and per class the mean per-image AP next to the mean
-foreground fraction (a map at chance scores its image's foreground fraction).
+foreground fraction (a map at chance scores its image's foreground fraction), and the Max-Min
+paper's F1⁺ / F1⁻ (its eqs. 14–15: foreground and background Dice, pooled over the test pixels) at
+τ* chosen on valpx.
 
 Usage (GlaS protocol, benchmarks/configs/glas.yaml):
   bash benchmarks/train_teachers.sh "cam deepmil gradcampp layercam" glas "0 1 2"
@@ -44,9 +46,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--prefix", default="", help="run-name prefix (e.g. an ablation tag)")
     args = parser.parse_args()
-    print("| method | selection | seeds | test PxAP | chance | CL | per class: mean image AP / "
-          "mean FG % |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | selection | seeds | test PxAP | chance | CL | F1⁺ / F1⁻ at τ* | per class: "
+          "mean image AP / mean FG % |")
+    print("|---|---|---|---|---|---|---|---|")
     for method in args.methods:
         runs = [args.out_dir / f"{args.prefix}{method}-s{s}" for s in args.seeds]
         runs = [r for r in runs if (r / "checkpoints" / "best-loc.pt").is_file()]
@@ -65,6 +67,8 @@ def main() -> None:
                   f"{mean_std([x['pxap'] for x in loc])} | "
                   f"{statistics.mean(x['chance'] for x in loc):.1f} | "
                   f"{mean_std([m['classification']['accuracy'] for m in ms])} | "
+                  f"{mean_std([x['at_tau_star_valpx']['dice_fg'] for x in loc])} / "
+                  f"{mean_std([x['at_tau_star_valpx']['dice_bg'] for x in loc])} | "
                   f"{'; '.join(classes)} |")
 
 
