@@ -47,6 +47,8 @@ def test_methods_by_family() -> None:
 def test_every_command_has_help() -> None:
     for command in (["train"], ["evaluate"], ["cams"], ["pixelcam"], ["score-maps"], ["demo"],
                     ["data", "check"], ["data", "synth"], ["data", "gallery"],
+                    ["data", "synth-slide"], ["data", "patches"], ["predict"], ["report"],
+                    ["negev"], ["stain-shift"], ["tsne"], ["thresholds"],
                     ["pipeline", "pixelcam"]):
         result = CliRunner().invoke(app, [*command, "--help"])
         assert result.exit_code == 0, command

@@ -141,3 +141,86 @@ def gallery(
     save_gallery(open_dataset(DataConfig(dataset=dataset, root=root), split), out, n=n,
                  title=f"{dataset} ({split})")
     console.print(f"wrote {out}")
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``W`` or ``WxH`` -> (width, height)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise ValueError(f"--size {text!r}: expected a width (e.g. 4096) or WIDTHxHEIGHT "
+                         "(e.g. 4096x3072) in pixels")
+    return values[0], values[-1]
+
+
+@data_app.command("synth-slide")
+@user_errors
+def synth_slide(
+    out: Path = typer.Option(..., help="output folder"),
+    size: str = typer.Option("4096", help="level-0 size: W or WxH pixels"),
+    seed: int = typer.Option(0),
+    tumours: int = typer.Option(3, help="tumour blobs (0: a normal slide)"),
+    tile: int = typer.Option(256, help="rendered tile size: the synthetic-node tile size of the "
+                             "runs to test (level 0 = their scale)"),
+    mpp: float = typer.Option(0.5, help="level-0 microns per pixel written in the TIFF"),
+    mask_downsample: int = typer.Option(16, help="level-0 pixels per pixel of the mask PNG"),
+    name: str = typer.Option("synthetic-slide", help="file stem of the slide and its files"),
+) -> None:
+    """Write a synthetic pyramidal TIFF slide of synthetic-node tissue with a known tumour region:
+    the slide, its GeoJSON annotation (level-0 pixels) and its masks."""
+    from histocam.data.synth_slide import write_synth_slide
+
+    width, height = _size(size)
+    made = write_synth_slide(out, width=width, height=height, tile=tile, tumours=tumours, seed=seed,
+                             mpp=mpp, mask_downsample=mask_downsample, name=name, progress=True)
+    fraction = made.tumour_pixels / made.tissue_pixels if made.tissue_pixels else 0.0
+    console.print(f"wrote {made.slide} ({width}×{height}, {mpp} µm/px): tumour {fraction:.1%} of "
+                  f"the tissue; annotation {made.geojson.name}; masks in {made.mask_tif.parent}")
+
+
+@data_app.command("patches")
+@user_errors
+def patches(
+    slides: list[Path] = typer.Argument(..., help="slides, or folders of slides"),
+    annotations: list[Path] = typer.Option(..., help="annotation files (GeoJSON, ASAP XML) or "
+                                           "folders of them, named as their slides; slides "
+                                           "without one are normal slides"),
+    out: Path = typer.Option(..., help="output folder (WSOL split-list layout)"),
+    size: int = typer.Option(512, help="patch side in level-0 pixels"),
+    tissue: float = typer.Option(0.10, help="p_t: least tissue fraction, at low level and level 0"),
+    p0: float = typer.Option(0.20, help="least tumour fraction of a tumour patch"),
+    p1: float = typer.Option(0.50, help="tumour fraction above which patches are category 2"),
+    pn: float = typer.Option(0.01, help="category-2 patches drawn per category-1 patch"),
+    valcl_fraction: float = typer.Option(0.2, help="slides of each class in valcl"),
+    test_fraction: float = typer.Option(0.2, help="slides of each class in test"),
+    valpx_per_class: int = typer.Option(5, help="valpx patches per class (taken from valcl)"),
+    splits: Path | None = typer.Option(None, help="CSV of slide,split (train/valcl/test) instead "
+                                       "of the seeded slide split"),
+    exclude: list[str] = typer.Option(["_2", "Exclusion"], help="annotation classes that are "
+                                      "exclusions (CAMELYON16: _2)"),
+    seed: int = typer.Option(0),
+    backend: str = typer.Option("auto", help="auto, openslide or tiffslide"),
+) -> None:
+    """Build a WSOL patch benchmark from annotated slides (survey Appendix B, CAMELYON16-512)."""
+    from histocam.predict.inputs import collect_inputs
+    from histocam.predict.patches import PatchProtocol, build_patch_benchmark
+
+    found = collect_inputs(list(slides))
+    if found.images:
+        raise ValueError(f"{found.images[0]}: not a slide (a plain image); give slides only")
+    protocol = PatchProtocol(size=size, p_tissue=tissue, p0=p0, p1=p1, p_n=pn,
+                             valcl_fraction=valcl_fraction, test_fraction=test_fraction,
+                             valpx_per_class=valpx_per_class, seed=seed, backend=backend,
+                             exclude=tuple(exclude))
+    summary = build_patch_benchmark(found.slides, list(annotations), out, protocol,
+                                    split_file=splits, progress=True)
+    for split, counts in summary.counts.items():
+        console.print(f"{split}: " + ", ".join(f"{n} {c}" for c, n in counts.items())
+                      + (f" (slides: {', '.join(summary.slides[split])})"
+                         if split in summary.slides else ""))
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False)
+    console.print(f"wrote {out}; check it with: histocam data check {out}")

@@ -6,22 +6,22 @@ each half the size of the one before until the level fits one tile (reduced page
 page has its resolution (pixels per centimetre, from the slide's MPP times the map's downsample)
 when the slide has an MPP, and a JSON description with the level-0 downsample of the page. Level k
 is the 2×2 mean of level k − 1, made band by band into a temporary file: no level is ever whole in
-memory.
+memory. The pyramid writing itself is the data layer's (``histocam.data.pyramid``), shared with the
+synthetic slides of ``histocam data synth-slide``.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from histocam.predict.stitch import release
+from histocam.data.pyramid import TIFF_TILE, level_shapes
+from histocam.data.pyramid import write_pyramid as write_tiff_pyramid
 
-TIFF_TILE = 256
+__all__ = ["OVERLAY_ALPHA", "TIFF_TILE", "colormap_lut", "level_shapes", "overlay", "save_png",
+           "to_uint8", "write_pyramid"]
 OVERLAY_ALPHA = 0.5
 
 
@@ -53,75 +53,10 @@ def save_png(array: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _halve(src: np.ndarray, dst: np.ndarray, band: int = 1024) -> None:
-    """dst = 2×2 mean of src (odd edges: the mean of the pixels present), band by band."""
-    h, w = src.shape
-    for r in range(0, dst.shape[0], band):
-        block = np.asarray(src[2 * r: 2 * (r + band)], np.float32)
-        if block.shape[0] % 2:
-            block = np.concatenate([block, block[-1:]], axis=0)
-        if w % 2:
-            block = np.concatenate([block, block[:, -1:]], axis=1)
-        dst[r:r + band] = block.reshape(block.shape[0] // 2, 2, -1, 2).mean(axis=(1, 3))
-        release(src)
-        release(dst)
-
-
-def _tiles(level: np.ndarray) -> Iterator[np.ndarray]:
-    """The level's 256×256 uint8 tiles in row-major order (edge tiles zero-padded)."""
-    h, w = level.shape
-    for r in range(0, h, TIFF_TILE):
-        band = to_uint8(level[r:r + TIFF_TILE])
-        release(level)
-        for c in range(0, w, TIFF_TILE):
-            tile = np.zeros((TIFF_TILE, TIFF_TILE), np.uint8)
-            part = band[:, c:c + TIFF_TILE]
-            tile[:part.shape[0], :part.shape[1]] = part
-            yield tile
-
-
-def level_shapes(shape: tuple[int, int]) -> list[tuple[int, int]]:
-    """Level 0 and every halving (ceil) until a level fits one tile."""
-    shapes = [tuple(int(v) for v in shape)]
-    while max(shapes[-1]) > TIFF_TILE:
-        h, w = shapes[-1]
-        shapes.append((math.ceil(h / 2), math.ceil(w / 2)))
-    return shapes
-
-
 def write_pyramid(values: np.ndarray, path: Path, *, downsample: float, mpp: float | None,
                   scratch: Path, description: dict | None = None) -> Path:
     """Write ``values`` (H×W in [0, 1], e.g. a memmap; level-0 pixels per map pixel
-    ``downsample``) as a tiled pyramidal TIFF (module docstring). ``scratch`` holds the
-    temporary reduced levels."""
-    import tifffile
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    shapes = level_shapes(values.shape)
-    tmp = path.with_name(f".{path.name}.tmp")
-    level = values
-    made = []
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=values.size > 2**31) as tw:
-            for k, shape in enumerate(shapes):
-                if k:
-                    reduced = np.memmap(scratch / f"level-{k}.f32", np.float32, "w+", shape=shape)
-                    made.append(scratch / f"level-{k}.f32")
-                    _halve(level, reduced)
-                    level = reduced
-                page_ds = downsample * 2 ** k
-                extra = {}
-                if mpp is not None:
-                    per_cm = 1e4 / (mpp * page_ds)
-                    extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
-                tw.write(_tiles(level), shape=shape, dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE),
-                         photometric="minisblack", compression="zlib", subfiletype=1 if k else 0,
-                         description=json.dumps({**(description or {}), "level": k,
-                                                 "level0_downsample": page_ds}),
-                         metadata=None, **extra)
-        tmp.replace(path)
-    finally:
-        for f in made:
-            f.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
-    return path
+    ``downsample``) as a tiled pyramidal TIFF of 8-bit grey round(255·p) (module docstring;
+    ``histocam.data.pyramid`` writes it). ``scratch`` holds the temporary reduced levels."""
+    return write_tiff_pyramid(values, path, downsample=downsample, mpp=mpp, scratch=scratch,
+                              description=description, encode=to_uint8)

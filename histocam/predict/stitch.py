@@ -15,21 +15,13 @@ to fit in memory; the result is written band by band.
 
 from __future__ import annotations
 
-import mmap
 from pathlib import Path
 
 import numpy as np
 
+from histocam.data.pyramid import release  # re-exported: the memmap page release of the map writers
+
 RELEASE_EVERY = 64  # tiles blended between two releases of the accumulators' pages
-
-
-def release(array: np.ndarray) -> None:
-    """Write a memmap's dirty pages to its file and drop them from this process's memory (they
-    are read back on the next access), so that resident memory does not grow with the file."""
-    if isinstance(array, np.memmap) and array._mmap is not None:
-        array.flush()
-        if hasattr(mmap, "MADV_DONTNEED"):
-            array._mmap.madvise(mmap.MADV_DONTNEED)
 
 
 def ramp_window(n: int, overlap: int) -> np.ndarray:

@@ -35,12 +35,23 @@ def _remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     return keep[labels]
 
 
+def saturation_threshold(rgb: np.ndarray) -> float:
+    """The saturation above which a pixel is tissue: Otsu's threshold of the thumbnail's
+    saturation, or ``UNIFORM_SATURATION`` when the thumbnail has no saturation contrast (module
+    docstring). Applied to level-0 pixels, it is the level-0 tissue test of ``histocam data
+    patches``."""
+    s = saturation(rgb)
+    if float(s.max() - s.min()) < 1e-3:
+        return UNIFORM_SATURATION
+    return float(threshold_otsu(s))
+
+
 def tissue_mask(rgb: np.ndarray, min_object: int = 0, max_hole: int = 0) -> np.ndarray:
     """Boolean tissue mask of a thumbnail (module docstring)."""
     s = saturation(rgb)
     if float(s.max() - s.min()) < 1e-3:
         return np.full(s.shape, float(s.mean()) > UNIFORM_SATURATION)
-    mask = s > threshold_otsu(s)
+    mask = s > threshold_otsu(s)  # = saturation_threshold(rgb)
     mask = _remove_small(mask, min_object)
     if max_hole > 0:  # holes = background components not touching the border, filled if small
         holes = ~mask & ~_border_connected(~mask)
