@@ -7,16 +7,22 @@ summation order; tolerances: weights and BatchNorm running statistics within 1e-
 2 epochs, training loss within 1e-4 (relative), valcl accuracy, B-LOC/B-CL epochs and selections
 identical, valpx PxAP within 1e-3 points. A learning rate where training is stable: with a
 diverging one, float-level differences grow exponentially (as between two GPUs' kernels).
+
+The pipeline, evaluation and CAM-store commands under torchrun are compared with one process at the
+end of the file (their tolerances are stated there).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -149,13 +155,13 @@ def _evaluate_rank(rank: int, world: int, cfg: dict, shard: bool):
     r = evaluate_split(method, source.dataset("valpx"), config.data, torch.device("cpu"),
                        batch_size=2, tau=0.5, shard=shard)
     return (r.accuracy.matrix.numpy(), r.histogram.fg.numpy(), r.histogram.bg.numpy(),
-            r.predictions, sorted(r.by_class), sorted(row["id"] for row in r.per_image.rows))
+            r.predictions, sorted(r.by_class), r.per_image.rows)
 
 
 def test_sharded_evaluation_merges_to_the_whole_split(tmp_path: Path) -> None:
-    """Each of 2 ranks evaluates every 2nd image of valpx (5 images: 3 + 2); every metric merged
-    through ``Metric.sync`` equals one process's evaluation of the whole split."""
-    import numpy as np
+    """Each of 2 ranks evaluates its block of valpx (5 images: 2 + 3); every metric merged
+    through ``Metric.sync`` equals one process's evaluation of the whole split, per-image rows
+    in the same (dataset) order."""
 
     cfg = tree(tmp_path, "eval")
     cfg["data"]["synthetic"]["n_valcl"] = 5
@@ -207,3 +213,178 @@ def test_two_process_mid_epoch_resume_equals_uninterrupted(tmp_path: Path) -> No
     wa = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
     wb = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# ---------------------------------------------------------------- pipeline, evaluation, CAM stores
+
+
+def _pipeline(out: Path) -> dict:
+    """A tiny teacher (CAM) -> stored maps -> PixelCAM pipeline (1 epoch each); test and valpx
+    5 images (2 + 3 per rank), train 12 (6 + 6), ``eval_batch_size`` 2."""
+    base = tree(out, "p")
+    train = {**base["train"], "epochs": 1, "eval_batch_size": 2}
+    base["data"]["synthetic"]["n_test"] = 5
+    return {"name": "p", "out_dir": str(out), "seed": 4, "deterministic": True, "device": "cpu",
+            "data": base["data"], "backbone": {"name": "test_resnet"},
+            "teacher": {"train": train}, "student": {"train": train}}
+
+
+def _files(directory: Path) -> list[str]:
+    """Every file under ``directory``, hidden ones (temporary or part files) included."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+COMMANDS = """
+import sys
+
+from histocam.cli import app
+
+for command in sys.argv[1:]:  # each command as `histocam` runs it, one after the other
+    try:
+        app(command.split(), prog_name="histocam")
+    except SystemExit as exit:
+        if exit.code:
+            raise
+"""
+
+
+def _torchrun_commands(tmp_path: Path, *commands: str) -> subprocess.CompletedProcess:
+    """The ``histocam`` commands, in turn, in the same 2 torchrun processes (one launch saves
+    the start-up of the others; the process group the first command makes lives on)."""
+    script = tmp_path / "commands.py"
+    script.write_text(COMMANDS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(script), *commands],
+                          capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _without_run(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    data.pop("run")  # the run directory's own path
+    return data
+
+
+def _assert_close(got, want, where: str = "") -> None:
+    """Same structure, same strings and integers; floats within 1e-3 absolute (NaN = NaN); the
+    timings (``cost``) and run paths (``run``) are not compared."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for key in want:
+            if key not in ("cost", "run"):
+                _assert_close(got[key], want[key], f"{where}/{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want)):
+            _assert_close(a, b, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=1e-3, nan_ok=True), where
+    else:
+        assert got == want, where
+
+
+def _assert_same_npz(got: Path, want: Path, atol: float = 0.0) -> None:
+    with np.load(want) as a, np.load(got) as b:
+        assert b.files == a.files, got  # the same arrays, in the same order
+        for key in a.files:
+            np.testing.assert_allclose(b[key].astype(np.float32), a[key].astype(np.float32),
+                                       atol=atol, rtol=0, err_msg=f"{got} {key}")
+
+
+@pytest.mark.slow
+def test_torchrun_pipeline_evaluate_and_cams_equal_one_process(tmp_path: Path) -> None:
+    """2 torchrun processes run, in one launch, ``histocam pipeline pixelcam`` (teacher training,
+    map export, PixelCAM training, evaluation of both, comparison), then ``histocam evaluate``
+    (maps and separability too) and ``histocam cams`` on a copy of the 1-process teacher run.
+
+    - Every command writes from rank 0 alone: one report on stdout, the same files as one process
+      and no part or temporary file left.
+    - ``evaluate`` and ``cams`` on the same trained run: their metrics JSON, per-image CSV,
+      curves, saved maps and CAM store (.npz and .json) equal one process's exactly; the ranks'
+      blocks are cut into the same batches of 2 as one process's pass, so every map comes from the
+      same computation and every histogram count is the same.
+    - The pipeline trains its own runs on 2 processes: its comparison.json and stored teacher
+      maps equal the 1-process pipeline's within 1e-3 (floats; integers and strings exactly; in
+      practice they agree to the bit), as the trainings agree to float tolerance only.
+    """
+    from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
+    from histocam.runs import Run
+
+    one_root, two_root = tmp_path / "one", tmp_path / "two"
+    want = run_pipeline(PipelineConfig.model_validate(_pipeline(one_root)), progress=False)
+    teacher_one = one_root / "p" / "teacher-cam"
+    teacher_two = tmp_path / "teacher-copy"
+    shutil.copytree(teacher_one, teacher_two)
+    (two_root / "two.yaml").parent.mkdir()
+    (two_root / "two.yaml").write_text(yaml.safe_dump(_pipeline(two_root)))
+    proc = _torchrun_commands(
+        tmp_path, f"pipeline pixelcam --config {two_root / 'two.yaml'}",
+        f"evaluate {teacher_two} --checkpoint best-loc --save-maps --separability --device cpu",
+        f"cams {teacher_two} --checkpoint best-cl --split test --device cpu")
+    assert proc.stdout.count("run directory: ") == 1  # one report per command, by rank 0
+    assert proc.stdout.count('"checkpoint": "best-loc"') == 1
+    assert proc.stdout.count("wrote ") == 1
+
+    # the pipeline on 2 processes = on 1
+    assert _files(two_root / "p") == _files(one_root / "p")
+    got = json.loads((two_root / "p" / "comparison.json").read_text())
+    _assert_close(got, want)
+    _assert_close(got, json.loads((one_root / "p" / "comparison.json").read_text()))
+    assert len(got["student"]["best-loc"]["per_image_ap"]) == 5
+    store = Path("teacher-cam") / "cams" / "best-loc-train.npz"
+    _assert_same_npz(two_root / "p" / store, one_root / "p" / store, atol=1e-3)
+
+    # evaluate and cams of one trained run on 2 processes = on 1, exactly
+    metrics = Run(teacher_one).evaluate("best-loc", "test", device="cpu", save_maps=True,
+                                        separability=True)
+    Run(teacher_one).export_cams("best-cl", "test", device="cpu")
+    assert _files(teacher_two) == _files(teacher_one)
+    assert {"metrics/best-loc-test-maps.npz", "cams/best-cl-test.npz", "cams/best-cl-test.json",
+            "cams/best-loc-train.npz"} <= set(_files(teacher_two))
+    got = _without_run(teacher_two / "metrics" / "best-loc-test.json")
+    assert got == {k: v for k, v in metrics.items() if k != "run"}
+    separability = got["separability"]  # tiny images: J is undefined on most, skipped
+    assert got["localization"]["per_class"] and \
+        separability["n_images"] + separability["n_skipped_single_class"] == 5
+    for name in ("metrics/best-loc-test-per-image.csv", "metrics/best-loc-test-curves.csv"):
+        assert (teacher_two / name).read_text() == (teacher_one / name).read_text(), name
+    assert len((teacher_two / "metrics/best-loc-test-per-image.csv").read_text().splitlines()) == 6
+    assert _without_run(teacher_two / "cams/best-cl-test.json") == \
+        _without_run(teacher_one / "cams/best-cl-test.json")
+    assert len(json.loads((teacher_two / "cams/best-cl-test.json").read_text())["ids"]) == 5
+    for name in ("metrics/best-loc-test-maps.npz", "cams/best-cl-test.npz"):
+        _assert_same_npz(teacher_two / name, teacher_one / name)
+
+
+def _sharded_write_rank(rank: int, world: int, out: str, fail: bool) -> list[str]:
+    from histocam.cams.store import ShardedNpzWriter
+
+    # rank 0: one image ("z", last by name); rank 1: none; rank 2: three, odd shapes, a "/" id
+    mine = [[("z", (2, 3))], [], [("a/1", (3, 5)), ("b", (7, 11)), ("c", (1, 1))]][rank]
+    writer = ShardedNpzWriter(Path(out) / "maps.npz")
+    for image_id, shape in mine:
+        writer.add(image_id, np.arange(np.prod(shape), dtype=np.float16).reshape(shape))
+    if fail:
+        writer.abort()
+        return []
+    return writer.close()
+
+
+def test_sharded_npz_writer_merges_parts_in_rank_order(tmp_path: Path) -> None:
+    """3 ranks: one store in rank order, the ids returned on every rank, an empty rank
+    included; no part file left; aborted parts are removed."""
+    from histocam.cams.store import npz_key
+
+    for ids in run_ranks(_sharded_write_rank, str(tmp_path), False, world=3):
+        assert ids == ["z", "a/1", "b", "c"]
+    with np.load(tmp_path / "maps.npz") as data:
+        assert data.files == [npz_key(i) for i in ("z", "a/1", "b", "c")]
+        np.testing.assert_array_equal(data["z"], np.arange(6, dtype=np.float16).reshape(2, 3))
+        np.testing.assert_array_equal(data["b"], np.arange(77, dtype=np.float16).reshape(7, 11))
+        assert data[npz_key("a/1")].shape == (3, 5) and data["c"].shape == (1, 1)
+    assert _files(tmp_path) == ["maps.npz"]
+    (tmp_path / "maps.npz").unlink()
+    run_ranks(_sharded_write_rank, str(tmp_path), True, world=3)
+    assert _files(tmp_path) == []

@@ -6,13 +6,15 @@ ground-truth class (float16) in ``RUN/cams/<checkpoint>-<split>.npz`` (written m
 ``NpzWriter``) with a JSON sidecar: run, checkpoint, epoch, method, a hash of the teacher config and
 one of the dataset identity. ``load_cams`` refuses a store made for another dataset or split, or one
 that lacks images of the split. The maps are then transformed jointly with their images (same crop
-and flip) by ``JointTransform``.
+and flip) by ``JointTransform``. Under torchrun the ranks map their blocks of the split into part
+files that rank 0 merges, in order, into the same single store (``ShardedNpzWriter``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import torch
 
 from histocam.data.config import DataConfig
 from histocam.data.synthetic import generator_version
+from histocam.metrics.protocol import all_gather_objects, distributed_ready
 
 IDENTITY_FIELDS = ("dataset", "root", "classes", "split_seed", "valcl_fraction", "test_fraction",
                    "valpx_per_class", "synthetic")
@@ -74,6 +77,16 @@ class NpzWriter:
             np.lib.format.write_array(fh, np.ascontiguousarray(array))
         self.keys.append(image_id)
 
+    def copy_from(self, npz: str | Path, ids: list[str]) -> None:
+        """Append the arrays of ``ids`` from another ``.npz`` (e.g. one written by an
+        ``NpzWriter``), in that order, their ``.npy`` bytes copied unchanged."""
+        with zipfile.ZipFile(npz) as src_zip:
+            for image_id in ids:
+                name = f"{npz_key(image_id)}.npy"
+                with src_zip.open(name) as src, self._zip.open(name, "w", force_zip64=True) as dst:
+                    shutil.copyfileobj(src, dst)
+                self.keys.append(image_id)
+
     def close(self) -> Path:
         self._zip.close()
         self._tmp.replace(self.path)
@@ -84,6 +97,77 @@ class NpzWriter:
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> NpzWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ShardedNpzWriter:
+    """``NpzWriter`` for a split whose images are shared out over the ranks of ``torch.distributed``
+    in contiguous blocks, in rank order (``histocam.train.distributed.shard_indices``): the result
+    is the one ``.npz`` one process would write, same arrays, same order.
+
+    Each rank streams its own maps into a hidden part file next to ``path`` (``NpzWriter``: never a
+    half-written part); ``close`` (a collective: every rank calls it) has rank 0 copy the parts'
+    arrays, rank 0's first, into one ``NpzWriter`` at ``path`` (a temporary file renamed over it:
+    no other rank ever sees a half-written store) and delete every part, then waits for rank 0.
+    The parts must be visible to rank 0: one machine, or a shared run directory (which the other
+    ranks already need to read the checkpoints). Without a process group this is an
+    ``NpzWriter``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.world, self.rank = 1, 0
+        if distributed_ready():
+            import torch.distributed as dist
+
+            self.world, self.rank = dist.get_world_size(), dist.get_rank()
+        self._writer = NpzWriter(self._part(self.rank) if self.world > 1 else self.path)
+
+    def _part(self, rank: int) -> Path:
+        return self.path.with_name(f".{self.path.name}.part{rank}-of-{self.world}")
+
+    @property
+    def keys(self) -> list[str]:
+        """The ids this rank has added so far (after ``close``: every rank's, in order)."""
+        return self._writer.keys
+
+    def add(self, image_id: str, array: np.ndarray) -> None:
+        self._writer.add(image_id, array)
+
+    def close(self) -> list[str]:
+        """Write the store; returns every id written, in order, on every rank."""
+        self._writer.close()
+        if self.world == 1:
+            return list(self._writer.keys)
+        import torch.distributed as dist
+
+        parts = all_gather_objects(list(self._writer.keys))
+        try:
+            if self.rank == 0:
+                with NpzWriter(self.path) as out:
+                    for r, ids in enumerate(parts):
+                        out.copy_from(self._part(r), ids)
+        finally:
+            if self.rank == 0:
+                for r in range(self.world):
+                    self._part(r).unlink(missing_ok=True)
+        dist.barrier()  # the store exists before any rank goes on to read it
+        self._writer.keys = [k for ids in parts for k in ids]
+        return list(self._writer.keys)
+
+    def abort(self) -> None:
+        """Drop this rank's part (not a collective: a failing rank's job is torn down by torchrun)."""
+        self._writer.abort()
+        if self.world > 1:
+            self._part(self.rank).unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardedNpzWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -106,22 +106,25 @@ def evaluate(
     separability: bool = typer.Option(False, help="also compute the separability index J"),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Evaluate a trained run on a split; τ* is chosen on the run's valpx and applied to the split."""
+    """Evaluate a trained run on a split; τ* is chosen on the run's valpx and applied to the split.
+    On N processes: torchrun --nproc_per_node N -m histocam evaluate RUN (rank 0 writes)."""
     import json
 
     from histocam.runs import Run
+    from histocam.train import distributed
 
     known_split(split)
     r = Run(run)
     names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
-    for name in names:
+    for name in names:  # under torchrun: one process group, made by the first evaluation
         metrics = r.evaluate(name, split, data=data, device=device, save_maps=save_maps,
                              separability=separability)
         loc = metrics.get("localization", {})
         summary = {"checkpoint": name, "data": metrics["data"],
                    "accuracy": metrics["classification"]["accuracy"],
                    **{k: loc[k] for k in ("pxap", "chance", "TP*", "FN*", "FP*", "TN*") if k in loc}}
-        typer.echo(json.dumps(summary))
+        if distributed.is_main():
+            typer.echo(json.dumps(summary))
 
 
 @app.command()
@@ -132,12 +135,15 @@ def cams(
     split: str = typer.Option("train"),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM)."""
+    """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM).
+    On N processes: torchrun --nproc_per_node N -m histocam cams RUN (rank 0 writes)."""
     from histocam.runs import Run
+    from histocam.train import distributed
 
     known_split(split)
     path = Run(run).export_cams(checkpoint, split, device=device, progress=True)
-    typer.echo(f"wrote {path} (+ .json)")
+    if distributed.is_main():
+        typer.echo(f"wrote {path} (+ .json)")
 
 
 STUDENT_KEYS = ("student.", "seed=", "device=", "deterministic=")
@@ -151,7 +157,7 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
         student_run_config,
     )
     from histocam.runs import Run
-    from histocam.train import Trainer
+    from histocam.train import Trainer, distributed
     from histocam.train.config import apply_overrides
 
     teacher = Run(teacher_run).require_trained()
@@ -169,11 +175,12 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
         "student": {"method": {"name": method}, "train": base.train.model_dump(mode="json")},
         "teacher_run": str(teacher_run)}, args)
     p = PipelineConfig.model_validate(tree)
-    ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device)
+    ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device)  # makes the group
     cfg = student_run_config(p, teacher)
     cfg = cfg.model_copy(update={"name": name or f"{cfg.name}-{teacher.dir.name}"})
-    Trainer(cfg).fit()
-    typer.echo(f"done: {cfg.run_dir}")
+    Trainer(cfg).fit()  # joins it
+    if distributed.is_main():
+        typer.echo(f"done: {cfg.run_dir}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -216,15 +223,18 @@ def pipeline_pixelcam(
                                                      "layercam, ...)"),
     student: str | None = typer.Option(None, help="student method: pixelcam (default) or negev"),
 ) -> None:
-    """Teacher -> stored CAMs -> PixelCAM (or NEGEV) -> evaluation of both -> comparison table."""
+    """Teacher -> stored CAMs -> PixelCAM (or NEGEV) -> evaluation of both -> comparison table.
+    On N processes: torchrun --nproc_per_node N -m histocam pipeline pixelcam ..."""
     from histocam.experiments.pixelcam import comparison_table, load_pipeline_config, run_pipeline
+    from histocam.train import distributed
 
     overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
     overrides += [f"student.method.name={student}"] if student else []
     p = load_pipeline_config(config, overrides)
-    results = run_pipeline(p)
-    typer.echo(comparison_table(results))
-    typer.echo(f"\nrun directory: {p.root}")
+    results = run_pipeline(p)  # under torchrun: one process group, rank 0 writes and reports
+    if distributed.is_main():
+        typer.echo(comparison_table(results))
+        typer.echo(f"\nrun directory: {p.root}")
 
 
 @app.command("score-maps")

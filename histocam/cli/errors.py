@@ -20,15 +20,10 @@ def user_error_message(exc: BaseException) -> str | None:
     from histocam.models.backbones import BackboneError
     from histocam.registry import UnknownNameError
     from histocam.runs import RunError
+    from histocam.train.config import describe_invalid
 
     if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-            msg = ("unknown key" if err["type"] == "extra_forbidden"
-                   else err["msg"].removeprefix("Value error, "))
-            parts.append(f"{where}: {msg}" if where else msg)
-        return "invalid config: " + "; ".join(parts)
+        return "invalid config: " + describe_invalid(exc)
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         # "[Errno 20] Not a directory: 'runs/x'" -> "runs/x: not a directory"
         return f"{exc.filename}: {exc.strerror[:1].lower()}{exc.strerror[1:]}"

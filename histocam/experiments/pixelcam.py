@@ -7,6 +7,7 @@ train, trains the student (PixelCAM or NEGEV, its classifier the teacher's metho
 teacher checkpoint, evaluates both at B-LOC and B-CL on test (τ* from valpx) and writes
 ``comparison.json``, ``comparison.md``, ``figures/maps.png`` and the inference cost of each map.
 Run directories: ``<out_dir>/<name>/teacher-<method>`` and ``<out_dir>/<name>/<student>-<method>``.
+Under torchrun every stage is distributed (one process group) and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from histocam.methods.registry import method_config
 from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
 from histocam.runs.run import Run, is_trained
+from histocam.train import distributed
 from histocam.train.config import RunConfig, RunIdentity, TrainConfig, load_config_tree
 from histocam.train.seeding import resolve_device
 from histocam.train.trainer import Trainer
@@ -157,22 +159,32 @@ def inference_cost(run: Run, data: DataConfig, device: str, batch: int = 8,
 
 
 def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
-    p.root.mkdir(parents=True, exist_ok=True)
-    (p.root / "pipeline.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"),
-                                                         sort_keys=False))
+    """The whole pipeline; returns the comparison (on every rank).
+
+    Under torchrun every stage runs on all the ranks in one process group (this call's, or the
+    caller's when it has one): the trainings are data-parallel, the map export and the evaluations
+    share the images out over the ranks, and rank 0 alone writes ``pipeline.yaml`` and the
+    comparison files and figure (the other ranks wait for it at barriers). One process group for
+    the whole pipeline: made here (or the caller's), joined by every stage."""
+    distributed.setup(distributed.command_device(p.device))
+    if distributed.is_main():
+        p.root.mkdir(parents=True, exist_ok=True)
+        (p.root / "pipeline.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"),
+                                                             sort_keys=False))
+    distributed.barrier()
     if p.teacher_run is not None:  # used as it is: never trained here
         teacher = Run(p.teacher_run).require_trained()
     else:
         teacher_dir = teacher_run_config(p).run_dir
-        if not is_trained(teacher_dir):
-            Trainer(teacher_run_config(p)).fit(resume=(teacher_dir / "checkpoints" / "last.pt")
-                                               .is_file())
+        if not _agreed(is_trained(teacher_dir)):
+            Trainer(teacher_run_config(p)).fit(resume=_agreed((teacher_dir / "checkpoints"
+                                                                / "last.pt").is_file()))
         teacher = Run(teacher_dir)
     ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device, progress)
     student_cfg = student_run_config(p, teacher)
-    if not is_trained(student_cfg.run_dir):
-        Trainer(student_cfg).fit(resume=(student_cfg.run_dir / "checkpoints" / "last.pt")
-                                 .is_file())
+    if not _agreed(is_trained(student_cfg.run_dir)):
+        Trainer(student_cfg).fit(resume=_agreed((student_cfg.run_dir / "checkpoints" / "last.pt")
+                                                .is_file()))
     student = Run(student_cfg.run_dir)
     results = {"teacher": {}, "student": {}}
     for role, run in (("teacher", teacher), ("student", student)):
@@ -186,23 +198,33 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
                 "separability": m["separability"]["mean"],
                 "per_image_ap": _per_image_ap(run.dir, ckpt),
             }
-        results[role]["cost"] = inference_cost(run, p.data, p.device)
-        results[role]["run"] = str(run.dir)
-    results["teacher_method"] = teacher.config.method.name
-    results["student_method"] = student.config.method.name
-    results["paired_ttest_pxap_b_loc"] = _ttest(results)
-    (p.root / "comparison.json").write_text(json.dumps(results, indent=2))
-    table = comparison_table(results)
-    (p.root / "comparison.md").write_text(table + "\n")
-    save_map_figure(teacher, student, p.root / "figures" / "maps.png", p.device)
-    return results
+    if distributed.is_main():  # timings and files: rank 0 alone, the others wait
+        for role, run in (("teacher", teacher), ("student", student)):
+            results[role]["cost"] = inference_cost(run, p.data, p.device)
+            results[role]["run"] = str(run.dir)
+        results["teacher_method"] = teacher.config.method.name
+        results["student_method"] = student.config.method.name
+        results["paired_ttest_pxap_b_loc"] = _ttest(results)
+        (p.root / "comparison.json").write_text(json.dumps(results, indent=2))
+        table = comparison_table(results)
+        (p.root / "comparison.md").write_text(table + "\n")
+        save_map_figure(teacher, student, p.root / "figures" / "maps.png", p.device)
+    return distributed.from_main(results)
+
+
+def _agreed(flag: bool) -> bool:
+    """Rank 0's answer on every rank (a collective): the ranks take the same branch even if their
+    views of the run directories differ."""
+    return bool(distributed.from_main(flag))
 
 
 def ensure_teacher_maps(teacher: Run, checkpoint: str, data: DataConfig, device: str,
                         progress: bool = True) -> Path:
-    """The teacher's stored maps of the training images, exported unless current for ``data``."""
+    """The teacher's stored maps of the training images, exported unless current for ``data``
+    (under torchrun a collective: the ranks export together, rank 0 writes the store)."""
+    distributed.setup(distributed.command_device(device))
     cams, _ = store_paths(teacher.dir, checkpoint, "train")
-    if not store_is_current(cams, data, "train"):  # missing, or made for an older dataset
+    if not _agreed(store_is_current(cams, data, "train")):  # missing, or made for older data
         teacher.export_cams(checkpoint, "train", device=device, progress=progress)
     return cams
 

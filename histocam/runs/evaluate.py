@@ -5,6 +5,10 @@ an out-of-distribution user would have no pixel labels there) -> test pass with 
 rates, operating points, per-image scores at τ*. Writes ``metrics/[<data tag>/]<ckpt>-<split>.json``,
 ``...-per-image.csv``, ``...-curves.{csv,png}`` and optionally the maps (``...-maps.npz``, float16,
 streamed) under the run directory; the data tag names another dataset (``Run.data_tag``).
+
+Under torchrun (``torchrun --nproc_per_node N -m histocam evaluate RUN``) each rank evaluates its
+block of valpx and of the split, the metrics are merged through the metric protocol and rank 0
+alone writes: the same files as one process (the maps merged from the ranks' parts in order).
 """
 
 from __future__ import annotations
@@ -17,17 +21,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from histocam.cams.store import NpzWriter
+from histocam.cams.store import ShardedNpzWriter
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.metrics.confusion import best_threshold
+from histocam.metrics.protocol import distributed_ready
 from histocam.metrics.pxap import chance_pxap, pxap_from_histograms
 from histocam.metrics.report import localization_report, write_threshold_curves
 from histocam.metrics.separability import SeparabilityIndex
+from histocam.train import distributed
 from histocam.train.evaluate import SplitResult, evaluate_split
 from histocam.train.loader import make_loader
-from histocam.train.seeding import resolve_device
 
 if TYPE_CHECKING:
     from histocam.runs.run import Run
@@ -43,10 +48,17 @@ class DataMismatchError(ValueError):
 def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
                  data: str | Path | DataConfig | None = None, device: str = "auto",
                  save_maps: bool = False, separability: bool = False) -> dict:
-    dev = resolve_device(device)
+    """The metrics of ``checkpoint`` on ``split`` (written under the run, and returned).
+
+    Under torchrun (a collective: every rank calls it) the images of valpx and of ``split`` are
+    shared out over the ranks (``shard=True``), every metric is merged through the metric protocol
+    and rank 0 alone writes the files (the other ranks wait for it); every rank returns the same
+    metrics. It joins the job's process group, making it on first use (``distributed.setup``)."""
+    dev = distributed.command_device(device)
+    distributed.setup(dev)
     method, class_names = run.method(checkpoint, str(dev))
     t = run.config.train
-    kwargs = dict(batch_size=t.eval_batch_size, num_workers=t.num_workers)
+    kwargs = dict(batch_size=t.eval_batch_size, num_workers=t.num_workers, shard=True)
     own = open_source(run.config.data)
     valpx = evaluate_split(method, own.dataset("valpx"), run.config.data, dev, **kwargs)
     tau_source = "valpx" if valpx.pxap is not None else "none"
@@ -60,9 +72,8 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
             f"({', '.join(source.class_names)}), the run's classifier has {len(class_names)} "
             f"({', '.join(class_names)})")
     out_dir = run.dir / "metrics" / (tag or "")
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{checkpoint}-{split}"
-    writer = NpzWriter(out_dir / f"{stem}-maps.npz") if save_maps else None
+    writer = ShardedNpzWriter(out_dir / f"{stem}-maps.npz") if save_maps else None
     try:
         result = evaluate_split(method, source.dataset(split), data_config, dev, **kwargs,
                                 tau=tau if tau is not None else 0.5,
@@ -73,7 +84,7 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
             writer.abort()
         raise
     if writer:
-        writer.close()
+        writer.close()  # rank 0 writes the one store
     metrics: dict = {"run": str(run.dir), "checkpoint": checkpoint, "split": split,
                      "method": run.config.method.name, "data": data_config.dataset,
                      "classification": result.accuracy.compute()}
@@ -89,12 +100,21 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
         metrics["localization"][key] = {
             k: result.per_image.mean(k) for k in ("ap", "dice_fg", "dice_bg", "iou_fg", "iou_bg")}
         metrics["localization"]["per_class"] = per_class(result, source.class_names)
-        write_threshold_curves(result.histogram, out_dir / f"{stem}-curves.csv",
-                               out_dir / f"{stem}-curves.png",
-                               title=f"{run.config.method.name} {checkpoint} {split}")
     if separability:
         metrics["separability"] = _separability(method, source.dataset(split), data_config, dev,
                                                 source.class_names, t.eval_batch_size)
+    if distributed.is_main():
+        _write(out_dir, stem, metrics, result, f"{run.config.method.name} {checkpoint} {split}")
+    distributed.barrier()  # the files exist before any rank goes on (e.g. to read them)
+    return metrics
+
+
+def _write(out_dir: Path, stem: str, metrics: dict, result: SplitResult, title: str) -> None:
+    """The evaluation's files: curves (with localisation), per-image CSV, metrics JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "localization" in metrics:
+        write_threshold_curves(result.histogram, out_dir / f"{stem}-curves.csv",
+                               out_dir / f"{stem}-curves.png", title=title)
     per_image = {row["id"]: row for row in (result.per_image.rows if result.per_image else [])}
     with (out_dir / f"{stem}-per-image.csv").open("w", newline="") as fh:
         writer_csv = csv.DictWriter(fh, fieldnames=PER_IMAGE_FIELDS, extrasaction="ignore")
@@ -102,7 +122,6 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
         for row in result.predictions:
             writer_csv.writerow({**row, **per_image.get(row["id"], {})})
     (out_dir / f"{stem}.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
 
 
 def per_class(result: SplitResult, class_names: list[str]) -> dict:
@@ -128,9 +147,12 @@ def per_class(result: SplitResult, class_names: list[str]) -> dict:
 
 
 def _separability(method, dataset, data_config, device, class_names, batch_size) -> dict:
+    """J over ``dataset``; under torchrun each rank takes its block of the images and the values
+    are merged in rank order (= dataset order) through ``Metric.sync`` (a collective)."""
     acc = SeparabilityIndex(class_names)
+    indices = distributed.shard_indices(len(dataset)) if distributed_ready() else None
     loader = make_loader(dataset, JointTransform.from_config(data_config, train=False), batch_size,
-                         shuffle=False, num_workers=0)
+                         shuffle=False, num_workers=0, indices=indices)
     with torch.no_grad():
         for batch in loader:
             has = batch["has_mask"]
@@ -138,4 +160,4 @@ def _separability(method, dataset, data_config, device, class_names, batch_size)
                 continue
             features = method(batch["image"][has].to(device)).features[-1]
             acc.update(features, batch["mask"][has].to(device), batch["label"][has])
-    return acc.compute()
+    return acc.sync().compute()

@@ -16,14 +16,16 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from histocam.cams.store import NpzWriter, config_hash, dataset_identity, store_paths
+from histocam.cams.store import ShardedNpzWriter, config_hash, dataset_identity, store_paths
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.methods.base import WSOLMethod
 from histocam.methods.registry import create_method
+from histocam.metrics.protocol import all_gather_objects
 from histocam.runs.evaluate import evaluate_run
-from histocam.train.checkpoint import load_checkpoint
+from histocam.train import distributed
+from histocam.train.checkpoint import load_checkpoint, write_text_atomic
 from histocam.train.config import RunConfig
 from histocam.train.loader import make_loader
 from histocam.train.seeding import resolve_device
@@ -137,22 +139,30 @@ class Run:
                     device: str = "auto", batch_size: int | None = None,
                     progress: bool = False) -> Path:
         """Store the normalised low-resolution map of every image's ground-truth class of
-        ``split`` (float16, streamed to ``cams/<checkpoint>-<split>.npz``) with its provenance."""
-        dev = resolve_device(device)
+        ``split`` (float16, streamed to ``cams/<checkpoint>-<split>.npz``) with its provenance.
+
+        Under torchrun (a collective: every rank calls it) each rank maps its contiguous block of
+        the images (``distributed.shard_indices``) into a part file and rank 0 merges the parts,
+        in rank order, into the same single ``.npz`` and ``.json`` one process writes (same maps,
+        same order); every rank returns once both exist. It joins the job's process group,
+        making it on first use (``distributed.setup``)."""
+        dev = distributed.command_device(device)
+        distributed.setup(dev)
         method, state = self._load(checkpoint, str(dev))
         data = self.config.data
         dataset = open_source(data).dataset(split)
         loader = make_loader(dataset, JointTransform.from_config(data, train=False),
                              batch_size or self.config.train.eval_batch_size, shuffle=False,
-                             num_workers=self.config.train.num_workers)
+                             num_workers=self.config.train.num_workers,
+                             indices=distributed.shard_indices(len(dataset)))
         steps = loader
-        if progress:
+        if progress and distributed.is_main():
             from rich.progress import track
 
             steps = track(loader, description=f"CAMs {checkpoint} {split}", transient=True)
         npz, meta = store_paths(self.dir, checkpoint, split)
         shape = None
-        with NpzWriter(npz) as writer:
+        with ShardedNpzWriter(npz) as writer:
             for batch in steps:
                 with torch.no_grad():  # top-down CAMs re-enable gradients where they need them
                     _, low = method.localize_with_logits(batch["image"].to(dev),
@@ -160,14 +170,18 @@ class Run:
                 for image_id, m in zip(batch["id"], low.detach().cpu().numpy()):
                     writer.add(image_id, m.astype("float16"))
                     shape = list(m.shape)
-            ids = list(writer.keys)
-        meta.write_text(json.dumps({
-            "run": str(self.dir.resolve()), "checkpoint": checkpoint,
-            "epoch": state["epoch"], "method": self.config.method.name,
-            "teacher_config_hash": config_hash(self.config.method.model_dump(mode="json")),
-            "dataset": data.dataset, "dataset_identity": dataset_identity(data), "split": split,
-            "class_names": state["class_names"], "ids": ids, "map_shape": shape,
-        }, indent=2))
+        ids = list(writer.keys)  # every rank's, in dataset order
+        shape = next((s for s in all_gather_objects(shape) if s is not None), None)
+        if distributed.is_main():
+            write_text_atomic(meta, json.dumps({
+                "run": str(self.dir.resolve()), "checkpoint": checkpoint,
+                "epoch": state["epoch"], "method": self.config.method.name,
+                "teacher_config_hash": config_hash(self.config.method.model_dump(mode="json")),
+                "dataset": data.dataset, "dataset_identity": dataset_identity(data),
+                "split": split, "class_names": state["class_names"], "ids": ids,
+                "map_shape": shape,
+            }, indent=2))
+        distributed.barrier()  # the store is complete before any rank reads it
         return npz
 
     # ------------------------------------------------------------------ evaluation

@@ -14,6 +14,7 @@ from histocam.metrics.classification import ClassificationAccuracy
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.per_image import PerImageScores
 from histocam.metrics.protocol import all_gather_objects, distributed_ready
+from histocam.train.distributed import shard_indices
 from histocam.train.loader import make_loader
 
 
@@ -48,16 +49,14 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
     (``localization.txt``'s third column) count for no localisation metric.
 
     ``shard`` (under ``torch.distributed``; a collective, every rank must call it): each rank
-    evaluates every N-th image, then every metric is merged across the ranks through the metric
-    protocol (``Metric.sync``), so that every rank returns the whole split's result; the
-    predictions are gathered in dataset order. ``map_sink`` then sees the rank's own images only.
+    evaluates its contiguous block of the split (``distributed.shard_indices``), then every metric
+    is merged across the ranks through the metric protocol (``Metric.sync``), so that every rank
+    returns the whole split's result; as the blocks are in rank order, the merged per-image rows
+    and the predictions are in dataset order, as one process makes them. ``map_sink`` then sees
+    the rank's own images only, in dataset order.
     """
     transform = JointTransform.from_config(data_config, train=False)
-    indices = None
-    if shard and distributed_ready():
-        import torch.distributed as dist
-
-        indices = list(range(dist.get_rank(), len(dataset), dist.get_world_size()))
+    indices = shard_indices(len(dataset)) if shard and distributed_ready() else None
     loader = make_loader(dataset, transform, batch_size, shuffle=False, num_workers=num_workers,
                          on_bad_sample=on_bad_sample, indices=indices)
     accuracy = ClassificationAccuracy(method.num_classes)
