@@ -117,6 +117,25 @@ def test_global_batchnorm_equals_batchnorm_over_the_whole_batch() -> None:
         torch.testing.assert_close(var, bn.running_var, atol=1e-6, rtol=1e-6)
 
 
+def _global_bn_half_rank(rank: int, world: int, x: torch.Tensor):
+    bn = torch.nn.BatchNorm2d(4)
+    convert_batchnorm(bn)
+    y = bn(x[rank * 8:(rank + 1) * 8].half())
+    return y.dtype == torch.float16, y.detach().float().numpy(), bn.running_mean.numpy()
+
+
+def test_global_batchnorm_in_half_precision_counts_in_float32() -> None:
+    """70 000+ values per channel: a float16 count would overflow (max 65 504) and give NaN."""
+    x = torch.randn(16, 4, 72, 72, generator=torch.Generator().manual_seed(1)) * 3 + 1
+    reference = torch.nn.BatchNorm2d(4)(x)
+    results = run_ranks(_global_bn_half_rank, x)
+    assert all(r[0] for r in results)
+    y = torch.cat([torch.from_numpy(r[1]) for r in results])
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, reference.detach(), atol=2e-2, rtol=1e-2)  # fp16 output
+    assert np.isfinite(results[0][2]).all()
+
+
 def test_batch_size_must_divide_over_processes(tmp_path: Path) -> None:
     results = run_ranks(_trainer_error, str(tmp_path))
     assert all("not divisible by the 2 processes" in r for r in results)

@@ -218,8 +218,11 @@ class _AllReduceSum(torch.autograd.Function):
 
 def _global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """Batch normalisation of ``x`` with the mean and (biased) variance of the union of every rank's
-    batch; running statistics updated with the unbiased variance, as ``F.batch_norm`` does."""
+    batch; running statistics updated with the unbiased variance, as ``F.batch_norm`` does. The
+    statistics are computed in float32 whatever ``x`` is (a half-precision count overflows at
+    65 504 values; autocast's fp16 activations) and the output is cast back to ``x``'s dtype."""
     all_reduce = _AllReduceSum.apply
+    dtype, x = x.dtype, x.float()
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
     count = x.numel() // x.shape[1]
@@ -230,7 +233,7 @@ def _global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> 
     var = all_reduce((centred * centred).sum(dims)) / n
     y = centred * torch.rsqrt(var + bn.eps).view(shape)
     if bn.affine:
-        y = y * bn.weight.view(shape) + bn.bias.view(shape)
+        y = y * bn.weight.float().view(shape) + bn.bias.float().view(shape)
     if bn.track_running_stats:
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
@@ -238,7 +241,7 @@ def _global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> 
             bn.running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
             unbiased = var.detach() * (n / (n - 1).clamp(min=1))
             bn.running_var.mul_(1 - momentum).add_(unbiased * momentum)
-    return y
+    return y.to(dtype)
 
 
 def _uses_batch_stats(bn: nn.modules.batchnorm._BatchNorm) -> bool:
