@@ -208,7 +208,7 @@ def test_maxmin_loss_has_every_term_with_its_weight() -> None:
 
 
 def test_maxmin_hides_pixels_as_the_weights_mean_and_maps_m_plus() -> None:
-    m = create_method({"name": "maxmin", "backbone": TINY}, 2).eval()
+    m = create_method({"name": "maxmin", "backbone": TINY, "map_normalization": "none"}, 2).eval()
     x = torch.rand(2, 3, 32, 32)
     hidden = m._masked(x, torch.zeros(2, 32, 32))
     assert torch.allclose((hidden - m.encoder.mean) / m.encoder.std, torch.zeros_like(x))
@@ -220,6 +220,30 @@ def test_maxmin_hides_pixels_as_the_weights_mean_and_maps_m_plus() -> None:
     # M⁺ = sigmoid(ω(M − σ)) of a map in [0, 1]: between sigmoid(−ωσ) and sigmoid(ω(1 − σ))
     assert float(maps.min()) >= torch.sigmoid(torch.tensor(-0.75)) - 1e-6
     assert float(maps.max()) <= torch.sigmoid(torch.tensor(4.25)) + 1e-6
+
+
+def test_maxmin_map_is_the_protocols_minmax_of_m_plus() -> None:
+    torch.manual_seed(0)
+    m = create_method({"name": "maxmin", "backbone": TINY}, 2).eval()
+    x = torch.rand(3, 3, 40, 56)
+    with torch.no_grad():
+        _, low = m.localize_with_logits(x, torch.tensor([0, 1, 1]), upsample=False)
+        maps = m.localize(x, torch.tensor([0, 1, 1]))
+        m_plus = m.head_forward(m.encoder(x)).extras["mask"]
+    flat = m_plus.flatten(1)
+    expected = (m_plus - flat.amin(1)[:, None, None]) / (flat.amax(1) - flat.amin(1))[:, None, None]
+    assert torch.allclose(low, expected, atol=1e-6)
+    assert maps.shape == (3, 40, 56) and float(maps.min()) == 0.0 and float(maps.max()) == 1.0
+
+
+def test_maxmin_cannot_be_the_classifier_of_a_composed_method() -> None:
+    with pytest.raises(ValueError, match="cannot be the classifier"):
+        create_method({"name": "pixelcam", "classifier": {"name": "maxmin"}}, 2)
+
+
+def test_negev_needs_full_resolution_logits() -> None:
+    with pytest.raises(ValueError, match="loss_resolution"):
+        create_method({"name": "negev", "loss_resolution": "low"}, 2)
 
 
 def test_maxmin_needs_softmax_posteriors() -> None:

@@ -432,6 +432,18 @@ def test_torchrun_ranks_share_the_slides(run_dir, tmp_path, monkeypatch) -> None
     assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["s1.json"]
 
 
+def test_torchrun_ranks_name_images_uniquely_over_all_ranks(run_dir, tmp_path, monkeypatch) -> None:
+    """a/x.png and b/x.png on two ranks: rank 1 writes x-2, never a second x."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.full((20, 24, 3), 128, np.uint8)).save(tmp_path / folder / "x.png")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    predict(run_dir, [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out",
+            device="cpu", num_workers=0)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.map.npy")) == ["x-2.map.npy"]
+
+
 def test_checkpoint_both_takes_labels_from_best_cl_and_maps_from_best_loc(run_dir) -> None:
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     run = Run(run_dir)

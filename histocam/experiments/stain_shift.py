@@ -4,10 +4,11 @@ increasing strengths, classification accuracy (CL) and PxAP per level.
 PixelCAM re-stains with the stain styles of another dataset ordered by their distance to the
 original stain; without a second stained domain here, the shift is synthetic and monotone: one
 fixed direction in HED optical-density space (Ruifrok & Johnston 2001, ``histocam.data.stain``),
-walked at 10 increasing strengths s_k = k · s_max / 10. Every test image gets the same new stain
-at level k: concentrations C' = α_k ⊙ C + β_k with α_k = 1 + s_k · a and β_k = s_k · b, where a and b
-(per stain: haematoxylin, eosin; DAB untouched) are drawn once from ``seed`` with |a|, |b| in
-[0.5, 1]. Level 0 is the original images. The result is ``RUN/metrics/stain-shift.json``.
+walked at n increasing strengths s_k = k · s_max / n (``levels``, 10 by default as in the paper).
+Every test image gets the same new stain at level k: concentrations C' = α_k ⊙ C + β_k with
+α_k = 1 + s_k · a and β_k = s_k · b, where a and b (per stain: haematoxylin, eosin; DAB untouched)
+are drawn once from ``seed`` with |a|, |b| in [0.5, 1]. Level 0 is the original images. The
+result is ``RUN/metrics/stain-shift.json``.
 """
 
 from __future__ import annotations

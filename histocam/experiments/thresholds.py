@@ -50,9 +50,13 @@ def run_thresholds(run_dir: str | Path, *, split: str = "test", device: str = "a
     out: dict = {"definition": THRESHOLDS_DEFINITION, "split": split,
                  "checkpoints": {}}
     for ckpt in files.SELECTED:
-        metrics = read_json(files.metrics_json(run.dir, ckpt, split))
+        stored = files.metrics_json(run.dir, ckpt, split)
+        metrics = read_json(stored)
         curves = read_curves(files.curves_csv(run.dir, ckpt, split))
-        if metrics is None or curves is None:
+        weights = run.checkpoint_path(ckpt)
+        stale = metrics is not None and weights.is_file() and \
+            stored.stat().st_mtime < weights.stat().st_mtime  # evaluated before a retrain/resume
+        if metrics is None or curves is None or stale:
             run.require_trained()
             metrics = run.evaluate(ckpt, split, device=device)
             curves = read_curves(files.curves_csv(run.dir, ckpt, split))

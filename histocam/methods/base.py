@@ -98,6 +98,9 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
     needs_cams: ClassVar[bool] = False
     # a frozen image classifier (NEGEV): B-CL carries no information, the trainer's B-CL is B-LOC
     classifier_frozen: ClassVar[bool] = False
+    # whether a composed method (top-down CAM, seeded student) may use it as its classifier: its
+    # logits come from ``head_forward`` on the encoder's features
+    composable: ClassVar[bool] = True
     method_name: ClassVar[str]
 
     def __init__(self, config: MethodConfig, num_classes: int, *,

@@ -27,8 +27,12 @@ class ComposedConfig(MethodConfig):
     @classmethod
     def _parse_classifier(cls, value):
         config = method_config(value)
-        if issubclass(METHODS.get(config.name), ComposedMethod):
+        cls = METHODS.get(config.name)
+        if issubclass(cls, ComposedMethod):
             raise ValueError(f"the classifier must be a classifier method, not {config.name!r}")
+        if not cls.composable:
+            raise ValueError(f"{config.name!r} cannot be the classifier of another method (its "
+                             "class does not come from a head on the encoder's features)")
         if config.backbone != BackboneConfig():  # the composed method's backbone is the one used
             raise ValueError("set the backbone as method.backbone, not method.classifier.backbone")
         return config

@@ -5,9 +5,11 @@ kmax, kmin, α; dropout before its 1×1 convolution; §3.3(a)) that also classif
 (CE, "to boost the gradient at M"). Its mask is the winning class map made differentiable as the
 sum of the class maps weighted by M's posterior p̂ on X, min–max normalised per image (eq. 12's σ
 presumes maps in [0, 1]; the paper does not say how they get there), bilinear to the input, and
-pseudo-binarised by eq. 12: M⁺ = sigmoid(ω (M − σ)); M⁻ = 1 − M⁺. C (a WILDCAT head of its own on
-the shared encoder) classifies the foreground X⁺ = X ⊙ M⁺ and the background X⁻ = X ⊙ M⁻, masked
-in the encoder's normalised space (a hidden pixel is the weights' mean colour, i.e. zero input).
+pseudo-binarised by eq. 12: M⁺ = sigmoid(ω (M − σ)); M⁻ = 1 − M⁺ (σ fixed; PROTOCOL.md notes
+the authors' code moves it from 0.15 to 0.2, which the paper does not describe). C (a WILDCAT
+head of its own on the shared encoder) classifies the foreground X⁺ = X ⊙ M⁺ and the background
+X⁻ = X ⊙ M⁻, masked in the encoder's normalised space (a hidden pixel is the weights' mean colour,
+i.e. zero input).
 The loss (eq. 7, plus M's own CE):
     H(p, p̂⁺) + λ R(p̂⁻) − (1/t) [log s⁺ + log s⁻] + H(p, p̂_M),
 with R = −H(p̂⁻) (EEM, eq. 4) or H(q, p̂⁻) with q uniform (SEM, eq. 6), s± = Σ_z M±(z) (eqs. 10–11)
@@ -15,6 +17,11 @@ and t the log-barrier parameter: t₀, × growth after every epoch, capped (GlaS
 Every term is active with its own weight: the authors' port in the survey's code multiplies some
 of them by zero (PROTOCOL.md, known bugs), which is not reproduced here. ``size_term: false`` drops
 the barrier (ablation). Inference (Algorithm 1): the map is M⁺ and the class is argmax p̂⁺, C on X⁺.
+The evaluated map is the protocol's (PROTOCOL.md "Maps": Max-Min is a built-in map): M⁺ at the
+feature resolution, min–max per image, then bilinear; ``map_normalization: none`` gives M⁺ itself
+at the input size, as it masks X.
+A method composed around a classifier (top-down CAMs, seeded students) cannot take Max-Min as its
+classifier: its class comes from a second pass on the masked image, not from a head on the features.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from histocam.cams.normalize import minmax_normalize
 from histocam.cams.normalize import upsample as upsample_maps
 from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
 from histocam.methods.registry import register_method
@@ -49,6 +57,9 @@ class MaxMinConfig(ClassifierConfig):
     kmin: float = Field(0.0, ge=0, description="WILDCAT bottom fraction (or count)")
     alpha: float = Field(0.6, ge=0, description="WILDCAT weight of the bottom positions")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the WILDCAT convolutions")
+    map_normalization: Literal["minmax", "none"] = Field(
+        "minmax", description="minmax: the protocol's per-image min–max of M⁺ (feature "
+        "resolution, then bilinear); none: M⁺ at the input size as it masks X")
 
     @model_validator(mode="after")
     def _softmax_posterior(self) -> MaxMinConfig:
@@ -82,20 +93,13 @@ def log_barrier(foreground: torch.Tensor, t: float) -> torch.Tensor:
     return -(s_fg.log() + s_bg.log()).mean() / t
 
 
-def _minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Per-image min–max of B×h×w maps, differentiable; a constant map becomes 0."""
-    flat = maps.flatten(1)
-    low = flat.min(1).values[:, None, None]
-    span = (flat.max(1).values - flat.min(1).values)[:, None, None]
-    return torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), torch.zeros_like(maps))
-
-
 @register_method("maxmin", family="masking", paper="Belharbi et al., IEEE TMI 2022",
                  summary="A localiser's soft mask, with the classifier certain on the masked "
                  "foreground and maximally uncertain on the background.",
                  map="foreground mask M⁺")
 class MaxMin(WSOLMethod):
     Config = MaxMinConfig
+    composable = False  # its class needs the masked second pass (module docstring)
 
     def __init__(self, config, num_classes, *, encoder=None) -> None:
         super().__init__(config, num_classes, encoder=encoder)
@@ -126,13 +130,14 @@ class MaxMin(WSOLMethod):
         resolution (``extras["mask"]``, eq. 12 applied)."""
         logits, maps = self._wildcat("localizer", features)
         weighted = (F.softmax(logits.float(), dim=1)[:, :, None, None] * maps.float()).sum(1)
-        mask = pseudo_binarize(_minmax(weighted), self.config.sigma, self.config.omega)
+        mask = pseudo_binarize(minmax_normalize(weighted, relu=False), self.config.sigma,
+                               self.config.omega)
         return MethodOutput(logits, features, None, {"weighted_map": weighted, "mask": mask})
 
     def _steps(self, images: torch.Tensor) -> tuple[MethodOutput, torch.Tensor, torch.Tensor]:
         """(localiser output, M⁺ at the input size, C's logits on X⁺)."""
         local = self.head_forward(self.encoder(images))
-        weighted = _minmax(local.extras["weighted_map"])
+        weighted = minmax_normalize(local.extras["weighted_map"], relu=False)
         mask = pseudo_binarize(upsample_maps(weighted, tuple(images.shape[-2:])),
                                self.config.sigma, self.config.omega)
         logits_fg, _ = self._wildcat("classifier", self.encoder(self._masked(images, mask)))
@@ -164,10 +169,10 @@ class MaxMin(WSOLMethod):
         self.barrier_t.fill_(min(float(self.barrier_t) * c.t_growth, c.t_max))
 
     def localize_with_logits(self, images, classes, upsample: bool = True):
-        """The map is M⁺ (class-agnostic, Algorithm 1), without min–max; ``upsample=False``: M⁺ at
-        the feature resolution."""
-        if upsample:
-            output = self(images)
-            return output.logits, output.extras["foreground"].float()
-        local, _, logits_fg = self._steps(images)
-        return logits_fg, local.extras["mask"].float()
+        """M⁺ (class-agnostic, Algorithm 1) and C's logits on X⁺; the map min–max normalised per
+        the protocol unless ``map_normalization: none`` (module docstring)."""
+        local, mask, logits_fg = self._steps(images)
+        if self.config.map_normalization == "none":
+            return logits_fg, (mask if upsample else local.extras["mask"]).float()
+        low = minmax_normalize(local.extras["mask"].float(), relu=False)
+        return logits_fg, upsample_maps(low, tuple(images.shape[-2:])) if upsample else low

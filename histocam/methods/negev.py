@@ -53,6 +53,9 @@ class NegevConfig(SeededStudentConfig):
         if self.negative_all_background:
             raise ValueError("negev: fully negative images are handled by negative_term (eq. 3), "
                              "not negative_all_background")
+        if self.loss_resolution != "full":
+            raise ValueError("negev: the decoder's logits are at full resolution (loss_resolution "
+                             "low is PixelCAM's option)")
         return self
 
 

@@ -19,6 +19,7 @@ from histocam.predict.inputs import collect_inputs, unique_stems
 from histocam.predict.predictor import Predictor
 from histocam.predict.wsi import DEFAULT_TILE, SlideOptions, predict_slide
 from histocam.runs.run import Run
+from histocam.train.distributed import command_device
 
 
 @dataclass
@@ -53,12 +54,8 @@ def predict(run: str | Path | Run, inputs: list[str | Path], out: str | Path, *,
     """Predict every image and slide of ``inputs`` (files, folders, CSV manifests) into ``out``."""
     run = run if isinstance(run, Run) else Run(run)
     found = collect_inputs(list(inputs))
-    rank, world, local = launch_rank()
-    if device == "auto" and local is not None:
-        import torch
-
-        device = f"cuda:{local % max(torch.cuda.device_count(), 1)}" if torch.cuda.is_available() \
-            else "cpu"
+    rank, world, _ = launch_rank()
+    device = str(command_device(device))  # under torchrun: the rank's own GPU
     predictor = Predictor.from_run(run, checkpoint, device=device, map_class=map_class,
                                    threshold=threshold)
     out = Path(out)
@@ -68,11 +65,12 @@ def predict(run: str | Path | Run, inputs: list[str | Path], out: str | Path, *,
     if image_outputs.regions and predictor.tau is None:
         result.notes.append(f"region outputs not written: {predictor.tau_source}")
     images = found.images[rank::world]
-    if images:
+    if images:  # names unique over all the images, not only this rank's share
         result.images_csv = predict_images(
             predictor, images, out, batch_size=batch, num_workers=num_workers,
             outputs=image_outputs, progress=progress,
-            csv_name="predictions.csv" if world == 1 else f"predictions-rank{rank}.csv")
+            csv_name="predictions.csv" if world == 1 else f"predictions-rank{rank}.csv",
+            stems=unique_stems(found.images)[rank::world])
     options = replace(slide_options or SlideOptions(), batch_size=batch, num_workers=num_workers,
                       progress=progress)
     positive = None

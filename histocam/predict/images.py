@@ -59,11 +59,14 @@ class ImageOutputs:
 
 def predict_images(predictor: Predictor, paths: list[Path], out: Path, *, batch_size: int = 16,
                    num_workers: int = 0, outputs: ImageOutputs | None = None,
-                   progress: bool = False, csv_name: str = "predictions.csv") -> Path:
-    """Predict every image of ``paths`` into ``out`` (module docstring); returns the CSV path."""
+                   progress: bool = False, csv_name: str = "predictions.csv",
+                   stems: list[str] | None = None) -> Path:
+    """Predict every image of ``paths`` into ``out`` (module docstring); returns the CSV path.
+    ``stems``: the output names (default: unique among ``paths``; a rank's share of a longer list
+    passes the names made unique over the whole list)."""
     outputs = outputs or ImageOutputs()
     out.mkdir(parents=True, exist_ok=True)
-    stems = unique_stems(paths)
+    stems = stems if stems is not None else unique_stems(paths)
     loader = torch.utils.data.DataLoader(ImageFiles(paths, predictor.eval_size), batch_size,
                                          shuffle=False, num_workers=num_workers,
                                          collate_fn=list)

@@ -296,6 +296,9 @@ class Trainer:
             self.best.update(pxap=pxap, loc_epoch=epoch)
             self._save("best-loc", epoch, metrics)
             saved.append("B-LOC")
+        if self.method.classifier_frozen and pxap is None:
+            raise ValueError(f"{self.config.method.name} selects its checkpoints on valpx PxAP "
+                             "(its classifier is frozen), but no valpx image has a mask")
         if self.method.classifier_frozen:  # B-CL carries no information: it is B-LOC (NEGEV)
             if "B-LOC" in saved:
                 self.best.update(accuracy=accuracy, cl_epoch=epoch)
