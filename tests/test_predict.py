@@ -371,8 +371,16 @@ def test_cli_predicts_a_slide_with_all_outputs(run_dir, tmp_path) -> None:
     for feature in fc["features"]:  # level-0 pixel coordinates inside the slide
         xy = np.array(feature["geometry"]["coordinates"][0])
         assert xy[:, 0].min() >= 0 and xy[:, 0].max() <= 260 and xy[:, 1].max() <= 200
+        # the region lies on tissue (a margin of one 8-px map cell for the tissue detection)
+        assert xy[:, 0].min() >= 40 - 8 and xy[:, 0].max() <= 220 + 8
+        assert xy[:, 1].min() >= 30 - 8 and xy[:, 1].max() <= 170 + 8
     lines = (out / "s.tiles.csv").read_text().splitlines()
     assert lines[0].split(",")[:3] == ["tile", "x", "y"] and len(lines) - 1 == summary["tiles"]
+    # the overlay shows the slide itself, untouched, off the tissue (glass stays glass)
+    overlay = np.asarray(Image.open(out / "s.overlay.png").convert("RGB"))
+    h, w = overlay.shape[:2]
+    corner = overlay[: int(h * 20 / 200), : int(w * 30 / 260)]
+    assert corner.min() >= 230  # the synthetic glass is near-white
 
 
 @pytest.mark.parametrize("name,content,problem", [

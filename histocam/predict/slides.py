@@ -244,5 +244,5 @@ class TileDataset(torch.utils.data.Dataset):
         index = int(self.indices[i])
         x, y, _ = self.grid.level0(index)
         rgb = self._reader.read_scaled(x, y, self.grid.tile, self.grid.scale)
-        image = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+        image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div_(255.0)
         return index, resize_image(image, self.eval_size)

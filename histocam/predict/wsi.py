@@ -8,7 +8,9 @@ per batch, in ``STEM.work/`` -> overlap blending in tile order (``stitch.py``) -
 Tile maps: the method's map of the map class (``Predictor``). Methods that min–max normalise
 their maps per input give every tile the range [0, 1], also tiles without any foreground; with
 ``weight_by_probability`` (the default for slides) each tile's map is multiplied by the tile's
-probability of the map's class, so that a tile the classifier calls negative stays low.
+probability of the map's class, so that a tile the classifier calls negative stays low. The
+overlay and the region at τ* (PNG, GeoJSON) are restricted to the detected tissue (a tile that
+reaches onto the glass maps it too); ``STEM.map.npy`` and the heatmap TIFF keep the stitched map.
 
 Slide-level prediction (``STEM.json``, ``aggregation``): when the run's data has a fully negative
 class and two classes (multiple-instance assumption: a slide is positive when any part is), the
@@ -188,7 +190,7 @@ def predict_slide(predictor: Predictor, path: Path, out: Path, stem: str,
     seconds = time.perf_counter() - started
     del thumb
     summary = _stitch_and_export(predictor, reader, grid, work, out, stem, options,
-                                 aggregation_class)
+                                 aggregation_class, tissue)
     summary.update({"slide": str(path), "backend": reader.backend, "settings": settings,
                     "tiles_inferred_now": int(len(todo)),
                     "tiles_per_second": float(len(todo) / seconds) if len(todo) and seconds else None,
@@ -226,7 +228,7 @@ def _infer(predictor: Predictor, path: Path, backend: str, grid: TileGrid, todo:
 
 def _stitch_and_export(predictor: Predictor, reader: SlideReader, grid: TileGrid,
                        work: SlideWork, out: Path, stem: str, options: SlideOptions,
-                       aggregation_class: int | None) -> dict:
+                       aggregation_class: int | None, tissue_mask: np.ndarray) -> dict:
     names = predictor.class_names
     n = grid.map_tile
     stitcher = Stitcher(grid.map_shape, n, grid.overlap // grid.map_downsample, work.folder)
@@ -258,10 +260,16 @@ def _stitch_and_export(predictor: Predictor, reader: SlideReader, grid: TileGrid
                                                     "map": "8-bit probability round(255 p)"})
     region_ds = max(1, math.ceil(max(grid.map_shape) / REGION_MAX_SIDE))
     coarse = _block_mean(values, region_ds)
+    # the overlay and the region are on tissue only: a tile reaching onto glass maps it too
+    on_tissue = np.asarray(Image.fromarray(tissue_mask.astype(np.uint8)).resize(
+        (coarse.shape[1], coarse.shape[0]), Image.Resampling.NEAREST)).astype(bool)
+    coarse = np.where(on_tissue, coarse, 0).astype(coarse.dtype)
     view = reader.thumbnail(max(1, math.ceil(max(reader.dimensions) / OVERLAY_MAX_SIDE)))
-    heat = np.asarray(Image.fromarray(coarse).resize((view.shape[1], view.shape[0]),
-                                                     Image.Resampling.BILINEAR))
-    save_png(overlay(view, heat, lut=colormap_lut()), out / f"{stem}.overlay.png")
+    size = (view.shape[1], view.shape[0])
+    heat = np.asarray(Image.fromarray(coarse).resize(size, Image.Resampling.BILINEAR))
+    shown = np.asarray(Image.fromarray(on_tissue).resize(size, Image.Resampling.NEAREST))
+    save_png(np.where(shown[..., None], overlay(view, heat, lut=colormap_lut()), view),
+             out / f"{stem}.overlay.png")
     del view, heat
     summary = {"classes": names, "map_class": _class_name(names, predictor.map_class),
                "map_file": f"{stem}.map.npy", "map_level0_downsample": level0_ds,
