@@ -18,6 +18,11 @@ What makes N processes train the same model as one process with the same global 
 Gradients are averaged by hand instead of through ``DistributedDataParallel``: methods run their own
 ``training_step`` (extra forward passes, frozen classifiers, unused heads) and a flat reduction
 needs no knowledge of which parameters a step used.
+
+Where N ranks equal one process only approximately: terms computed over a rank's own batch rather
+than the global one — CutMix's partner permutation, ADL's drop/importance draw per step, SAT's
+batch-mean area loss, the supervised pixel loss's mean over the rank's annotated pixels — and the
+methods' own random draws (seeds, hidden patches), which come from each rank's generator.
 """
 
 from __future__ import annotations
