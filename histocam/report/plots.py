@@ -7,6 +7,9 @@ import io
 
 import numpy as np
 
+from histocam.predict.export import colormap_lut
+from histocam.predict.export import to_uint8 as map_to_uint8
+
 DPI = 80
 
 
@@ -50,11 +53,9 @@ def array_uri(rgb: np.ndarray, jpeg_quality: int | None = None) -> str:
 
 
 def colorize(scores: np.ndarray) -> np.ndarray:
-    """A map in [0, 1] as jet colours (H×W×3 uint8)."""
-    from matplotlib import colormaps
-
-    rgba = colormaps["jet"](np.clip(np.nan_to_num(scores.astype(np.float64)), 0.0, 1.0))
-    return (rgba[..., :3] * 255).round().astype(np.uint8)
+    """A map in [0, 1] as jet colours (H×W×3 uint8), with the colour table of ``histocam
+    predict``'s overlays."""
+    return colormap_lut()[map_to_uint8(np.nan_to_num(scores))]
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
