@@ -5,6 +5,13 @@ well-spaced glands with a single layer of small basal nuclei, goblet cells. Mali
 fused or cribriform glands, crowded multi-layered larger hyperchromatic nuclei with more size
 variation. Stroma and epithelial cytoplasm have similar colours (``contrast`` scales the difference),
 so the evidence is morphological rather than a colour blob.
+
+Version 2 (session 7) takes away the tile-global shortcut that version 1 left: both classes have the
+same epithelial thickness distribution, lumen secretion and nuclear darkness, and malignant nuclei
+are sparser (``MALIGNANT_AREA_PER_NUCLEUS``) so that the haematoxylin mass per epithelial pixel
+matches the benign basal band's. A logistic regression on 9 global colour statistics separated the
+classes at 96.9% in version 1 and at 57.5% here (5-fold CV, 160 tiles); what is left to tell them
+apart is the arrangement and shape of nuclei and glands, which is local to the glands, as in GlaS.
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ from histocam.data.synth_common import (
     stamp_nuclei,
     unit,
 )
+
+#: Epithelial pixels per malignant nucleus (×scale²): the malignant nuclear mass per epithelial
+#: pixel matches the benign basal band's, so that the classes do not differ in how much haematoxylin
+#: a tile holds (measured in benchmarks/colon_diagnosis.py, part 2).
+MALIGNANT_AREA_PER_NUCLEUS = 95.0
 
 COLON_STYLE = StainStyle(unit(H_SOURCE), unit(E_SOURCE), gain_h=1.0, gain_e=1.0)
 
@@ -90,8 +102,8 @@ def render_colon(rng: np.random.Generator, label: int, size: int, knobs) -> tupl
     target = float(np.clip(0.08 + 0.84 * rng.beta(2.2, 2.2), 0.08, 0.92))
     gland = _gland_masks(rng, size, malignant, target)
     depth = ndimage.distance_transform_edt(gland)
-    thick = (rng.uniform(9, 14) if not malignant else rng.uniform(14, 24)) * scale
-    if malignant:
+    thick = rng.uniform(10, 17) * scale  # the same epithelial mass in both classes (v2)
+    if malignant:  # irregular thickness around the same mean
         thick = thick * (1 + 0.35 * smooth_noise(rng, size, 5))
     epithelium = gland & (depth <= thick)
     if malignant and rng.random() < 0.6:  # cribriform: epithelial bridges split the lumen
@@ -106,7 +118,7 @@ def render_colon(rng: np.random.Generator, label: int, size: int, knobs) -> tupl
     # epithelial cytoplasm: a little paler and more purple than stroma; `contrast` widens the gap
     cyto_e = 0.55 * (0.8 - 0.3 * contrast) * (1 + 0.1 * smooth_noise(rng, size, 12))
     conc_e = np.where(epithelium, cyto_e, stroma_e).astype(np.float32)
-    secretion = np.clip(smooth_noise(rng, size, 8) - 0.2, 0, 1) * (0.3 if not malignant else 0.5)
+    secretion = np.clip(smooth_noise(rng, size, 8) - 0.2, 0, 1) * 0.4
     conc_e = np.where(lumen, 0.04 + secretion, conc_e)
     conc_h = np.where(epithelium, 0.08 + 0.24 * contrast, 0.05).astype(np.float32)
     conc_h = np.where(lumen, 0.01, conc_h).astype(np.float32)
@@ -120,13 +132,13 @@ def render_colon(rng: np.random.Generator, label: int, size: int, knobs) -> tupl
         along = np.arctan2(gx[ny, nx], gy[ny, nx])  # (y, x) angle of the inward normal
         size_gap = knobs.nuclear_size_gap
         if malignant:
-            n = int(ny.size / (40 * scale * scale))
+            n = int(ny.size / (MALIGNANT_AREA_PER_NUCLEUS * scale * scale))
             pick = rng.choice(ny.size, n, replace=False) if n < ny.size else np.arange(ny.size)
             base = 2.6 * scale * (1 + 0.6 * size_gap)
             ry = base * rng.uniform(1.1, 1.9, pick.size)
             rx = base * rng.uniform(0.7, 1.25, pick.size)
             angle = along[pick] + rng.normal(0, 0.6, pick.size)
-            dens = rng.uniform(0.95, 1.35, pick.size)
+            dens = rng.uniform(0.95, 1.25, pick.size)
         else:
             basal = (d > 0.25 * thick) & (d < 0.55 * thick)
             idx = np.flatnonzero(basal)
@@ -135,7 +147,7 @@ def render_colon(rng: np.random.Generator, label: int, size: int, knobs) -> tupl
             ry = 3.6 * scale * rng.uniform(0.9, 1.15, pick.size)
             rx = 1.7 * scale * rng.uniform(0.9, 1.1, pick.size)
             angle = along[pick] + rng.normal(0, 0.15, pick.size)
-            dens = rng.uniform(0.95, 1.2, pick.size)
+            dens = rng.uniform(0.95, 1.25, pick.size)
         groups.append(make_nuclei(rng, ny[pick] + rng.random(pick.size), nx[pick] + rng.random(pick.size),
                                   ry, rx, angle, dens))
     sy, sx = np.nonzero(~gland)

@@ -88,7 +88,7 @@ def _domain_code(domain: str) -> int:
 
 #: Bumped per domain whenever its renderer changes what it draws. It keys the tile cache and the
 #: dataset identity of stored CAMs, so stale tiles or teacher maps are never used.
-GENERATOR_VERSIONS = {"colon": 1, "node": 1}
+GENERATOR_VERSIONS = {"colon": 2, "node": 1}
 
 
 def generator_version(dataset: str) -> int | None:
