@@ -10,12 +10,6 @@ image head; set by the run layer) and is trained whole. The map is the softmax f
 ``head_init: zero`` (our default, a deviation the paper does not describe) starts the output layer
 at zero: p = ½ everywhere and a pixel loss of ln 2 per seed, so that the fresh head does not send
 large random gradients into the pretrained encoder; ``default`` keeps PyTorch's initialisation.
-
-``per_class: true`` (our option, not in the paper) gives every class its own FG/BG classifier
-(d -> 2K; the image's class picks its pair, the ground truth in training as for the seeds, and at
-evaluation as for every map). Where the foreground is in both classes (GlaS: glands), one FG/BG
-direction must hold benign and malignant glands on one side although the image classifier pushes
-them apart; on GlaS the single head's benign maps fall to chance (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -34,22 +28,18 @@ class PixelCAMConfig(SeededStudentConfig):
     head: Literal["linear", "mlp3"] = "linear"
     head_init: Literal["zero", "default"] = Field(
         "zero", description="zero: output layer starts at 0 (p = ½); default: PyTorch's init")
-    per_class: bool = Field(
-        False, description="one FG/BG classifier per class (2K outputs; the image's class picks "
-        "its pair: ground truth in training and evaluation) instead of the paper's single one")
 
 
-def pixel_head(channels: int, kind: str, init: str = "zero", outputs: int = 2) -> nn.Module:
-    """1×1-convolution FG/BG classifier (``linear``) or the 3-layer one (``mlp3``), ``outputs``
-    logits (2, or 2 per class)."""
+def pixel_head(channels: int, kind: str, init: str = "zero") -> nn.Module:
+    """1×1-convolution FG/BG classifier (``linear``) or the 3-layer one (``mlp3``)."""
     if kind == "linear":
-        head = nn.Conv2d(channels, outputs, kernel_size=1)
+        head = nn.Conv2d(channels, 2, kernel_size=1)
         last = head
     else:
         hidden = max(channels // 2, 16)
         head = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
                              nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
-                             nn.Conv2d(hidden, outputs, 1))
+                             nn.Conv2d(hidden, 2, 1))
         last = head[-1]
     if init == "zero":
         nn.init.zeros_(last.weight)
@@ -65,5 +55,4 @@ class PixelCAM(SeededStudent):
     Config = PixelCAMConfig
 
     def build_head(self, channels, num_classes):
-        c = self.config
-        return pixel_head(channels, c.head, c.head_init, 2 * num_classes if c.per_class else 2)
+        return pixel_head(channels, self.config.head, self.config.head_init)

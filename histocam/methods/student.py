@@ -48,15 +48,6 @@ def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return per_pixel.flatten(1).sum(1).mean()
 
 
-def class_pixel_logits(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """B×2×H×W logits as they are; from B×2K×H×W (one FG/BG pair per class, PixelCAM's
-    ``per_class`` head) the pair of each image's class in ``classes`` (B,)."""
-    if logits.shape[1] == 2:
-        return logits
-    b, _, h, w = logits.shape
-    return logits.view(b, -1, 2, h, w)[torch.arange(b, device=logits.device), classes.long()]
-
-
 class SeededStudent(ComposedMethod):
     Config = SeededStudentConfig
     needs_cams = True
@@ -81,7 +72,7 @@ class SeededStudent(ComposedMethod):
             raise KeyError(f"{self.method_name} trains from stored teacher maps: the batch has no "
                            "'cam' (the run needs `cams`; `histocam pixelcam` sets it)")
         image, parts = self.classifier.loss(batch, output)
-        logits = class_pixel_logits(output.extras["pixel_logits"].float(), batch["label"])
+        logits = output.extras["pixel_logits"].float()
         if self.config.loss_resolution == "full":
             logits = resize_maps(logits, tuple(batch["cam"].shape[-2:]))
         pixel = partial_cross_entropy(logits, self.pseudo_labels(batch, tuple(logits.shape[-2:])))
@@ -90,5 +81,4 @@ class SeededStudent(ComposedMethod):
     def localize_with_logits(self, images, classes, upsample: bool = True):
         output = self(images)
         size = tuple(images.shape[-2:]) if upsample else None
-        logits = class_pixel_logits(output.extras["pixel_logits"], classes)
-        return output.logits, foreground_probability(logits, size)
+        return output.logits, foreground_probability(output.extras["pixel_logits"], size)
