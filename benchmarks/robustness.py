@@ -130,7 +130,8 @@ def main() -> None:
                     values = np.array([c["checkpoints"][ckpt][key] for c in curves[role]], float)
                     mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else 0
                     ax.plot(strengths, mean, color=colour, marker="o", ms=3, label=names[role])
-                    ax.fill_between(strengths, mean - std, mean + std, color=colour, alpha=0.2)
+                    ax.fill_between(strengths, np.clip(mean - std, 0, 100),
+                                    np.clip(mean + std, 0, 100), color=colour, alpha=0.2)
                 if key == "pxap":
                     chance = np.array([c["checkpoints"][ckpt]["chance"] for c in curves["teacher"]])
                     ax.plot(strengths, chance.mean(0), "k--", lw=1, label="chance")
