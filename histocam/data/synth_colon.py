@@ -1,12 +1,13 @@
 """Colon-like (GlaS-like) tiles: glands in stroma, benign vs malignant by morphology.
 
 Foreground = glands (epithelium + lumen) in both classes, as in GlaS. Benign: round, regular,
-well-spaced glands with a single layer of small basal nuclei, goblet cells. Malignant: irregular,
-fused or cribriform glands, crowded multi-layered larger hyperchromatic nuclei with more size
-variation. Stroma and epithelial cytoplasm have similar colours (``contrast`` scales the difference),
-so the evidence is morphological rather than a colour blob.
+well-spaced glands with a single layer of small, aligned basal nuclei, goblet cells. Malignant:
+irregular, fused or cribriform glands of uneven thickness, larger nuclei scattered through the
+epithelium with random orientation and more size variation, few goblet cells. Stroma and epithelial
+cytoplasm have similar colours (``contrast`` scales the difference), so the evidence is
+morphological rather than a colour blob.
 
-Version 2 (session 7) takes away the tile-global shortcut that version 1 left: both classes have the
+Version 2 of the renderer takes away the tile-global shortcut that version 1 left: both classes have the
 same epithelial thickness distribution, lumen secretion and nuclear darkness, and malignant nuclei
 are sparser (``MALIGNANT_AREA_PER_NUCLEUS``) so that the haematoxylin mass per epithelial pixel
 matches the benign basal band's. A logistic regression on 9 global colour statistics separated the
