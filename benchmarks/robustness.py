@@ -24,21 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import yaml
+from pixelcam_vs_teacher import mean_std  # the sibling script whose pipelines this reads
 
 from histocam.experiments.stain_shift import N_LEVELS, StainShift, run_stain_shift
 from histocam.runs import Run
 
 SELECTIONS = {"best-loc": "B-LOC", "best-cl": "B-CL"}
-
-
-def mean_std(values: list[float], digits: int = 1) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def stain_curves(run_dir: str, max_strength: float, seed: int) -> dict:
