@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -41,3 +42,25 @@ def glas_dir(tmp_path: Path) -> Path:
         rows.append(f"{name},{k}, {grade}, whatever")
     (release / "Grade.csv").write_bytes("\r".join(rows).encode() + b"\r")
     return tmp_path
+
+
+def tissue_rgb(h: int, w: int, seed: int = 0, tissue: np.ndarray | None = None) -> np.ndarray:
+    """White glass with pink, textured tissue where ``tissue`` (default: everywhere)."""
+    rng = np.random.default_rng(seed)
+    pink = np.stack([rng.integers(150, 230, (h, w)), rng.integers(40, 140, (h, w)),
+                     rng.integers(110, 200, (h, w))], axis=2).astype(np.uint8)
+    if tissue is None:
+        return pink
+    return np.where(tissue[..., None], pink, np.uint8(245))
+
+
+def write_slide(path: Path, rgb: np.ndarray, mpp: float = 0.5) -> Path:
+    """A tiled pyramidal TIFF (level 0 and a 4× level as successive pages, as OpenSlide reads
+    generic TIFF)."""
+    per_cm = 1e4 / mpp
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(rgb, tile=(64, 64), photometric="rgb", compression="zlib",
+                 resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
+        tw.write(rgb[::4, ::4], tile=(64, 64), photometric="rgb", compression="zlib",
+                 subfiletype=1, resolution=(per_cm / 4, per_cm / 4), resolutionunit="CENTIMETER")
+    return path

@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_collectives import files_under
 from test_metrics_sync import run_ranks
 
 from histocam.data.open import open_source
 from histocam.train import RunConfig, Trainer, build_method
 from histocam.train.checkpoint import load_checkpoint
-from histocam.train.distributed import average_gradients, convert_batchnorm
 from histocam.train.evaluate import evaluate_split
 from histocam.train.seeding import set_deterministic
 
@@ -93,49 +93,6 @@ def test_torchrun_two_processes_equal_one_process(tmp_path: Path) -> None:
     assert "running_var" in " ".join(wa["model"])  # BatchNorm statistics were compared too
 
 
-def _global_bn_rank(rank: int, world: int, x: torch.Tensor, weight: torch.Tensor):
-    bn = torch.nn.BatchNorm2d(3)
-    convert_batchnorm(bn)
-    part = x[rank * 2:(rank + 1) * 2].clone().requires_grad_(True)
-    (bn(part) * weight[rank * 2:(rank + 1) * 2]).sum().backward()
-    return part.grad.numpy(), bn.running_mean.numpy(), bn.running_var.numpy()  # not shared tensors
-
-
-def test_global_batchnorm_equals_batchnorm_over_the_whole_batch() -> None:
-    """Forward, gradient and running statistics of 2 ranks x 2 samples = BatchNorm over 4
-    samples (odd shape 3 channels, 5 x 7)."""
-    g = torch.Generator().manual_seed(0)
-    x, weight = torch.randn(4, 3, 5, 7, generator=g), torch.randn(4, 3, 5, 7, generator=g)
-    whole = x.clone().requires_grad_(True)
-    bn = torch.nn.BatchNorm2d(3)
-    (bn(whole) * weight).sum().backward()
-    results = run_ranks(_global_bn_rank, x, weight)
-    grads = torch.cat([torch.from_numpy(r[0]) for r in results])
-    torch.testing.assert_close(grads, whole.grad, atol=1e-5, rtol=1e-5)
-    for mean, var in ((torch.from_numpy(r[1]), torch.from_numpy(r[2])) for r in results):
-        torch.testing.assert_close(mean, bn.running_mean, atol=1e-6, rtol=1e-6)
-        torch.testing.assert_close(var, bn.running_var, atol=1e-6, rtol=1e-6)
-
-
-def _global_bn_half_rank(rank: int, world: int, x: torch.Tensor):
-    bn = torch.nn.BatchNorm2d(4)
-    convert_batchnorm(bn)
-    y = bn(x[rank * 8:(rank + 1) * 8].half())
-    return y.dtype == torch.float16, y.detach().float().numpy(), bn.running_mean.numpy()
-
-
-def test_global_batchnorm_in_half_precision_counts_in_float32() -> None:
-    """70 000+ values per channel: a float16 count would overflow (max 65 504) and give NaN."""
-    x = torch.randn(16, 4, 72, 72, generator=torch.Generator().manual_seed(1)) * 3 + 1
-    reference = torch.nn.BatchNorm2d(4)(x)
-    results = run_ranks(_global_bn_half_rank, x)
-    assert all(r[0] for r in results)
-    y = torch.cat([torch.from_numpy(r[1]) for r in results])
-    assert torch.isfinite(y).all()
-    torch.testing.assert_close(y, reference.detach(), atol=2e-2, rtol=1e-2)  # fp16 output
-    assert np.isfinite(results[0][2]).all()
-
-
 def test_batch_size_must_divide_over_processes(tmp_path: Path) -> None:
     results = run_ranks(_trainer_error, str(tmp_path))
     assert all("not divisible by the 2 processes" in r for r in results)
@@ -149,21 +106,6 @@ def _trainer_error(rank: int, world: int, out: str) -> str:
     except ValueError as exc:
         return str(exc)
     return "no error"
-
-
-def _average_rank(rank: int, world: int) -> list:
-    a, b, frozen = (torch.nn.Parameter(torch.zeros(3, 5)), torch.nn.Parameter(torch.zeros(7)),
-                    torch.nn.Parameter(torch.zeros(2)))
-    a.grad = torch.full((3, 5), float(rank + 1))
-    b.grad = torch.arange(7.0) if rank == 0 else None  # unused on rank 1: counts as zero there
-    average_gradients([a, b, frozen], world)
-    return [a.grad.numpy(), b.grad.numpy(), frozen.grad]
-
-
-def test_average_gradients_is_the_mean_over_ranks() -> None:
-    for a, b, frozen in run_ranks(_average_rank):
-        assert (a == 1.5).all() and (b == torch.arange(7.0).numpy() / 2).all()
-        assert frozen is None  # no gradient anywhere: the optimiser must leave it alone
 
 
 def _evaluate_rank(rank: int, world: int, cfg: dict, shard: bool):
@@ -247,10 +189,6 @@ def _pipeline(out: Path) -> dict:
             "data": base["data"], "backbone": {"name": "test_resnet"},
             "teacher": {"train": train}, "student": {"train": train}}
 
-
-def _files(directory: Path) -> list[str]:
-    """Every file under ``directory``, hidden ones (temporary or part files) included."""
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
 
 
 COMMANDS = """
@@ -347,7 +285,7 @@ def test_torchrun_pipeline_evaluate_and_cams_equal_one_process(tmp_path: Path) -
     assert proc.stdout.count("wrote ") == 1
 
     # the pipeline on 2 processes = on 1
-    assert _files(two_root / "p") == _files(one_root / "p")
+    assert files_under(two_root / "p") == files_under(one_root / "p")
     got = json.loads((two_root / "p" / "comparison.json").read_text())
     _assert_close(got, want)
     _assert_close(got, json.loads((one_root / "p" / "comparison.json").read_text()))
@@ -359,9 +297,9 @@ def test_torchrun_pipeline_evaluate_and_cams_equal_one_process(tmp_path: Path) -
     metrics = Run(teacher_one).evaluate("best-loc", "test", device="cpu", save_maps=True,
                                         separability=True)
     Run(teacher_one).export_cams("best-cl", "test", device="cpu")
-    assert _files(teacher_two) == _files(teacher_one)
+    assert files_under(teacher_two) == files_under(teacher_one)
     assert {"metrics/best-loc-test-maps.npz", "cams/best-cl-test.npz", "cams/best-cl-test.json",
-            "cams/best-loc-train.npz"} <= set(_files(teacher_two))
+            "cams/best-loc-train.npz"} <= set(files_under(teacher_two))
     got = _without_run(teacher_two / "metrics" / "best-loc-test.json")
     assert got == {k: v for k, v in metrics.items() if k != "run"}
     separability = got["separability"]  # tiny images: J is undefined on most, skipped
@@ -375,35 +313,3 @@ def test_torchrun_pipeline_evaluate_and_cams_equal_one_process(tmp_path: Path) -
     assert len(json.loads((teacher_two / "cams/best-cl-test.json").read_text())["ids"]) == 5
     for name in ("metrics/best-loc-test-maps.npz", "cams/best-cl-test.npz"):
         _assert_same_npz(teacher_two / name, teacher_one / name)
-
-
-def _sharded_write_rank(rank: int, world: int, out: str, fail: bool) -> list[str]:
-    from histocam.cams.store import ShardedNpzWriter
-
-    # rank 0: one image ("z", last by name); rank 1: none; rank 2: three, odd shapes, a "/" id
-    mine = [[("z", (2, 3))], [], [("a/1", (3, 5)), ("b", (7, 11)), ("c", (1, 1))]][rank]
-    writer = ShardedNpzWriter(Path(out) / "maps.npz")
-    for image_id, shape in mine:
-        writer.add(image_id, np.arange(np.prod(shape), dtype=np.float16).reshape(shape))
-    if fail:
-        writer.abort()
-        return []
-    return writer.close()
-
-
-def test_sharded_npz_writer_merges_parts_in_rank_order(tmp_path: Path) -> None:
-    """3 ranks: one store in rank order, the ids returned on every rank, an empty rank
-    included; no part file left; aborted parts are removed."""
-    from histocam.cams.store import npz_key
-
-    for ids in run_ranks(_sharded_write_rank, str(tmp_path), False, world=3):
-        assert ids == ["z", "a/1", "b", "c"]
-    with np.load(tmp_path / "maps.npz") as data:
-        assert data.files == [npz_key(i) for i in ("z", "a/1", "b", "c")]
-        np.testing.assert_array_equal(data["z"], np.arange(6, dtype=np.float16).reshape(2, 3))
-        np.testing.assert_array_equal(data["b"], np.arange(77, dtype=np.float16).reshape(7, 11))
-        assert data[npz_key("a/1")].shape == (3, 5) and data["c"].shape == (1, 1)
-    assert _files(tmp_path) == ["maps.npz"]
-    (tmp_path / "maps.npz").unlink()
-    run_ranks(_sharded_write_rank, str(tmp_path), True, world=3)
-    assert _files(tmp_path) == []
