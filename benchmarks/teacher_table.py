@@ -19,13 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+from pixelcam_vs_teacher import mean_std  # the sibling script's formatter
 
 
 def metrics_of(run: Path, ckpt: str) -> dict:
