@@ -1,13 +1,15 @@
-"""PxAP of hand-made colour maps on GlaS: what a map that learnt nothing scores.
+"""PxAP of hand-made colour maps: what a map that learnt nothing scores.
 
 The all-ones map (``chance``, the foreground fraction) is the floor every PxAP table shows. A map
 that only knows that glands are darker than stroma is a second reference: a weakly supervised map
 below it has not learnt more than colour. Each map is computed from the RGB image alone, min–max
-normalised per image like a CAM, and scored with the protocol's PxAP on the same images and at the
-same size as the GlaS recipe (``benchmarks/configs/glas.yaml``: 448×448, split seed 0).
+normalised per image like a CAM, and scored with the protocol's PxAP on the held-out test and the
+valcl images, at the evaluation size of the configuration (the GlaS recipe,
+``benchmarks/configs/glas.yaml``: 448×448, split seed 0; ``colon.yaml``: 336×336).
 
 Usage:
-  python benchmarks/colour_baseline.py [--data ../shared/data/glas-train] [--split-seed 0] [--size 448]
+  python benchmarks/colour_baseline.py [--config benchmarks/configs/glas.yaml] [--set key=value ...]
+  python benchmarks/colour_baseline.py --config benchmarks/configs/colon.yaml
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import argparse
 
 import numpy as np
 import torch
-from PIL import Image
+import yaml
 from skimage.color import rgb2hed, rgb2hsv
 
-from histocam.data.glas import read_glas
+from histocam.data.config import DataConfig
+from histocam.data.open import open_source
+from histocam.data.transforms import resize_image, resize_mask
 from histocam.metrics import PxAP
+from histocam.train.config import apply_overrides
 
 MAPS = {
     "all ones (chance)": lambda rgb: np.ones(rgb.shape[:2]),
@@ -39,26 +44,32 @@ def min_max(values: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="../shared/data/glas-train")
-    parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--config", default="benchmarks/configs/glas.yaml",
+                        help="a run config: its data section is read")
+    parser.add_argument("--set", nargs="*", default=[], help="data overrides key=value")
     args = parser.parse_args()
-    layout = read_glas(args.data, seed=args.split_seed)
-    splits = [s for s in ("test", "valcl") if layout.splits.get(s)]
-    scores = {}
+    tree = yaml.safe_load(open(args.config))
+    config = DataConfig.model_validate(apply_overrides(tree, args.set)["data"])
+    size = config.eval_size
+    source = open_source(config)
+    splits = ("test", "valcl")
+    scores, counts = {}, {}
     for split in splits:
+        dataset = source.dataset(split)
+        counts[split] = len(dataset)
         meters = {name: PxAP() for name in MAPS}
-        for record in layout.splits[split]:
-            image = Image.open(record.image_path).convert("RGB")
-            rgb = np.asarray(image.resize((args.size, args.size), Image.BILINEAR)) / 255.0
-            mask = np.asarray(Image.open(record.mask_path).resize((args.size, args.size),
-                                                                  Image.NEAREST)) > 0
+        for k in range(len(dataset)):
+            sample = dataset[k]
+            # the evaluation transform's resizing: bilinear antialiased image, nearest mask
+            image = torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255.0
+            rgb = resize_image(image, size).permute(1, 2, 0).double().numpy()
+            mask = resize_mask(torch.from_numpy(sample.mask.astype(np.float32)), size)[None] > 0.5
             for name, make in MAPS.items():
                 cam = torch.from_numpy(min_max(make(rgb)).astype(np.float32))[None]
-                meters[name].update(cam, torch.from_numpy(mask)[None])
+                meters[name].update(cam, mask)
         scores[split] = {name: meter.compute() for name, meter in meters.items()}
-    counts = " / ".join(f"{s} {len(layout.splits[s])} images" for s in splits)
-    print(f"GlaS at {args.size}×{args.size}, split seed {args.split_seed}: {counts}\n")
+    where = " / ".join(f"{s} {counts[s]} images" for s in splits)
+    print(f"{config.dataset} at {size}×{size}, split seed {config.split_seed}: {where}\n")
     print("| map | " + " | ".join(f"{s} PxAP" for s in splits) + " |")
     print("|---|" + "---|" * len(splits))
     for name in MAPS:
