@@ -15,20 +15,22 @@ Usage:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 from skimage.color import rgb2hed, rgb2hsv
 
+from histocam.cams.normalize import minmax_normalize
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import resize_image, resize_mask
 from histocam.metrics import PxAP
+from histocam.metrics.pxap import chance_pxap
 from histocam.train.config import apply_overrides
 
 MAPS = {
-    "all ones (chance)": lambda rgb: np.ones(rgb.shape[:2]),
     "darkness (1 − mean RGB)": lambda rgb: 1.0 - rgb.mean(axis=2),
     "haematoxylin (HED deconvolution)": lambda rgb: rgb2hed(rgb)[..., 0],
     "eosin (HED deconvolution)": lambda rgb: rgb2hed(rgb)[..., 1],
@@ -37,18 +39,13 @@ MAPS = {
 }
 
 
-def min_max(values: np.ndarray) -> np.ndarray:
-    low, high = values.min(), values.max()
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="benchmarks/configs/glas.yaml",
                         help="a run config: its data section is read")
-    parser.add_argument("--set", nargs="*", default=[], help="data overrides key=value")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. data.split_seed=1")
     args = parser.parse_args()
-    tree = yaml.safe_load(open(args.config))
+    tree = yaml.safe_load(Path(args.config).read_text())
     config = DataConfig.model_validate(apply_overrides(tree, args.set)["data"])
     size = config.eval_size
     source = open_source(config)
@@ -65,14 +62,16 @@ def main() -> None:
             rgb = resize_image(image, size).permute(1, 2, 0).double().numpy()
             mask = resize_mask(torch.from_numpy(sample.mask.astype(np.float32)), size)[None] > 0.5
             for name, make in MAPS.items():
-                cam = torch.from_numpy(min_max(make(rgb)).astype(np.float32))[None]
-                meters[name].update(cam, mask)
-        scores[split] = {name: meter.compute() for name, meter in meters.items()}
+                cam = torch.from_numpy(make(rgb).astype(np.float32))[None]
+                meters[name].update(minmax_normalize(cam, relu=False), mask)
+        any_meter = next(iter(meters.values()))  # the same pixels in every meter
+        scores[split] = {"all ones (chance)": chance_pxap(any_meter.fg.numpy(), any_meter.bg.numpy()),
+                         **{name: meter.compute() for name, meter in meters.items()}}
     where = " / ".join(f"{s} {counts[s]} images" for s in splits)
     print(f"{config.dataset} at {size}×{size}, split seed {config.split_seed}: {where}\n")
     print("| map | " + " | ".join(f"{s} PxAP" for s in splits) + " |")
     print("|---|" + "---|" * len(splits))
-    for name in MAPS:
+    for name in scores[splits[0]]:
         print(f"| {name} | " + " | ".join(f"{scores[s][name]:.1f}" for s in splits) + " |")
 
 
