@@ -45,7 +45,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for method in args.methods:
         runs = [args.out_dir / f"{args.prefix}{method}-s{s}" for s in args.seeds]
-        runs = [r for r in runs if (r / "checkpoints" / "best-loc.pt").is_file()]
+        # a run copied without its checkpoints (trained on another machine) is read from its
+        # stored metrics
+        runs = [r for r in runs if (r / "checkpoints" / "best-loc.pt").is_file()
+                or (r / "metrics" / "best-loc-test.json").is_file()]
         if not runs:
             continue
         for ckpt, label in (("best-loc", "B-LOC"), ("best-cl", "B-CL")):
