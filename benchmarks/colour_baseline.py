@@ -25,7 +25,7 @@ from skimage.color import rgb2hed, rgb2hsv
 from histocam.cams.normalize import minmax_normalize
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
-from histocam.data.transforms import resize_image, resize_mask
+from histocam.data.transforms import JointTransform
 from histocam.metrics import PxAP
 from histocam.metrics.pxap import chance_pxap
 from histocam.train.config import apply_overrides
@@ -48,6 +48,7 @@ def main() -> None:
     tree = yaml.safe_load(Path(args.config).read_text())
     config = DataConfig.model_validate(apply_overrides(tree, args.set)["data"])
     size = config.eval_size
+    transform = JointTransform.from_config(config, train=False)  # the evaluation resizing
     source = open_source(config)
     splits = ("test", "valcl")
     scores, counts = {}, {}
@@ -56,14 +57,12 @@ def main() -> None:
         counts[split] = len(dataset)
         meters = {name: PxAP() for name in MAPS}
         for k in range(len(dataset)):
-            sample = dataset[k]
-            # the evaluation transform's resizing: bilinear antialiased image, nearest mask
-            image = torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255.0
-            rgb = resize_image(image, size).permute(1, 2, 0).double().numpy()
-            mask = resize_mask(torch.from_numpy(sample.mask.astype(np.float32)), size)[None] > 0.5
+            item = transform(dataset[k])
+            rgb = item["image"].permute(1, 2, 0).double().numpy()
+            mask, ignore = item["mask"][None] > 0.5, item["ignore"][None]
             for name, make in MAPS.items():
                 cam = torch.from_numpy(make(rgb).astype(np.float32))[None]
-                meters[name].update(minmax_normalize(cam, relu=False), mask)
+                meters[name].update(minmax_normalize(cam, relu=False), mask, ignore=ignore)
         any_meter = next(iter(meters.values()))  # the same pixels in every meter
         scores[split] = {"all ones (chance)": chance_pxap(any_meter.fg.numpy(), any_meter.bg.numpy()),
                          **{name: meter.compute() for name, meter in meters.items()}}
