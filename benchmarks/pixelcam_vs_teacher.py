@@ -48,6 +48,26 @@ def with_separability(results: dict) -> bool:
     return changed
 
 
+def stored_results(p: PipelineConfig) -> dict | None:
+    """A finished pipeline's results, if it ran with this configuration; None if it has not run.
+
+    A folder of the same name made with another student or teacher (e.g. before a config's default
+    changed) is refused rather than reported under the new settings."""
+    done = p.root / "comparison.json"
+    if not done.is_file():
+        return None
+    try:
+        stored = PipelineConfig.model_validate(yaml.safe_load((p.root / "pipeline.yaml").read_text()))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{p.root}: finished, but its pipeline.yaml cannot be read against the "
+                         f"current configuration ({str(exc).splitlines()[0]}); move it away or "
+                         "use another --tag") from None
+    if (stored.student, stored.teacher_run, stored.data) != (p.student, p.teacher_run, p.data):
+        raise SystemExit(f"{p.root}: finished with other settings than these (see its "
+                         "pipeline.yaml); move it away or use another --tag")
+    return json.loads(done.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", choices=["colon", "node", "glas"], default="colon")
@@ -71,7 +91,9 @@ def main() -> None:
                 f"teacher_run={out_dir / f'{teacher}-s{seed}'}", *args.set])
             p = PipelineConfig.model_validate(tree)
             done = p.root / "comparison.json"
-            results = json.loads(done.read_text()) if done.is_file() else run_pipeline(p)
+            results = stored_results(p)
+            if results is None:
+                results = run_pipeline(p)
             if "pixelcam" in results:  # stored before NEGEV shared the pipeline
                 results["student"] = results.pop("pixelcam")
                 results["student_method"] = "pixelcam"
