@@ -62,7 +62,8 @@ def stored_results(p: PipelineConfig) -> dict | None:
         raise SystemExit(f"{p.root}: finished, but its pipeline.yaml cannot be read against the "
                          f"current configuration ({str(exc).splitlines()[0]}); move it away or "
                          "use another --tag") from None
-    if (stored.student, stored.teacher_run, stored.data) != (p.student, p.teacher_run, p.data):
+    keys = ("student", "teacher", "teacher_run", "data", "backbone", "seed")
+    if any(getattr(stored, k) != getattr(p, k) for k in keys):
         raise SystemExit(f"{p.root}: finished with other settings than these (see its "
                          "pipeline.yaml); move it away or use another --tag")
     return json.loads(done.read_text())
