@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -264,3 +265,41 @@ def test_pipeline_never_trains_a_given_teacher_run(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="no best-loc/best-cl checkpoints"):
         run_pipeline(p, progress=False)
     assert not (p.root / "teacher-cam").exists()
+
+
+def test_uninformed_pixel_loss_is_ln2_per_seed_and_the_zero_heads_loss() -> None:
+    from histocam.methods.student import uninformed_pixel_loss
+
+    labels = torch.tensor([[[1, 0, IGNORE]], [[IGNORE, IGNORE, 1]]])  # 2 seeds, then 1
+    assert float(uninformed_pixel_loss(labels)) == pytest.approx(1.5 * math.log(2), abs=1e-6)
+    torch.manual_seed(0)
+    pix = create_method({"name": "pixelcam", "n": 3, "backbone": {"name": "test_resnet"}}, 2)
+    x = torch.randn(3, 3, 40, 56)
+    batch = {"label": torch.tensor([0, 1, 1]), "cam": torch.rand(3, 40, 56)}
+    _, parts = pix.loss(batch, pix(x))  # the zero-initialised head says ½ everywhere
+    assert parts["pixel"] == pytest.approx(parts["pixel_chance"], rel=1e-5)
+    assert 5 * math.log(2) <= parts["pixel_chance"] <= 6 * math.log(2) + 1e-6  # ≤ 2n, few clash
+
+
+def test_a_pixel_head_above_the_uninformed_loss_is_reported() -> None:
+    pix = create_method({"name": "pixelcam", "backbone": {"name": "test_resnet"}}, 2)
+    chance = 10 * math.log(2)
+    assert pix.training_warnings({"train_pixel": 1.09 * chance, "train_pixel_chance": chance}) == []
+    assert pix.training_warnings({"train_loss": 3.0}) == []  # a method without a pixel loss
+    (message,) = pix.training_warnings({"train_pixel": 1.3 * chance, "train_pixel_chance": chance})
+    assert "1.30×" in message and "head_lr_multiplier" in message
+
+
+def test_a_diverging_pixel_head_is_logged_once(tmp_path: Path, caplog) -> None:
+    from histocam.experiments.pixelcam import run_pipeline
+
+    diverging = {"epochs": 2, "batch_size": 4, "num_workers": 0, "head_lr_multiplier": 1e4}
+    p = _tiny_pipeline(tmp_path, student={"train": diverging})
+    with caplog.at_level("WARNING", logger="histocam"):
+        run_pipeline(p, progress=False)
+    with (p.root / "pixelcam-gradcampp" / "log.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["train_pixel"]]
+    assert len(rows) == 2 and all(float(r["train_pixel"]) > 1.1 * float(r["train_pixel_chance"])
+                                  for r in rows)
+    warned = [r.message for r in caplog.records if "pixel head's loss" in r.message]
+    assert len(warned) == 1 and "epoch 1" in warned[0]

@@ -163,6 +163,11 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
         loss, parts = self.loss(batch, output)
         return loss, parts, output
 
+    def training_warnings(self, stats: dict[str, float]) -> list[str]:
+        """What looks wrong in a training epoch's mean losses ``stats`` (``train_<part>``), in
+        words the trainer logs once per run; by default nothing."""
+        return []
+
     def on_epoch_end(self, epoch: int) -> None:
         """Called by the trainer after training epoch ``epoch`` (before its evaluation)."""
 

@@ -35,7 +35,12 @@ from histocam.methods.base import MethodOutput, foreground_probability
 from histocam.methods.decoder import DECODER_WIDTHS, UNetDecoder, input_size
 from histocam.methods.registry import register_method
 from histocam.methods.sampling import IGNORE
-from histocam.methods.student import SeededStudent, SeededStudentConfig, partial_cross_entropy
+from histocam.methods.student import (
+    SeededStudent,
+    SeededStudentConfig,
+    partial_cross_entropy,
+    uninformed_pixel_loss,
+)
 
 
 class NegevConfig(SeededStudentConfig):
@@ -114,7 +119,8 @@ class Negev(SeededStudent):
         seeds = partial_cross_entropy(logits, labels)
         full_negative = negative_evidence_loss(logits, negative, self.config.negative_term)
         loss = self.config.lam * seeds + full_negative
-        return loss, {"pixel": float(seeds.detach()), "negative": float(full_negative.detach())}
+        return loss, {"pixel": float(seeds.detach()), "pixel_chance": float(uninformed_pixel_loss(labels)),
+                      "negative": float(full_negative.detach())}
 
     def localize_with_logits(self, images, classes, upsample: bool = True):
         output = self(images)

@@ -15,6 +15,7 @@ A subclass says what the pixel head is (``build_head``) and which features it re
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -48,6 +49,18 @@ def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return per_pixel.flatten(1).sum(1).mean()
 
 
+def uninformed_pixel_loss(labels: torch.Tensor) -> torch.Tensor:
+    """The ``partial_cross_entropy`` of a head that says ½ at every pixel (as the zero-initialised
+    head does): ln 2 per seed, summed over each image's seeds, mean over images.
+
+    A pixel head that learns stays near or below it; one whose epoch loss stays clearly above it
+    does worse than saying nothing (``SeededStudent.training_warnings``)."""
+    return (labels != IGNORE).flatten(1).sum(1).float().mean() * math.log(2.0)
+
+
+DIVERGING_RATIO = 1.1  # pixel loss / uninformed loss above which the head is reported as diverging
+
+
 class SeededStudent(ComposedMethod):
     Config = SeededStudentConfig
     needs_cams = True
@@ -75,8 +88,29 @@ class SeededStudent(ComposedMethod):
         logits = output.extras["pixel_logits"].float()
         if self.config.loss_resolution == "full":
             logits = resize_maps(logits, tuple(batch["cam"].shape[-2:]))
-        pixel = partial_cross_entropy(logits, self.pseudo_labels(batch, tuple(logits.shape[-2:])))
-        return image + self.config.lam * pixel, {**parts, "pixel": float(pixel.detach())}
+        labels = self.pseudo_labels(batch, tuple(logits.shape[-2:]))
+        pixel = partial_cross_entropy(logits, labels)
+        return image + self.config.lam * pixel, {**parts, "pixel": float(pixel.detach()),
+                                                  "pixel_chance": float(uninformed_pixel_loss(labels))}
+
+    def training_warnings(self, stats: dict[str, float]) -> list[str]:
+        """Report a pixel head whose epoch loss on its seeds is above that of a head saying ½
+        everywhere by more than ``DIVERGING_RATIO``: it overshoots rather than learns.
+
+        On GlaS with EfficientNet-Lite0 (last-stage features of norm ≈ 51) the pixel head at lr 0.01
+        did exactly this, epoch after epoch, and lost to its teacher; at lr 1e-4 its loss stays just
+        below chance and it gains (benchmarks/RESULTS.md, session 10). On synthetic-node, whose
+        features have the same norm but whose teacher maps (hence seeds) are far better, 0.01
+        learns: the right rate is not a function of the feature scale alone, so the symptom is what
+        is checked."""
+        pixel, chance = stats.get("train_pixel"), stats.get("train_pixel_chance")
+        if pixel is None or not chance or pixel <= DIVERGING_RATIO * chance:
+            return []
+        return [f"the pixel head's loss on its seeds ({pixel:.3f} per image) is "
+                f"{pixel / chance:.2f}× that of a head saying ½ everywhere ({chance:.3f}): it is "
+                "not learning them but jumping between batches. Its learning rate (train.lr × "
+                "train.head_lr_multiplier) is most likely too large for these features and seeds; "
+                "try a 10–100× smaller train.head_lr_multiplier"]
 
     def localize_with_logits(self, images, classes, upsample: bool = True):
         output = self(images)

@@ -35,8 +35,9 @@ def training_curves(results: RunResults) -> str | None:
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.2))
     for key in losses:
         x, y = _column(log, key)
-        if len(x):
-            ax_loss.plot(x, y, marker=".", label=key.removeprefix("train_"))
+        if len(x):  # a part's reference level (e.g. pixel_chance: a head saying ½) is dashed
+            ax_loss.plot(x, y, marker=".", label=key.removeprefix("train_"),
+                         linestyle="--" if key.endswith("_chance") else "-")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_title("training loss (by part)", fontsize=9)
     for key, label in (("valcl_accuracy", "valcl accuracy (CL %)"), ("valpx_pxap", "valpx PxAP"),

@@ -122,6 +122,7 @@ class Trainer:
         self.run_dir = Path(config.run_dir)
         self.best = {"pxap": float("-inf"), "accuracy": float("-inf"), "loc_epoch": None,
                      "cl_epoch": None}
+        self.warned = False  # the method's training warnings are logged once per run
 
     # ------------------------------------------------------------------ public
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -133,6 +134,7 @@ class Trainer:
             for epoch in range(start, self.config.train.epochs + 1):
                 began = time.perf_counter()
                 train_stats = self._train_epoch(epoch, partial if epoch == start else None)
+                self._warn(epoch, train_stats)
                 self.method.on_epoch_end(epoch)
                 self.scheduler.step()
                 self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
@@ -241,6 +243,16 @@ class Trainer:
         stats = {f"train_{k}": v / max(n_seen, 1) for k, v in totals.items()}
         stats["train_accuracy"] = 100.0 * n_correct / max(n_seen, 1)
         return stats
+
+    def _warn(self, epoch: int, train_stats: dict[str, float]) -> None:
+        """Log what the method finds wrong with an epoch (``WSOLMethod.training_warnings``), at the
+        first epoch where it does; log.csv has every epoch's losses."""
+        messages = self.method.training_warnings(train_stats)
+        if messages and not self.warned and self.dist.is_main:
+            self.warned = True
+            for message in messages:
+                log.warning("%s, epoch %d: %s (logged once; log.csv has every epoch)",
+                            self.run_dir, epoch, message)
 
     def _train_step(self, batch: dict, params: list) -> tuple[int, int, dict[str, float]]:
         """One optimiser step (gradients averaged over the ranks): (samples, correct, losses)."""
