@@ -349,3 +349,20 @@ def test_report_user_errors(tmp_path) -> None:
     assert result.output.strip() == "error: --checkpoint 'both': expected best-loc or best-cl"
     result = CliRunner().invoke(app, ["stain-shift", str(tmp_path / "empty"), "--checkpoint", "x"])
     assert result.output.strip() == "error: --checkpoint 'x': expected best-loc, best-cl or both"
+
+
+def test_training_curves_draw_a_parts_reference_dashed_in_its_colour(monkeypatch) -> None:
+    import histocam.report.figures as figures
+    from histocam.report.load import RunResults
+
+    drawn = []
+    monkeypatch.setattr(figures, "figure_uri", lambda fig: drawn.append(fig) or "data:")
+    log = [{"epoch": str(e), "train_loss": "1.5", "train_pixel": f"{7.5 - 0.2 * e}",
+            "train_pixel_chance": "6.93", "valcl_accuracy": "90", "valpx_pxap": "50",
+            "selected": "B-LOC+B-CL" if e == 2 else ""} for e in (1, 2, 3)]
+    assert figures.training_curves(RunResults(run=None, config_text="", log=log)) == "data:"
+    lines = {line.get_label(): line for line in drawn[0].axes[0].get_lines()}
+    pixel, chance = lines["pixel"], lines["pixel_chance"]
+    assert chance.get_color() == pixel.get_color() != lines["loss"].get_color()
+    assert pixel.get_linestyle() == "-" and chance.get_linestyle() == "--"
+    assert list(chance.get_ydata()) == [6.93] * 3

@@ -33,11 +33,17 @@ def training_curves(results: RunResults) -> str | None:
     losses = [k for k in log[0] if k.startswith("train_") and k != "train_accuracy"]
     plt = pyplot()
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.2))
+    colours = {}
     for key in losses:
         x, y = _column(log, key)
-        if len(x):  # a part's reference level (e.g. pixel_chance: a head saying ½) is dashed
-            ax_loss.plot(x, y, marker=".", label=key.removeprefix("train_"),
-                         linestyle="--" if key.endswith("_chance") else "-")
+        part = key.removesuffix("_chance")
+        if not len(x):
+            continue
+        if part != key and part in colours:  # a part's reference (pixel_chance: a head saying ½)
+            ax_loss.plot(x, y, color=colours[part], linestyle=(0, (4, 2)), linewidth=1,
+                         label=key.removeprefix("train_"))
+        else:
+            colours[key] = ax_loss.plot(x, y, marker=".", label=key.removeprefix("train_"))[0].get_color()
     ax_loss.set_xlabel("epoch")
     ax_loss.set_title("training loss (by part)", fontsize=9)
     for key, label in (("valcl_accuracy", "valcl accuracy (CL %)"), ("valpx_pxap", "valpx PxAP"),
