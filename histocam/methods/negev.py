@@ -35,12 +35,7 @@ from histocam.methods.base import MethodOutput, foreground_probability
 from histocam.methods.decoder import DECODER_WIDTHS, UNetDecoder, input_size
 from histocam.methods.registry import register_method
 from histocam.methods.sampling import IGNORE
-from histocam.methods.student import (
-    SeededStudent,
-    SeededStudentConfig,
-    partial_cross_entropy,
-    uninformed_pixel_loss,
-)
+from histocam.methods.student import SeededStudent, SeededStudentConfig, seed_loss
 
 
 class NegevConfig(SeededStudentConfig):
@@ -116,11 +111,10 @@ class Negev(SeededStudent):
             negative = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
         labels = self.pseudo_labels({"cam": batch["cam"]}, tuple(logits.shape[-2:]))
         labels[negative.to(labels.device)] = IGNORE  # eq. 4: the two terms are exclusive
-        seeds = partial_cross_entropy(logits, labels)
+        seeds, parts = seed_loss(logits, labels)
         full_negative = negative_evidence_loss(logits, negative, self.config.negative_term)
         loss = self.config.lam * seeds + full_negative
-        return loss, {"pixel": float(seeds.detach()), "pixel_chance": float(uninformed_pixel_loss(labels)),
-                      "negative": float(full_negative.detach())}
+        return loss, {**parts, "negative": float(full_negative.detach())}
 
     def localize_with_logits(self, images, classes, upsample: bool = True):
         output = self(images)

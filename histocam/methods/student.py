@@ -58,6 +58,13 @@ def uninformed_pixel_loss(labels: torch.Tensor) -> torch.Tensor:
     return (labels != IGNORE).flatten(1).sum(1).float().mean() * math.log(2.0)
 
 
+def seed_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The seed term of every seeded student and its logged parts: ``pixel`` (the loss) and
+    ``pixel_chance`` (its ``uninformed_pixel_loss``, which ``training_warnings`` compares it with)."""
+    pixel = partial_cross_entropy(logits, labels)
+    return pixel, {"pixel": float(pixel.detach()), "pixel_chance": float(uninformed_pixel_loss(labels))}
+
+
 DIVERGING_RATIO = 1.1  # pixel loss / uninformed loss above which the head is reported as diverging
 
 
@@ -89,9 +96,8 @@ class SeededStudent(ComposedMethod):
         if self.config.loss_resolution == "full":
             logits = resize_maps(logits, tuple(batch["cam"].shape[-2:]))
         labels = self.pseudo_labels(batch, tuple(logits.shape[-2:]))
-        pixel = partial_cross_entropy(logits, labels)
-        return image + self.config.lam * pixel, {**parts, "pixel": float(pixel.detach()),
-                                                  "pixel_chance": float(uninformed_pixel_loss(labels))}
+        pixel, pixel_parts = seed_loss(logits, labels)
+        return image + self.config.lam * pixel, {**parts, **pixel_parts}
 
     def training_warnings(self, stats: dict[str, float]) -> list[str]:
         """Report a pixel head whose epoch loss on its seeds is above that of a head saying ½
