@@ -15,7 +15,7 @@ from histocam.methods import create_method
 from histocam.methods.decoder import UNetDecoder
 from histocam.methods.maxmin import log_barrier, pseudo_binarize, uncertainty_term
 from histocam.methods.negev import negative_evidence_loss
-from histocam.methods.sampling import IGNORE
+from histocam.methods.sampling import IGNORE, one_hot_seeds
 from histocam.methods.student import partial_cross_entropy
 from histocam.methods.supervised import mask_cross_entropy
 
@@ -80,7 +80,8 @@ def test_negev_terms_by_hand() -> None:
     labels[1, 0, 0], labels[1, 1, 1] = 1, 0  # image 1: one FG and one BG seed
     # the partial CE counts only the two seeds of image 1, averaged over the two images
     expected = (_ce(0, 3, 1) + math.log(2)) / 2
-    assert float(partial_cross_entropy(logits, labels)) == pytest.approx(expected, rel=1e-6)
+    assert float(partial_cross_entropy(logits, one_hot_seeds(labels))) == pytest.approx(expected,
+                                                                                        rel=1e-6)
     # the negative term: every pixel background, only for the negative image (image 1)
     negative = torch.tensor([False, True])
     per_pixel = [_ce(0, 3, 0)] + [math.log(2)] * 3

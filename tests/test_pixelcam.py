@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from histocam.methods import create_method
-from histocam.methods.sampling import IGNORE, otsu_threshold, sample_pseudo_labels
+from histocam.methods.sampling import (
+    IGNORE,
+    expected_seeds,
+    one_hot_seeds,
+    otsu_threshold,
+    sample_pseudo_labels,
+)
 
 
 def test_pb_sampler_counts_without_replacement() -> None:
@@ -86,6 +92,70 @@ def test_fully_negative_images_get_background_only() -> None:
     everything = sample_pseudo_labels(cams, 4, "pb", negative=negative,
                                       negative_all_background=True)
     assert bool((everything[0] == 0).all())
+
+
+@pytest.mark.parametrize("sampler", ["pb", "th"])
+def test_expected_seeds_are_the_frequencies_of_the_drawn_ones(sampler: str) -> None:
+    """``expected_seeds`` against 3000 draws of ``sample_pseudo_labels`` on 7×11 maps (n = 1 and
+    2; exact at n = 1, within sampling error at n = 2), and per image about n seeds per region."""
+    g = torch.Generator().manual_seed(0)
+    cams = torch.rand(3, 7, 11, generator=g)
+    for n in (1, 2):
+        counts = torch.zeros(3, 2, 7, 11)
+        for _ in range(3000):
+            counts += one_hot_seeds(sample_pseudo_labels(cams, n, sampler, generator=g))
+        expected = expected_seeds(cams, n, sampler)
+        assert expected.shape == (3, 2, 7, 11)
+        assert float((counts / 3000 - expected).abs().max()) < 0.03, (sampler, n)
+        per_region = expected.sum((2, 3))
+        assert bool(((per_region > 0.95 * n) & (per_region <= n)).all()), per_region
+
+
+def test_expected_seeds_by_hand() -> None:
+    # a 1×4 map, n = 1: π_fg = w / Σw = (0, ⅙, ⅓, ½), π_bg = (1 − w) / Σ(1 − w) = (½, ⅓, ⅙, 0)
+    cams = torch.tensor([[[0.0, 1 / 3, 2 / 3, 1.0]]])
+    seeds = expected_seeds(cams, 1, "pb")[0, :, 0]
+    fg, bg = torch.tensor([0, 1 / 6, 1 / 3, 1 / 2]), torch.tensor([1 / 2, 1 / 3, 1 / 6, 0])
+    assert torch.allclose(seeds[1], fg * (1 - bg)) and torch.allclose(seeds[0], bg * (1 - fg))
+    # a region with at most n pixels is drawn whole: three foreground pixels, n = 4
+    binary = torch.tensor([[[0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]])
+    seeds = expected_seeds(binary, 4, "pb")[0, :, 0]
+    assert seeds[1].tolist() == [0, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert torch.allclose(seeds[0], torch.tensor([2 / 3, 0, 0, 0, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3]))
+    # static draws nothing at random: its expected seeds are its labels
+    cams = torch.arange(12.0).view(1, 3, 4) / 11
+    assert torch.equal(expected_seeds(cams, 2, "static"),
+                       one_hot_seeds(sample_pseudo_labels(cams, 2, "static")))
+
+
+def test_expected_seeds_of_fully_negative_images() -> None:
+    cams = torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(3))
+    negative = torch.tensor([True, False])
+    seeds = expected_seeds(cams, 4, "pb", negative=negative)
+    assert float(seeds[0, 1].abs().sum()) == 0.0
+    assert torch.allclose(seeds[0, 0], torch.full((6, 6), 4 / 36))
+    everything = expected_seeds(cams, 4, "pb", negative=negative, negative_all_background=True)
+    assert bool((everything[0, 0] == 1).all()) and torch.equal(everything[1], seeds[1])
+
+
+def test_the_expected_seed_loss_is_the_mean_of_the_drawn_ones() -> None:
+    """PixelCAM with ``seeds: expected`` on a fixed output: its pixel loss equals the average over
+    many steps of the drawn seeds' loss (n = 1: the inclusion probabilities are exact)."""
+    torch.manual_seed(0)
+    cfg = {"name": "pixelcam", "n": 1, "loss_resolution": "low", "backbone": {"name": "test_resnet"}}
+    drawn = create_method(cfg, 2)
+    expected = create_method({**cfg, "seeds": "expected"}, 2)
+    torch.nn.init.normal_(drawn.head.weight, std=0.05)
+    expected.load_state_dict(drawn.state_dict())
+    x = torch.randn(3, 3, 40, 72)
+    with torch.no_grad():
+        out = drawn(x)
+        h, w = out.extras["pixel_logits"].shape[-2:]
+        batch = {"label": torch.tensor([0, 1, 1]), "cam": torch.rand(3, h, w)}
+        exact, parts = expected.loss(batch, out)
+        losses = torch.tensor([drawn.loss(batch, out)[1]["pixel"] for _ in range(4000)])
+    assert parts["pixel"] == pytest.approx(float(losses.mean()), abs=4 * float(losses.std()) / 63)
+    assert parts["pixel"] != pytest.approx(float(losses[0]), rel=1e-3)  # drawn ones do vary
 
 
 def test_linear_head_adds_exactly_two_times_d_plus_one_parameters() -> None:
@@ -220,8 +290,15 @@ def test_pixel_loss_is_the_sum_over_seeds_averaged_over_images() -> None:
     logits[0, 1, 0, 0] = math.log(3.0)  # p(fg) = 3/4 at image 0, pixel 0
     labels = torch.tensor([[[1, 0, IGNORE]], [[IGNORE, IGNORE, 1]]])
     expected = (-math.log(0.75) - math.log(0.5) - math.log(0.5)) / 2  # image 0: 2 seeds, 1: one
-    assert float(partial_cross_entropy(logits, labels)) == pytest.approx(expected, abs=1e-6)
-    assert float(partial_cross_entropy(logits, torch.full_like(labels, IGNORE))) == 0.0
+    assert float(partial_cross_entropy(logits, one_hot_seeds(labels))) == pytest.approx(expected,
+                                                                                        abs=1e-6)
+    unlabelled = one_hot_seeds(torch.full_like(labels, IGNORE))
+    assert float(partial_cross_entropy(logits, unlabelled)) == 0.0
+    # weights: ¼ of a background seed and ½ of a foreground one at image 0, pixel 0
+    soft = torch.zeros(2, 2, 1, 3)
+    soft[0, 0, 0, 0], soft[0, 1, 0, 0] = 0.25, 0.5
+    assert float(partial_cross_entropy(logits, soft)) == pytest.approx(
+        (-0.25 * math.log(0.25) - 0.5 * math.log(0.75)) / 2, abs=1e-6)
 
 
 def test_dataset_identity_ignores_how_the_path_is_spelled(tmp_path: Path, monkeypatch) -> None:
@@ -271,7 +348,8 @@ def test_uninformed_pixel_loss_is_ln2_per_seed_and_the_zero_heads_loss() -> None
     from histocam.methods.student import uninformed_pixel_loss
 
     labels = torch.tensor([[[1, 0, IGNORE]], [[IGNORE, IGNORE, 1]]])  # 2 seeds, then 1
-    assert float(uninformed_pixel_loss(labels)) == pytest.approx(1.5 * math.log(2), abs=1e-6)
+    assert float(uninformed_pixel_loss(one_hot_seeds(labels))) == pytest.approx(1.5 * math.log(2),
+                                                                                abs=1e-6)
     torch.manual_seed(0)
     pix = create_method({"name": "pixelcam", "n": 3, "backbone": {"name": "test_resnet"}}, 2)
     x = torch.randn(3, 3, 40, 56)

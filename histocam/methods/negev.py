@@ -34,7 +34,6 @@ from histocam.data.transforms import resize_maps
 from histocam.methods.base import MethodOutput, foreground_probability
 from histocam.methods.decoder import DECODER_WIDTHS, UNetDecoder, input_size
 from histocam.methods.registry import register_method
-from histocam.methods.sampling import IGNORE
 from histocam.methods.student import SeededStudent, SeededStudentConfig, seed_loss
 
 
@@ -109,11 +108,11 @@ class Negev(SeededStudent):
         negative = batch.get("negative")
         if negative is None or self.config.negative_term == "none":
             negative = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-        labels = self.pseudo_labels({"cam": batch["cam"]}, tuple(logits.shape[-2:]))
-        labels[negative.to(labels.device)] = IGNORE  # eq. 4: the two terms are exclusive
-        seeds, parts = seed_loss(logits, labels)
+        seeds = self.seeds({"cam": batch["cam"]}, tuple(logits.shape[-2:]))
+        seeds[negative.to(seeds.device)] = 0.0  # eq. 4: the two terms are exclusive
+        seed_term, parts = seed_loss(logits, seeds)
         full_negative = negative_evidence_loss(logits, negative, self.config.negative_term)
-        loss = self.config.lam * seeds + full_negative
+        loss = self.config.lam * seed_term + full_negative
         return loss, {**parts, "negative": float(full_negative.detach())}
 
     def localize_with_logits(self, images, classes, upsample: bool = True):

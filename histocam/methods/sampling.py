@@ -11,6 +11,10 @@ Each sampler turns B×H×W teacher maps in [0, 1] into B×H×W pseudo labels: 1 
 Fully negative images (``negative`` mask, e.g. CAMELYON16 normal patches) get background seeds only:
 n uniform ones, or every pixel with ``negative_all_background``. Every image draws its own n seeds
 per region (fewer only where its region has fewer pixels).
+
+The seed loss reads seeds as B×2×H×W weights (channel 0 background, 1 foreground): the one-hot of
+drawn labels (``one_hot_seeds``), or each pixel's probability of being drawn (``expected_seeds``),
+which gives the drawn seeds' loss in expectation without their sampling noise.
 """
 
 from __future__ import annotations
@@ -99,3 +103,47 @@ def sample_pseudo_labels(cams: torch.Tensor, n: int, sampler: Sampler = "pb", *,
     if negative is not None and negative_all_background:
         labels[negative] = 0
     return labels.view(b, h, w)
+
+
+def one_hot_seeds(labels: torch.Tensor) -> torch.Tensor:
+    """B×H×W labels in {IGNORE, 0, 1} -> B×2×H×W seed weights: 1 in the seed's class, 0 elsewhere."""
+    classes = torch.arange(2, device=labels.device).view(1, 2, 1, 1)
+    return (labels.unsqueeze(1) == classes).float()
+
+
+def _inclusion(weights: torch.Tensor, n: int) -> torch.Tensor:
+    """Probability that each entry of a row is among n drawn ∝ ``weights`` without replacement,
+    approximated by min(1, n·w / Σw): exact for n = 1, and as n / (pixels of the region) -> 0
+    (PixelCAM's 5 seeds in a 224² map); a region with at most n pixels is drawn whole (1)."""
+    positive = (weights > 0).sum(1, keepdim=True)
+    share = n * weights / weights.sum(1, keepdim=True).clamp_min(1e-30)
+    return torch.where(positive <= n, (weights > 0).float(), share.clamp(max=1.0))
+
+
+def expected_seeds(cams: torch.Tensor, n: int, sampler: Sampler = "pb", *,
+                   negative: torch.Tensor | None = None,
+                   negative_all_background: bool = False) -> torch.Tensor:
+    """B×2×H×W: the probability that ``sample_pseudo_labels`` (same arguments) labels each pixel
+    background (channel 0) or foreground (1). The two regions are drawn independently and a pixel
+    drawn in both is ignored, so P(fg) = π_fg (1 − π_bg) and P(bg) = π_bg (1 − π_fg), with π the
+    inclusion probability of each draw (``_inclusion``). ``static`` draws nothing at random: its
+    seeds are its labels."""
+    b, h, w = cams.shape
+    if sampler == "static":
+        return one_hot_seeds(sample_pseudo_labels(cams, n, "static", negative=negative,
+                                                  negative_all_background=negative_all_background))
+    flat = cams.reshape(b, -1).float().clamp(0, 1)
+    if sampler == "pb":
+        fg_w, bg_w = flat, 1.0 - flat
+    elif sampler == "th":
+        inside = flat >= otsu_threshold(cams)[:, None]
+        fg_w, bg_w = inside.float(), (~inside).float()
+    else:
+        raise ValueError(f"unknown sampler {sampler!r} (pb, th or static)")
+    fg, bg = _inclusion(fg_w, n), _inclusion(bg_w, n)
+    if negative is not None:
+        negative = negative.to(cams.device).bool()
+        fg[negative] = 0.0
+        bg[negative] = 1.0 if negative_all_background else _inclusion(torch.ones_like(flat[negative]), n)
+    seeds = torch.stack([bg * (1 - fg), fg * (1 - bg)], dim=1)
+    return seeds.view(b, 2, h, w)

@@ -6,7 +6,9 @@ the teacher's stored maps: loss = image loss of the classifier + λ · Σ_{p ∈
 (PixelCAM eq. 3): the sum over an image's seeds, averaged over the batch's images, as the image loss
 is. The trainer supplies the stored map of each image as ``batch["cam"]`` (``needs_cams``) and, for
 datasets with a fully negative class (``DataConfig.negative_class``), ``batch["negative"]``; the
-seeds are redrawn at every step (``histocam.methods.sampling``). The map is the softmax foreground
+seeds are redrawn at every step (``histocam.methods.sampling``), or with ``seeds: expected`` every
+pixel is weighted by its probability of being drawn (our option: the same loss in expectation, without
+the sampling noise; benchmarks/RESULTS.md, session 12). The map is the softmax foreground
 probability of the pixel head, bilinear to the input, without min–max.
 
 A subclass says what the pixel head is (``build_head``) and which features it reads
@@ -25,7 +27,7 @@ from pydantic import Field
 from histocam.data.transforms import resize_maps
 from histocam.methods.base import foreground_probability
 from histocam.methods.composed import ComposedConfig, ComposedMethod
-from histocam.methods.sampling import IGNORE, sample_pseudo_labels
+from histocam.methods.sampling import expected_seeds, one_hot_seeds, sample_pseudo_labels
 
 
 class SeededStudentConfig(ComposedConfig):
@@ -38,31 +40,37 @@ class SeededStudentConfig(ComposedConfig):
     negative_all_background: bool = Field(
         False, description="images of the fully negative class: every pixel a background seed "
         "(else n uniform background seeds)")
+    seeds: Literal["drawn", "expected"] = Field(
+        "drawn", description="drawn: n seeds per region redrawn at every step (the papers); "
+        "expected: every pixel weighted by its probability of being drawn, the same loss in "
+        "expectation without the sampling noise")
 
 
-def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Σ over the labelled pixels of each image of H(y', softmax(logits)), mean over images.
+def partial_cross_entropy(logits: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """Σ over each image's pixels of −Σ_c seeds_c · log softmax_c(logits), mean over images.
 
-    ``logits`` B×2×H×W, ``labels`` B×H×W in {IGNORE, 0, 1}. Zero (with a graph) without seeds.
+    ``logits`` B×2×H×W; ``seeds`` B×2×H×W weights (``histocam.methods.sampling``): with one-hot
+    drawn seeds this is eq. 3's Σ_{p ∈ C⁺ ∪ C⁻} H(y'_p, f(F_p)), the unlabelled pixels counting 0;
+    with expected seeds, its expectation over the draw. Zero (with a graph) without seeds.
     """
-    per_pixel = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
+    per_pixel = -(seeds * F.log_softmax(logits, dim=1)).sum(1)
     return per_pixel.flatten(1).sum(1).mean()
 
 
-def uninformed_pixel_loss(labels: torch.Tensor) -> torch.Tensor:
+def uninformed_pixel_loss(seeds: torch.Tensor) -> torch.Tensor:
     """The ``partial_cross_entropy`` of a head that says ½ at every pixel (as the zero-initialised
     head does): ln 2 per seed, summed over each image's seeds, mean over images.
 
     A pixel head that learns stays near or below it; one whose epoch loss stays clearly above it
     does worse than saying nothing (``SeededStudent.training_warnings``)."""
-    return (labels != IGNORE).flatten(1).sum(1).float().mean() * math.log(2.0)
+    return seeds.flatten(1).sum(1).mean() * math.log(2.0)
 
 
-def seed_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def seed_loss(logits: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """The seed term of every seeded student and its logged parts: ``pixel`` (the loss) and
     ``pixel_chance`` (its ``uninformed_pixel_loss``, which ``training_warnings`` compares it with)."""
-    pixel = partial_cross_entropy(logits, labels)
-    return pixel, {"pixel": float(pixel.detach()), "pixel_chance": float(uninformed_pixel_loss(labels))}
+    pixel = partial_cross_entropy(logits, seeds)
+    return pixel, {"pixel": float(pixel.detach()), "pixel_chance": float(uninformed_pixel_loss(seeds))}
 
 
 DIVERGING_RATIO = 1.1  # pixel loss / uninformed loss above which the head is reported as diverging
@@ -82,10 +90,21 @@ class SeededStudent(ComposedMethod):
         return out
 
     def pseudo_labels(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
+        """B×H×W seeds drawn from the batch's teacher maps (``sample_pseudo_labels``)."""
         cams = resize_maps(batch["cam"].float(), size)
         c = self.config
         return sample_pseudo_labels(cams, c.n, c.sampler, negative=batch.get("negative"),
                                     negative_all_background=c.negative_all_background)
+
+    def seeds(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
+        """B×2×H×W seed weights of this step: the drawn ``pseudo_labels`` one-hot, or with
+        ``seeds: expected`` every pixel's probability of being drawn (``expected_seeds``)."""
+        c = self.config
+        if c.seeds == "drawn":
+            return one_hot_seeds(self.pseudo_labels(batch, size))
+        return expected_seeds(resize_maps(batch["cam"].float(), size), c.n, c.sampler,
+                              negative=batch.get("negative"),
+                              negative_all_background=c.negative_all_background)
 
     def loss(self, batch, output):
         if "cam" not in batch:
@@ -95,8 +114,7 @@ class SeededStudent(ComposedMethod):
         logits = output.extras["pixel_logits"].float()
         if self.config.loss_resolution == "full":
             logits = resize_maps(logits, tuple(batch["cam"].shape[-2:]))
-        labels = self.pseudo_labels(batch, tuple(logits.shape[-2:]))
-        pixel, pixel_parts = seed_loss(logits, labels)
+        pixel, pixel_parts = seed_loss(logits, self.seeds(batch, tuple(logits.shape[-2:])))
         return image + self.config.lam * pixel, {**parts, **pixel_parts}
 
     def training_warnings(self, stats: dict[str, float]) -> list[str]:
