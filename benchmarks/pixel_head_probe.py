@@ -8,7 +8,8 @@ an L2 penalty) in two ways:
   of image i is a foreground seed with probability ∝ C_i(p) and a background seed ∝ 1 − C_i(p), so
   the expected loss is Σ_i Σ_p [C_i(p)/Σ_q C_i(q) · H(1, f(F_p)) + (1 − C_i(p))/Σ_q (1 − C_i(q)) ·
   H(0, f(F_p))], with C the teacher's stored B-LOC training map averaged onto the feature grid. This
-  is the head the stochastic training aims at, with no sampling noise and no drift of the encoder.
+  is the head the stochastic training aims at, with no sampling noise and no drift of the encoder
+  (PixelCAM itself trains on this expectation with ``method.seeds: expected``).
 - **oracle** — the same loss with the true masks in place of C: how far a linear head on these
   features can go at all.
 Both maps are scored on the held-out test part with the protocol's PxAP (the head's probability,
