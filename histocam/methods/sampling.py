@@ -67,6 +67,18 @@ def otsu_threshold(maps: torch.Tensor, bins: int = 256) -> torch.Tensor:
     return (t.float() + 1) / (bins - 1)  # foreground: level above the split
 
 
+def _region_weights(cams: torch.Tensor, flat: torch.Tensor,
+                    sampler: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """B×(H·W) weights that the foreground and background seeds of a random sampler are drawn ∝:
+    the map and 1 − map (``pb``), or the inside and outside of its Otsu region (``th``)."""
+    if sampler == "pb":
+        return flat, 1.0 - flat
+    if sampler == "th":
+        inside = flat >= otsu_threshold(cams)[:, None]
+        return inside.float(), (~inside).float()
+    raise ValueError(f"unknown sampler {sampler!r} (pb, th or static)")
+
+
 def sample_pseudo_labels(cams: torch.Tensor, n: int, sampler: Sampler = "pb", *,
                          negative: torch.Tensor | None = None,
                          negative_all_background: bool = False,
@@ -74,17 +86,11 @@ def sample_pseudo_labels(cams: torch.Tensor, n: int, sampler: Sampler = "pb", *,
     """B×H×W pseudo labels in {IGNORE, 0, 1} from teacher maps ``cams`` (B×H×W in [0, 1])."""
     b, h, w = cams.shape
     flat = cams.reshape(b, -1).float().clamp(0, 1)
-    if sampler == "pb":
-        fg_w, bg_w = flat, 1.0 - flat
-    elif sampler == "th":
-        inside = flat >= otsu_threshold(cams)[:, None]
-        fg_w, bg_w = inside.float(), (~inside).float()
-    elif sampler == "static":
+    if sampler == "static":
         order = flat.argsort(dim=1, descending=True)
         fg_idx, bg_idx = order[:, :n], order[:, -n:] if n else order[:, :0]
     else:
-        raise ValueError(f"unknown sampler {sampler!r} (pb, th or static)")
-    if sampler != "static":
+        fg_w, bg_w = _region_weights(cams, flat, sampler)
         fg_idx = _draw(fg_w, n, generator)
         bg_idx = _draw(bg_w, n, generator)
     if negative is not None:
@@ -133,13 +139,7 @@ def expected_seeds(cams: torch.Tensor, n: int, sampler: Sampler = "pb", *,
         return one_hot_seeds(sample_pseudo_labels(cams, n, "static", negative=negative,
                                                   negative_all_background=negative_all_background))
     flat = cams.reshape(b, -1).float().clamp(0, 1)
-    if sampler == "pb":
-        fg_w, bg_w = flat, 1.0 - flat
-    elif sampler == "th":
-        inside = flat >= otsu_threshold(cams)[:, None]
-        fg_w, bg_w = inside.float(), (~inside).float()
-    else:
-        raise ValueError(f"unknown sampler {sampler!r} (pb, th or static)")
+    fg_w, bg_w = _region_weights(cams, flat, sampler)
     fg, bg = _inclusion(fg_w, n), _inclusion(bg_w, n)
     if negative is not None:
         negative = negative.to(cams.device).bool()
