@@ -11,7 +11,7 @@ map | PixelCAM map). EfficientNet-Lite0 with the ImageNet weights that ``pip`` i
 teacher at B-LOC (CL 50%) and PixelCAM stayed at chance (RESULTS, "histocam demo").
 synthetic-node is the embedded domain where weakly supervised maps carry signal at CPU budgets
 (synthetic-colon's are at chance, see RESULTS), so it is the one that shows honestly what PixelCAM
-adds. About nine minutes on two CPU cores.
+adds. Five to eleven minutes on two CPU cores, depending on the CPU (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
