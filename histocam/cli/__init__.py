@@ -63,7 +63,7 @@ def methods(family: str | None = typer.Option(None, help="only this family")) ->
         cls = METHODS.get(name)
         params = []
         for key, field in cls.Config.model_fields.items():
-            if key in ("name", "backbone"):
+            if key in ("name", "backbone", "map_tta"):  # common to every method
                 continue
             default = field.get_default(call_default_factory=True)
             params.append(f"{key}={default.name if isinstance(default, MethodConfig) else default}")

@@ -121,7 +121,7 @@ class ACoL(WSOLMethod):
         ce_b = image_loss(output.extras["logits_b"], batch["label"], self.config.image_loss)
         return ce_a + ce_b, {"ce": float(ce_a.detach()), "ce_b": float(ce_b.detach())}
 
-    def localize_with_logits(self, images: torch.Tensor, classes: torch.Tensor,
+    def localize_view(self, images: torch.Tensor, classes: torch.Tensor,
                              upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         erase = classes if self.config.eval_erase == "given" else None
         output = self(images, erase_classes=erase)

@@ -12,6 +12,9 @@ Extension points (docs/ARCHITECTURE.md), each with a default that does nothing s
 - ``on_epoch_end(epoch)``: after each training epoch (schedules, barriers);
 - ``needs_cams``: the trainer adds the stored teacher map of every image as ``batch["cam"]``;
 - ``load_initial_state(state)``: the weights the run layer starts a method from (a teacher's);
+- ``localize_view(images, classes)``: one view's map (``localize_with_logits`` averages it over
+  ``config.map_tta``'s test-time views); ``probability_maps``: whether those maps are
+  probabilities (averaged as they are) rather than min–max normalised maps;
 - ``self.encoder.stage_modules()`` / ``self.encoder.vit_blocks(x)``: intermediate encoder stages
   (forward hooks for ADL/ACoL/SPG) and ViT block tokens with their attention (TS-CAM/SAT);
 - ``ComposedMethod`` (``methods/composed.py``): a method built around a registered classifier
@@ -31,6 +34,7 @@ from torch import nn
 
 from histocam.cams.normalize import minmax_normalize
 from histocam.cams.normalize import upsample as upsample_maps
+from histocam.cams.views import VIEWS, from_view, to_view
 from histocam.data.config import StrictModel
 from histocam.models.backbones import BackboneConfig, Encoder, create_encoder
 
@@ -40,6 +44,11 @@ class MethodConfig(StrictModel):
 
     name: str
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    map_tta: Literal["none", "flips", "d8"] = Field(
+        "none", description="test-time views the map is averaged over (histocam.cams.views): "
+        "none; flips (the image, its two mirror images, its 180° rotation); d8 (its 8 rotations "
+        "and mirror images). Each view's map is turned back into the image's frame; the logits "
+        "are the unaugmented image's")
 
     def for_inference(self) -> MethodConfig:
         """This config without external weight sources (the checkpoint provides the weights)."""
@@ -95,6 +104,9 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
 
     Config: ClassVar[type[MethodConfig]] = ClassifierConfig
     relu_maps: ClassVar[bool] = False
+    # maps that are foreground probabilities (PixelCAM, NEGEV, U-Net) are averaged over test-time
+    # views as they are; min–max normalised maps are normalised again after averaging
+    probability_maps: ClassVar[bool] = False
     needs_cams: ClassVar[bool] = False
     # a frozen image classifier (NEGEV): B-CL carries no information, the trainer's B-CL is B-LOC
     classifier_frozen: ClassVar[bool] = False
@@ -141,8 +153,27 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
 
     def localize_with_logits(self, images: torch.Tensor, classes: torch.Tensor,
                              upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits B×K, maps in [0, 1]) from one forward pass: B×H×W at input resolution, or the
-        normalised low-resolution maps (before upsampling) with ``upsample=False``."""
+        """(logits B×K, maps in [0, 1]): B×H×W at input resolution, or the normalised
+        low-resolution maps (before upsampling) with ``upsample=False``.
+
+        With ``config.map_tta`` the map is the mean of ``localize_view`` over the test-time views
+        (``histocam.cams.views``), each turned back into the image's frame, min–max normalised
+        again unless the maps are probabilities; the logits are always the unaugmented image's."""
+        views = VIEWS[self.config.map_tta]
+        logits, maps = self.localize_view(images, classes, upsample)
+        if len(views) == 1:
+            return logits, maps
+        total = maps.float()
+        for view in views[1:]:
+            total = total + from_view(
+                self.localize_view(to_view(images, view), classes, upsample)[1].float(), view)
+        mean = total / len(views)
+        return logits, (mean if self.probability_maps else minmax_normalize(mean, relu=False))
+
+    def localize_view(self, images: torch.Tensor, classes: torch.Tensor,
+                      upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """One view's (logits, maps) from one forward pass, as ``localize_with_logits`` returns
+        them; methods with another kind of map override this, never ``localize_with_logits``."""
         output = self(images)
         low = minmax_normalize(self.class_maps(output, classes).float(), self.relu_maps)
         return output.logits, (upsample_maps(low, tuple(images.shape[-2:])) if upsample else low)

@@ -35,12 +35,16 @@ class ComposedConfig(MethodConfig):
                              "class does not come from a head on the encoder's features)")
         if config.backbone != BackboneConfig():  # the composed method's backbone is the one used
             raise ValueError("set the backbone as method.backbone, not method.classifier.backbone")
+        if config.map_tta != "none":  # the composed method makes the map
+            raise ValueError("set the test-time views as method.map_tta, not "
+                             "method.classifier.map_tta")
         return config
 
     @field_serializer("classifier")
     def _classifier_without_backbone(self, value: MethodConfig, info) -> dict:
-        """Saved configs show the classifier without a backbone: the method's is the one used."""
-        return value.model_dump(mode=info.mode, exclude={"backbone"})
+        """Saved configs show the classifier without a backbone or test-time views: the method's
+        are the ones used."""
+        return value.model_dump(mode=info.mode, exclude={"backbone", "map_tta"})
 
 
 def _default_classifier() -> MethodConfig:

@@ -106,6 +106,10 @@ class MaxMin(WSOLMethod):
         # the log-barrier t: a buffer, so that checkpoints (and resume) keep its schedule
         self.register_buffer("barrier_t", torch.tensor(float(config.t_start)))
 
+    @property
+    def probability_maps(self) -> bool:  # M⁺ itself with ``map_normalization: none``
+        return self.config.map_normalization == "none"
+
     def build_head(self, channels, num_classes):
         m = self.config.modalities
         return nn.ModuleDict({"dropout": nn.Dropout(self.config.dropout),
@@ -168,7 +172,7 @@ class MaxMin(WSOLMethod):
         c = self.config
         self.barrier_t.fill_(min(float(self.barrier_t) * c.t_growth, c.t_max))
 
-    def localize_with_logits(self, images, classes, upsample: bool = True):
+    def localize_view(self, images, classes, upsample: bool = True):
         """M⁺ (class-agnostic, Algorithm 1) and C's logits on X⁺; the map min–max normalised per
         the protocol unless ``map_normalization: none`` (module docstring)."""
         local, mask, logits_fg = self._steps(images)

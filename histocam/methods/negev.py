@@ -115,7 +115,7 @@ class Negev(SeededStudent):
         loss = self.config.lam * seed_term + full_negative
         return loss, {**parts, "negative": float(full_negative.detach())}
 
-    def localize_with_logits(self, images, classes, upsample: bool = True):
+    def localize_view(self, images, classes, upsample: bool = True):
         output = self(images)
         return output.logits, foreground_probability(output.extras["pixel_logits"], None)
 

@@ -79,6 +79,7 @@ DIVERGING_RATIO = 1.1  # pixel loss / uninformed loss above which the head is re
 class SeededStudent(ComposedMethod):
     Config = SeededStudentConfig
     needs_cams = True
+    probability_maps = True
 
     def pixel_features(self, features: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         """What the pixel head reads: the encoder's last stage."""
@@ -136,7 +137,7 @@ class SeededStudent(ComposedMethod):
                 "train.head_lr_multiplier) is most likely too large for these features and seeds; "
                 "try a 10–100× smaller train.head_lr_multiplier"]
 
-    def localize_with_logits(self, images, classes, upsample: bool = True):
+    def localize_view(self, images, classes, upsample: bool = True):
         output = self(images)
         size = tuple(images.shape[-2:]) if upsample else None
         return output.logits, foreground_probability(output.extras["pixel_logits"], size)

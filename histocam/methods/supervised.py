@@ -38,6 +38,8 @@ def mask_cross_entropy(pixel_logits: torch.Tensor, batch: dict) -> torch.Tensor:
                  "supervised map should approach.",
                  map="foreground probability")
 class Supervised(WSOLMethod):
+    probability_maps = True
+
     def build_head(self, channels: int, num_classes: int) -> nn.Module:
         return nn.ModuleDict({"classifier": nn.Linear(channels, num_classes),
                               "pixels": nn.Conv2d(channels, 2, kernel_size=1)})
@@ -52,7 +54,7 @@ class Supervised(WSOLMethod):
         pixel = mask_cross_entropy(output.extras["pixel_logits"], batch)
         return ce + pixel, {"ce": float(ce.detach()), "pixel": float(pixel.detach())}
 
-    def localize_with_logits(self, images, classes, upsample: bool = True):
+    def localize_view(self, images, classes, upsample: bool = True):
         output = self(images)
         size = tuple(images.shape[-2:]) if upsample else None
         return output.logits, foreground_probability(output.extras["pixel_logits"], size)

@@ -82,7 +82,7 @@ class TopDownMethod(ComposedMethod):
         out = self(x.requires_grad_(True))  # graph to the stages even with a frozen encoder
         return out.logits, [out.features[i] for i in indices]
 
-    def localize_with_logits(self, images, classes, upsample: bool = True):
+    def localize_view(self, images, classes, upsample: bool = True):
         engine = self.engine(self, forward_fn=self._forward_for_cam,
                              chunk_size=self.config.chunk_size, **self.engine_kwargs())
         return engine.compute(images, classes, upsample=upsample)

@@ -36,6 +36,7 @@ class UNetConfig(ClassifierConfig):
                  map="foreground probability")
 class UNet(WSOLMethod):
     Config = UNetConfig
+    probability_maps = True
 
     def __init__(self, config, num_classes, *, encoder=None) -> None:
         super().__init__(config, num_classes, encoder=encoder)
@@ -67,7 +68,7 @@ class UNet(WSOLMethod):
         pixel = mask_cross_entropy(output.extras["pixel_logits"], batch)
         return ce + pixel, {"ce": float(ce.detach()), "pixel": float(pixel.detach())}
 
-    def localize_with_logits(self, images, classes, upsample: bool = True):
+    def localize_view(self, images, classes, upsample: bool = True):
         output = self(images)
         return output.logits, foreground_probability(output.extras["pixel_logits"], None)
 
