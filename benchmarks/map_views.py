@@ -27,11 +27,9 @@ from histocam.runs.evaluate import per_class
 from histocam.train.evaluate import evaluate_split
 
 
-def scores(run: Run, checkpoint: str, views: str, split: str) -> tuple[float, float, str]:
-    """(PxAP, chance, per-class mean image AP / mean FG %) of ``split`` with ``views``."""
-    method, class_names = run.method(checkpoint, "cpu")
-    method.config = method.config.model_copy(update={"map_tta": views})
-    source = open_source(run.config.data)
+def scores(method, source, run: Run, class_names: list[str], split: str
+           ) -> tuple[float, float, str]:
+    """(PxAP, chance, per-class mean image AP / mean FG %) of ``split`` with ``method``'s views."""
     result = evaluate_split(method, source.dataset(split), run.config.data, torch.device("cpu"),
                             batch_size=run.config.train.eval_batch_size, tau=0.5)
     hist = result.histogram
@@ -54,10 +52,13 @@ def main() -> None:
     means: dict[tuple[str, str], list[float]] = {}
     for path in args.runs:
         run = Run(path).require_trained()
+        method, class_names = run.method(args.checkpoint, "cpu")
+        source = open_source(run.config.data)
         for views in args.views:
+            method.config = method.config.model_copy(update={"map_tta": views})
             cells = []
             for split in args.splits:
-                pxap, chance, classes = scores(run, args.checkpoint, views, split)
+                pxap, chance, classes = scores(method, source, run, class_names, split)
                 means.setdefault((views, split), []).append(pxap)
                 cells += [f"{pxap:.1f} ({chance:.1f})", classes]
             print(f"| {path.name} | {views} | " + " | ".join(cells) + " |", flush=True)

@@ -122,7 +122,7 @@ class ACoL(WSOLMethod):
         return ce_a + ce_b, {"ce": float(ce_a.detach()), "ce_b": float(ce_b.detach())}
 
     def localize_view(self, images: torch.Tensor, classes: torch.Tensor,
-                             upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                      upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         erase = classes if self.config.eval_erase == "given" else None
         output = self(images, erase_classes=erase)
         low = minmax_normalize(self.class_maps(output, classes).float(), relu=False)
