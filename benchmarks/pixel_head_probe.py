@@ -14,11 +14,15 @@ an L2 penalty) in two ways:
   features can go at all.
 Both maps are scored on the held-out test part with the protocol's PxAP (the head's probability,
 bilinear to the evaluation size, without min–max, like PixelCAM's map), next to the teacher's own
-B-LOC map and the chance level.
+B-LOC map and the chance level. A teacher with ``method.map_tta`` (``flips``, ``d8``) is scored with
+its views, and so is the head: its map is the mean over the same views of the head's map of each
+view's features, turned back into the image's frame (``histocam.cams.views``), as a PixelCAM student
+with the same ``map_tta`` would make it; ``--views`` scores both with another set of views instead
+(the seeds stay the stored maps'). The head is fitted on the images' own features.
 
 Usage:
   python benchmarks/pixel_head_probe.py runs/exp/glas/cam-s0 runs/exp/glas/cam-s1 ...
-  [--l2 0.1 0.01]
+  [--l2 0.1 0.01] [--views d8]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from histocam.cams.store import load_cams, store_paths
+from histocam.cams.views import VIEWS, from_view, to_view
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform, resize_maps
 from histocam.metrics import PxAP
@@ -38,10 +43,13 @@ from histocam.runs import Run
 from histocam.train.loader import make_loader
 
 
-def features_and_masks(run: Run, split: str):
-    """(features N×d×h×w from B-CL, test maps of B-LOC or None, masks, ignore, ids) of ``split``."""
+def features_and_masks(run: Run, split: str, views: str = "none"):
+    """(features V×N×d×h×w from B-CL, one per view, test maps of B-LOC or None, masks, ignore, ids)
+    of ``split``."""
     classifier, _ = run.method("best-cl")
     teacher, _ = run.method("best-loc") if split == "test" else (None, None)
+    if teacher is not None:
+        teacher.config = teacher.config.model_copy(update={"map_tta": views})
     data = run.config.data
     dataset = open_source(data).dataset(split)
     loader = make_loader(dataset, JointTransform.from_config(data, train=False), 8, shuffle=False,
@@ -49,14 +57,15 @@ def features_and_masks(run: Run, split: str):
     feats, maps, masks, ignore, ids = [], [], [], [], []
     with torch.no_grad():  # top-down maps re-enable gradients where they need them
         for batch in loader:
-            feats.append(classifier(batch["image"]).features[-1])
+            feats.append(torch.stack([classifier(to_view(batch["image"], v)).features[-1]
+                                      for v in VIEWS[views]]))
             if teacher is not None:
                 _, m = teacher.localize_with_logits(batch["image"], batch["label"])
                 maps.append(m.detach())
             masks.append(batch["mask"].bool())
             ignore.append(batch["ignore"].bool())
             ids += list(batch["id"])
-    return (torch.cat(feats), torch.cat(maps) if maps else None, torch.cat(masks),
+    return (torch.cat(feats, 1), torch.cat(maps) if maps else None, torch.cat(masks),
             torch.cat(ignore), ids)
 
 
@@ -92,9 +101,11 @@ def fit_head(x: torch.Tensor, w_fg: torch.Tensor, w_bg: torch.Tensor, l2: float)
     return w.detach(), b.detach()
 
 
-def probe(run: Run, l2s: list[float]) -> dict[str, float]:
-    f_tr, _, m_tr, _, ids_tr = features_and_masks(run, "train")
-    f_te, teacher_te, m_te, ig_te, _ = features_and_masks(run, "test")
+def probe(run: Run, l2s: list[float], views: str | None = None) -> dict[str, float]:
+    views = views or run.config.method.map_tta
+    (f_tr,), _, m_tr, _, ids_tr = features_and_masks(run, "train")
+    f_te, teacher_te, m_te, ig_te, _ = features_and_masks(run, "test", views)
+    views = VIEWS[views]
     grid = tuple(f_tr.shape[-2:])
     npz, _ = store_paths(run.dir, "best-loc", "train")
     if not npz.is_file():
@@ -105,16 +116,18 @@ def probe(run: Run, l2s: list[float]) -> dict[str, float]:
     truth = F.adaptive_avg_pool2d(m_tr[:, None].float(), grid)[:, 0].flatten(1).double()
     d = f_tr.shape[1]
     x_tr = f_tr.permute(0, 2, 3, 1).reshape(-1, d).double()
-    x_te = f_te.permute(0, 2, 3, 1).reshape(-1, d).double()
+    x_te = f_te.permute(0, 1, 3, 4, 2).reshape(len(views), -1, d).double()
     mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
-    row = {"chance": pxap(torch.ones_like(teacher_te), m_te, ig_te),
+    n_test, grid_te = f_te.shape[1], tuple(f_te.shape[-2:])
+    row = {"views": len(views), "chance": pxap(torch.ones_like(teacher_te), m_te, ig_te),
            "teacher": pxap(teacher_te, m_te, ig_te)}
     for name, target in (("pb", cells), ("oracle", truth)):
         w_fg, w_bg = (t.reshape(-1) for t in region_weights(target))
         for l2 in l2s:
             w, b = fit_head(x_tr, w_fg, w_bg, l2)
-            head = torch.sigmoid(x_te @ w + b).float().reshape(len(f_te), *grid)
+            head = torch.stack([from_view(torch.sigmoid(x @ w + b).float().reshape(n_test, *grid_te), v)
+                                for x, v in zip(x_te, views)]).mean(0)
             row[f"{name} l2={l2:g}"] = pxap(head, m_te, ig_te)
     return row
 
@@ -123,11 +136,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+", help="trained teacher runs with stored B-LOC train maps")
     parser.add_argument("--l2", nargs="+", type=float, default=[0.1, 0.01])
+    parser.add_argument("--views", choices=list(VIEWS), default=None,
+                        help="score the teacher and the head with these views (default: the run's "
+                        "method.map_tta)")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = {}
     for path in args.runs:
-        rows[path] = probe(Run(path), args.l2)
+        rows[path] = probe(Run(path), args.l2, args.views)
         print(path, {k: round(v, 1) for k, v in rows[path].items()}, flush=True)
     columns = list(next(iter(rows.values())))
     print("\nTest PxAP of a converged linear pixel head on the frozen teacher encoder "
@@ -135,14 +151,16 @@ def main() -> None:
     print("| run | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for path, row in rows.items():
-        print(f"| {path} | " + " | ".join(f"{row[c]:.1f}" for c in columns) + " |")
+        print(f"| {path} | " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
+                                          for c in columns) + " |")
     groups = defaultdict(list)  # mean ± std over the seeds of one teacher (…-s0, -s1, …)
     for path, row in rows.items():
         groups[Run(path).config.method.name].append(row)
     for method, group in groups.items():
         if len(group) > 1:
             cells = [f"{statistics.mean(r[c] for r in group):.1f} ± "
-                     f"{statistics.stdev(r[c] for r in group):.1f}" for c in columns]
+                     f"{statistics.stdev(r[c] for r in group):.1f}"
+                     if isinstance(group[0][c], float) else str(group[0][c]) for c in columns]
             print(f"| **{method}** ({len(group)} runs) | " + " | ".join(cells) + " |")
 
 
