@@ -102,10 +102,10 @@ def fit_head(x: torch.Tensor, w_fg: torch.Tensor, w_bg: torch.Tensor, l2: float)
 
 
 def probe(run: Run, l2s: list[float], views: str | None = None) -> dict[str, float]:
-    views = views or run.config.method.map_tta
+    views_name = views or run.config.method.map_tta  # the teacher's own views by default
     (f_tr,), _, m_tr, _, ids_tr = features_and_masks(run, "train")
-    f_te, teacher_te, m_te, ig_te, _ = features_and_masks(run, "test", views)
-    views = VIEWS[views]
+    f_te, teacher_te, m_te, ig_te, _ = features_and_masks(run, "test", views_name)
+    views = VIEWS[views_name]
     grid = tuple(f_tr.shape[-2:])
     npz, _ = store_paths(run.dir, "best-loc", "train")
     if not npz.is_file():
