@@ -17,26 +17,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
 import yaml
-from skimage.color import rgb2hed, rgb2hsv
 
-from histocam.cams.normalize import minmax_normalize
+from histocam.cams.colour import COLOUR_MAPS, colour_map_pxap
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
-from histocam.data.transforms import JointTransform
-from histocam.metrics import PxAP
-from histocam.metrics.pxap import chance_pxap
 from histocam.train.config import apply_overrides
 
-MAPS = {
-    "darkness (1 − mean RGB)": lambda rgb: 1.0 - rgb.mean(axis=2),
-    "haematoxylin (HED deconvolution)": lambda rgb: rgb2hed(rgb)[..., 0],
-    "eosin (HED deconvolution)": lambda rgb: rgb2hed(rgb)[..., 1],
-    "saturation (HSV)": lambda rgb: rgb2hsv(rgb)[..., 1],
-    "brightness (mean RGB)": lambda rgb: rgb.mean(axis=2),
-}
+LABELS = {"darkness": "darkness (1 − mean RGB)", "haematoxylin": "haematoxylin (HED deconvolution)",
+          "eosin": "eosin (HED deconvolution)", "saturation": "saturation (HSV)",
+          "brightness": "brightness (mean RGB)"}
 
 
 def main() -> None:
@@ -47,31 +37,17 @@ def main() -> None:
     args = parser.parse_args()
     tree = yaml.safe_load(Path(args.config).read_text())
     config = DataConfig.model_validate(apply_overrides(tree, args.set)["data"])
-    size = config.eval_size
-    transform = JointTransform.from_config(config, train=False)  # the evaluation resizing
     source = open_source(config)
     splits = ("test", "valcl")
-    scores, counts = {}, {}
-    for split in splits:
-        dataset = source.dataset(split)
-        counts[split] = len(dataset)
-        meters = {name: PxAP() for name in MAPS}
-        for k in range(len(dataset)):
-            item = transform(dataset[k])
-            rgb = item["image"].permute(1, 2, 0).double().numpy()
-            mask, ignore = item["mask"][None] > 0.5, item["ignore"][None]
-            for name, make in MAPS.items():
-                cam = torch.from_numpy(make(rgb).astype(np.float32))[None]
-                meters[name].update(minmax_normalize(cam, relu=False), mask, ignore=ignore)
-        any_meter = next(iter(meters.values()))  # the same pixels in every meter
-        scores[split] = {"all ones (chance)": chance_pxap(any_meter.fg.numpy(), any_meter.bg.numpy()),
-                         **{name: meter.compute() for name, meter in meters.items()}}
-    where = " / ".join(f"{s} {counts[s]} images" for s in splits)
+    scores = {s: colour_map_pxap(source.dataset(s), config, list(COLOUR_MAPS)) for s in splits}
+    where = " / ".join(f"{s} {len(source.dataset(s))} images" for s in splits)
+    size = config.eval_size
     print(f"{config.dataset} at {size}×{size}, split seed {config.split_seed}: {where}\n")
     print("| map | " + " | ".join(f"{s} PxAP" for s in splits) + " |")
     print("|---|" + "---|" * len(splits))
     for name in scores[splits[0]]:
-        print(f"| {name} | " + " | ".join(f"{scores[s][name]:.1f}" for s in splits) + " |")
+        label = "all ones (chance)" if name == "chance" else LABELS[name]
+        print(f"| {label} | " + " | ".join(f"{scores[s][name]:.1f}" for s in splits) + " |")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def test_grade_csv_line_endings(tmp_path: Path) -> None:
     for sep in ("\r", "\n", "\r\n"):
         path = tmp_path / "Grade.csv"
         path.write_text(sep.join(rows))
-        assert read_grades(path) == {"train_1": 1, "train_2": 0}
+        assert read_grades(path) == {"train_1": (1, "1"), "train_2": (0, "2")}
 
 
 def test_glas_unknown_grade_names_file_and_line(glas_dir: Path) -> None:

@@ -237,6 +237,37 @@ def pipeline_pixelcam(
         typer.echo(f"\nrun directory: {p.root}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def crossval(
+    ctx: typer.Context,
+    config: Path = typer.Option(..., "--config", "-c", help="a run config (one method) or a "
+                                "pipeline config (teacher -> student)"),
+    folds: int = typer.Option(3, min=2, help="patient-disjoint folds (data.folds)"),
+    seeds: str = typer.Option("0,1,2", help="comma-separated training seeds"),
+    teacher_runs: Path | None = typer.Option(
+        None, help="pipeline configs: a crossval folder of teacher runs (its fold<f>-s<seed> runs "
+        "are the teachers, as teacher_run)"),
+) -> None:
+    """Cross-validate a config over patient-disjoint folds × seeds: mean ± std over folds, with
+    chance and the colour floor beside every PxAP (KEY=VALUE overrides as for train). Finished
+    runs are reused and unfinished ones resumed."""
+    from histocam.experiments.crossval import crossval_table, run_crossval
+    from histocam.train.config import load_config_tree
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seed_list:
+        raise ValueError("--seeds: give at least one seed")
+    tree = load_config_tree(config, list(ctx.args))
+    summary = run_crossval(tree, folds, seed_list, teacher_runs, say=typer.echo)
+    typer.echo(crossval_table(summary))
+    typer.echo(f"\nwritten: {Path(tree.get('out_dir', 'runs')) / tree.get('name', 'crossval')}"
+               "/crossval.{json,md}")
+
+
 @app.command("score-maps")
 @user_errors
 def score_maps(

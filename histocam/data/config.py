@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SYNTHETIC_DATASETS = {"synthetic-colon": "colon", "synthetic-node": "node"}
 
 #: Keys that only datasets drawing their own splits read (GlaS release, CSV without a split column).
-SPLIT_KEYS = ("split_seed", "valcl_fraction", "test_fraction", "valpx_per_class")
+SPLIT_KEYS = ("split_seed", "valcl_fraction", "test_fraction", "valpx_per_class", "folds", "fold")
 
 #: What to do instead of setting each file-dataset key, for the synthetic datasets.
 _SYNTHETIC_INSTEAD = {
@@ -21,6 +21,9 @@ _SYNTHETIC_INSTEAD = {
     "valcl_fraction": "set data.synthetic.n_valcl instead (valcl has its own images)",
     "test_fraction": "set data.synthetic.n_test instead (test has its own images)",
     "valpx_per_class": "set data.synthetic.valpx_per_class instead",
+    "folds": "remove it: every synthetic split is drawn independently (there are no patients to "
+             "keep apart); cross-validation folds are for datasets read from files",
+    "fold": "remove it: cross-validation folds are for datasets read from files",
 }
 _SYNTHETIC_CLASSES = {"synthetic-colon": "benign, malignant", "synthetic-node": "normal, tumor"}
 
@@ -65,6 +68,10 @@ class DataConfig(StrictModel):
     valcl_fraction: float | None = Field(None, ge=0, lt=1, description="default: per format")
     test_fraction: float = Field(0.2, ge=0, lt=1, description="used only without a test split")
     valpx_per_class: int | None = Field(None, ge=1, description="B-LOC set size per class")
+    folds: int | None = Field(None, ge=2, description="group-disjoint cross-validation: cut the "
+                              "pool into this many folds by patient (GlaS: Grade.csv's patient ID; "
+                              "CSV: the group column); test = fold `fold`, valcl = other patients")
+    fold: int | None = Field(None, ge=0, description="which fold is the test split (0..folds-1)")
     resize: int = Field(256, ge=8, description="train: resize to this square size, then crop")
     crop: int = Field(224, ge=8, description="train crop size")
     eval_size: int = Field(224, ge=8, description="evaluation resize (no crop)")
@@ -111,6 +118,12 @@ class DataConfig(StrictModel):
         """
         changed = self.changed_keys()
         problems = []
+        if (self.folds is None) != (self.fold is None):
+            problems.append("data.folds and data.fold go together: set both (fold in "
+                            "0..folds-1) for cross-validation, or neither")
+        elif self.folds is not None and self.fold >= self.folds:
+            problems.append(f"data.fold {self.fold} is not one of the {self.folds} folds "
+                            f"(0..{self.folds - 1})")
         if self.is_synthetic:
             for key, instead in _SYNTHETIC_INSTEAD.items():
                 if key in changed:

@@ -1,10 +1,11 @@
-"""A CSV manifest for users' own data: ``image,label[,mask][,split]`` with a header row.
+"""A CSV manifest for users' own data: ``image,label[,mask][,split][,group]`` with a header row.
 
 Paths are relative to the CSV's folder. ``label`` is a class name or an integer index; the class
 encoding comes from ``classes`` (a list of names, index = position), or a ``classes.txt`` beside the
 CSV (one name per line). ``mask`` is a mask path, empty for an unannotated image, or the word
 ``background`` for an annotated image without foreground. Without a ``split`` column the splits are
-drawn by seed (stratified; valpx from valcl).
+drawn by seed (stratified; valpx from valcl). ``group`` names the patient (or slide) of each image:
+cross-validation folds (``data.folds``) never put one group in two splits.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def read_csv_manifest(
     valcl_fraction: float = 0.2,
     test_fraction: float = 0.2,
     valpx_per_class: int = 3,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> Layout:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -64,9 +67,9 @@ def read_csv_manifest(
         header = [h.strip() for h in reader.fieldnames or []]
         missing = {"image", "label"} - set(header)
         if missing:
-            raise DataError(csv_path, f"header must contain image,label[,mask][,split]; "
+            raise DataError(csv_path, f"header must contain image,label[,mask][,split][,group]; "
                             f"missing {sorted(missing)} in {header}")
-        unknown = set(header) - {"image", "label", "mask", "split"}
+        unknown = set(header) - {"image", "label", "mask", "split", "group"}
         if unknown:
             raise DataError(csv_path, f"unknown columns {sorted(unknown)}")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
@@ -91,6 +94,7 @@ def read_csv_manifest(
             id=image_rel, image_path=base / image_rel,
             label=_encode(row["label"], class_names, where),
             mask_path=mask_path, has_mask=mask_cell != "", source=where,
+            group=row.get("group") or None,
         ))
     if class_names is None:
         top = max((r.label for recs in records.values() for r in recs), default=0)
@@ -105,7 +109,7 @@ def read_csv_manifest(
         layout = layout_from_pool(
             name, class_names, pool, [], seed=seed, valcl_fraction=valcl_fraction,
             test_fraction=test_fraction, valpx_per_class=valpx_per_class,
-            notes=[f"{len(pool)} images from {csv_path}"],
+            notes=[f"{len(pool)} images from {csv_path}"], folds=folds, fold=fold,
         )
         layout.unused["root"] = no_root
         return layout

@@ -24,7 +24,8 @@ class Record:
     """Where one sample lives. ``mask_path`` None with ``has_mask`` True = all-background mask.
 
     ``ignore_path``: optional mask of pixels left out of the localisation metrics (the third field
-    of WSOL ``localization.txt``); foreground pixels are never ignored.
+    of WSOL ``localization.txt``); foreground pixels are never ignored. ``group``: the patient (or
+    slide) the image comes from, when known; cross-validation folds never split a group.
     """
 
     id: str
@@ -35,6 +36,7 @@ class Record:
     expected_wh: tuple[int, int] | None = None  # from image_sizes.txt, checked by `data check`
     source: str | None = None  # the list/CSV file that named this record, for messages
     ignore_path: Path | None = None
+    group: str | None = None
 
 
 class FileDataset:
@@ -149,26 +151,58 @@ def layout_from_pool(
     test_fraction: float,
     valpx_per_class: int,
     notes: list[str],
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> Layout:
-    """Build the four splits from a labelled pool (and an optional fixed test set) by seed."""
-    from histocam.data.splits import make_splits
+    """Build the four splits from a labelled pool (and an optional fixed test set) by seed.
 
+    With ``folds`` the pool is cut into group-disjoint cross-validation folds
+    (``splits.make_fold_splits``): fold ``fold`` is the test split and the fixed test set, if any,
+    is not used.
+    """
+    from histocam.data.splits import make_fold_splits, make_splits
+
+    ids, labels, has_mask = [r.id for r in pool], [r.label for r in pool], [r.has_mask for r in pool]
+    unused = {}
+    if folds is not None:
+        grouped = all(r.group is not None for r in pool)
+        if not grouped and any(r.group is not None for r in pool):
+            missing = next(r for r in pool if r.group is None)
+            raise DataError(missing.source or missing.image_path,
+                            f"data.folds: image {missing.id} has no group (patient) while others "
+                            "have one; give every image its group, or none")
+        groups = [r.group if grouped else r.id for r in pool]
+        try:
+            parts = make_fold_splits(ids, labels, has_mask, groups, folds=folds, fold=fold,
+                                     seed=seed, valcl_fraction=valcl_fraction,
+                                     valpx_per_class=valpx_per_class)
+        except ValueError as exc:
+            raise DataError(pool[0].source if pool else None, f"data.folds: {exc}") from exc
+        splits = {s: [pool[i] for i in idx] for s, idx in parts.items()}
+        kind = (f"{len(set(groups))} patients" if grouped else
+                f"{len(pool)} images (no patient is known: folds are cut by image)")
+        notes.append(f"cross-validation fold {fold} of {folds} over {kind}, drawn with seed {seed}: "
+                     f"test = {len(splits['test'])} images of "
+                     f"{len({r.group or r.id for r in splits['test']})} patients; valcl = "
+                     f"{len(splits['valcl'])} images of other patients ({valcl_fraction:.0%} of the "
+                     f"rest), valpx {valpx_per_class} per class from valcl")
+        if test:
+            notes.append(f"the dataset's own {len(test)} test images are not used in "
+                         "cross-validation (remove data.folds to test on them)")
+        unused["test_fraction"] = "with data.folds the test split is a fold"
+        return Layout(name, class_names, splits, notes, unused)
     carve_test = test_fraction if not test else 0.0
     if not test and test_fraction > 0:
         notes.append(
             f"no test images: a stratified {test_fraction:.0%} of the pool is held out as test"
         )
-    parts = make_splits(
-        [r.id for r in pool], [r.label for r in pool], [r.has_mask for r in pool],
-        seed=seed, valcl_fraction=valcl_fraction, test_fraction=carve_test,
-        valpx_per_class=valpx_per_class,
-    )
+    parts = make_splits(ids, labels, has_mask, seed=seed, valcl_fraction=valcl_fraction,
+                        test_fraction=carve_test, valpx_per_class=valpx_per_class)
     splits = {s: [pool[i] for i in idx] for s, idx in parts.items()}
     if test:
         splits["test"] = test
     notes.append(f"splits drawn with seed {seed} (valcl {valcl_fraction:.0%}, "
                  f"valpx {valpx_per_class} per class from valcl)")
-    unused = {}
     if test:
         unused["test_fraction"] = (f"the dataset's own {len(test)} test images form the test split; "
                                    "test_fraction is used only without test images")

@@ -32,13 +32,14 @@ def find_release(root: str | Path) -> Path:
     raise DataError(root, f"not a GlaS release: no Grade.csv here or in {RELEASE_FOLDER!r}/")
 
 
-def read_grades(grade_csv: Path) -> dict[str, int]:
-    """Parse ``Grade.csv`` (CR, LF or CRLF line endings) into {image name: class index}."""
+def read_grades(grade_csv: Path) -> dict[str, tuple[int, str]]:
+    """Parse ``Grade.csv`` (CR, LF or CRLF line endings) into {image name: (class index, patient
+    ID)}."""
     text = grade_csv.read_bytes().decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n"))))
     if not rows or rows[0][0].strip().lower() != "name":
         raise DataError(grade_csv, "expected a header row starting with 'name'")
-    grades: dict[str, int] = {}
+    grades: dict[str, tuple[int, str]] = {}
     for line_no, row in enumerate(rows[1:], start=2):
         if not row or not row[0].strip():
             continue
@@ -48,7 +49,7 @@ def read_grades(grade_csv: Path) -> dict[str, int]:
         if grade not in GLAS_CLASSES:
             raise DataError(grade_csv, f"line {line_no}: unknown grade {row[2].strip()!r} "
                             f"(expected one of {GLAS_CLASSES})")
-        grades[row[0].strip()] = GLAS_CLASSES.index(grade)
+        grades[row[0].strip()] = GLAS_CLASSES.index(grade), row[1].strip()
     return grades
 
 
@@ -59,18 +60,24 @@ def read_glas(
     valcl_fraction: float = 18 / 85,
     test_fraction: float = 0.2,
     valpx_per_class: int = 3,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> Layout:
-    """Read the official GlaS layout. ``test_fraction`` applies only if no test images exist."""
+    """Read the official GlaS layout. ``test_fraction`` applies only if no test images exist.
+
+    With ``folds`` the train images are cut into patient-disjoint cross-validation folds
+    (``layout_from_pool``): the patient of each image is Grade.csv's second column."""
     release = find_release(root)
     grade_csv = release / "Grade.csv"
     grades = read_grades(grade_csv)
     pool: list[Record] = []
     test: list[Record] = []
-    for name, label in sorted(grades.items()):
+    for name, (label, patient) in sorted(grades.items()):
         image = release / f"{name}.bmp"
         if not image.exists():
             continue  # Grade.csv lists all 165 images; partial copies are common
-        rec = Record(name, image, label, release / f"{name}_anno.bmp", True, source=str(grade_csv))
+        rec = Record(name, image, label, release / f"{name}_anno.bmp", True, source=str(grade_csv),
+                     group=f"patient {patient}")
         (test if name.startswith("test") else pool).append(rec)
     if not pool:
         raise DataError(release, "no train_*.bmp image listed in Grade.csv exists in this folder")
@@ -78,6 +85,7 @@ def read_glas(
     layout = layout_from_pool(
         "glas", GLAS_CLASSES, pool, test, seed=seed, valcl_fraction=valcl_fraction,
         test_fraction=test_fraction, valpx_per_class=valpx_per_class, notes=notes,
+        folds=folds, fold=fold,
     )
     layout.unused["classes"] = (f"GlaS's encoding is fixed by Grade.csv: "
                                 f"{', '.join(f'{n} {i}' for i, n in enumerate(GLAS_CLASSES))}")

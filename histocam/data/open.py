@@ -87,6 +87,8 @@ def _split_kwargs(config: DataConfig, valcl: float, valpx: int) -> dict[str, Any
         valcl_fraction=config.valcl_fraction if config.valcl_fraction is not None else valcl,
         test_fraction=config.test_fraction,
         valpx_per_class=config.valpx_per_class or valpx,
+        folds=config.folds,
+        fold=config.fold,
     )
 
 

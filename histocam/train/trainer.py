@@ -302,6 +302,14 @@ class Trainer:
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                                **train_stats, "valcl_accuracy": accuracy,
                                "valpx_pxap": pxap if pxap is not None else "", "seconds": seconds}
+        for key, split, wanted in (("valcl_pxap", "valcl", t.log_valcl_pxap),
+                                   ("test_pxap_trace", "test", t.trace_test_pxap)):
+            if wanted:  # logged for later study; never read by the selection below
+                traced = evaluate_split(self.method, self.source.dataset(split), self.config.data,
+                                        self.device, batch_size=t.eval_batch_size,
+                                        num_workers=t.num_workers, on_bad_sample=t.on_bad_sample,
+                                        shard=True).pxap
+                row[key] = traced if traced is not None else ""
         metrics = {"valcl_accuracy": accuracy, "valpx_pxap": pxap}
         saved = []
         if pxap is not None and pxap >= self.best["pxap"]:

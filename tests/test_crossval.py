@@ -1,0 +1,181 @@
+"""Patient-disjoint cross-validation: folds, the crossval command, its summary, the traced curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_mask, write_rgb
+from typer.testing import CliRunner
+
+from histocam.cli import app
+from histocam.data.open import open_source
+from histocam.experiments.crossval import crossval_table, fold_tree, run_crossval
+from histocam.runs import Run
+
+
+def _patients_csv(root: Path, n_patients: int = 6, per_patient: int = 2) -> Path:
+    """Images 24×24 of ``n_patients`` patients, each patient with both classes; a bright square
+    is the foreground."""
+    rows = ["image,label,mask,group"]
+    k = 0
+    for patient in range(n_patients):
+        for j in range(per_patient):
+            write_rgb(root / f"p{patient}_{j}.png", 24, 24, seed=k)
+            mask = np.zeros((24, 24), np.uint8)
+            mask[4 + j: 12 + j, 6:16] = 255
+            write_mask(root / f"p{patient}_{j}_mask.png", mask)
+            rows.append(f"p{patient}_{j}.png,{(patient + j) % 2},p{patient}_{j}_mask.png,"
+                        f"patient{patient}")
+            k += 1
+    (root / "set.csv").write_text("\n".join(rows) + "\n")
+    (root / "classes.txt").write_text("benign\nmalignant\n")
+    return root / "set.csv"
+
+
+def _tree(csv_path: Path, out: Path, **train) -> dict:
+    return {
+        "name": "cv", "out_dir": str(out), "deterministic": True,
+        "data": {"dataset": str(csv_path), "resize": 36, "crop": 32, "eval_size": 32,
+                 "valpx_per_class": 1, "valcl_fraction": 0.25},
+        "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
+        "train": {"epochs": 1, "batch_size": 4, "num_workers": 0, "lr": 0.05, **train},
+    }
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> tuple[dict, dict, list[str]]:
+    """(config, summary, progress lines) of a finished 2-fold cross-validation, seed 0."""
+    tmp = tmp_path_factory.mktemp("crossval")
+    tree = _tree(_patients_csv(tmp / "data"), tmp / "runs")
+    lines: list[str] = []
+    return tree, run_crossval(tree, folds=2, seeds=[0], say=lines.append), lines
+
+
+def test_crossval_trains_every_fold_and_reuses_finished_runs(done) -> None:
+    tree, summary, lines = done
+    assert [(r["fold"], r["seed"]) for r in summary["runs"]] == [(0, 0), (1, 0)]
+    assert lines[0].startswith("[1/2] fold 0, seed 0")
+    root = Path(tree["out_dir"]) / "cv"
+    tested = []
+    for fold in range(2):
+        run = Run(root / f"fold{fold}-s0")
+        assert (run.config.data.folds, run.config.data.fold) == (2, fold)
+        source = open_source(run.config.data)
+        groups = {s: {r.group for r in source.splits[s]} for s in ("train", "valcl", "test")}
+        assert not groups["test"] & (groups["train"] | groups["valcl"])
+        assert not groups["train"] & groups["valcl"]
+        tested += source.dataset("test").ids
+        # each checkpoint's summary is the run's own metrics file
+        stored = json.loads((run.dir / "metrics" / "best-loc-test.json").read_text())
+        assert summary["runs"][fold]["model"]["best-loc"]["pxap"] == stored["localization"]["pxap"]
+        assert set(summary["floors"][fold]) == {"chance", "darkness"}
+        assert summary["floors"][fold]["chance"] == pytest.approx(
+            stored["localization"]["chance"])
+    assert sorted(tested) == sorted(f"p{p}_{j}.png" for p in range(6) for j in range(2))
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("fold*-s0/*/*.*")}
+    again = run_crossval(tree, folds=2, seeds=[0], say=lambda _: None)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing trained or evaluated
+    assert again["runs"] == json.loads(json.dumps(summary["runs"]))
+    table = (root / "crossval.md").read_text()
+    assert "colour floor" in table and "chance" in table
+
+
+def test_crossval_refuses_a_run_trained_with_other_settings(done) -> None:
+    tree = json.loads(json.dumps(done[0]))
+    tree["train"]["lr"] = 0.01
+    with pytest.raises(ValueError, match="trained with another configuration"):
+        run_crossval(tree, folds=2, seeds=[0], say=lambda _: None)
+
+
+def test_cli_crossval_prints_the_table(done, tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "cv.yaml"
+    config.write_text(yaml.safe_dump(done[0]))
+    result = CliRunner().invoke(app, ["crossval", "-c", str(config), "--seeds", "0", "--folds",
+                                      "2", "train.epochs=1"])  # finished: reused
+    assert result.exit_code == 0, result.output
+    assert "| model | B-LOC |" in result.output and "crossval.{json,md}" in result.output
+    bad = CliRunner().invoke(app, ["crossval", "-c", str(config), "--seeds", "a,b"])
+    assert bad.exit_code == 2 and "error: --seeds 'a,b'" in bad.output
+
+
+def _summary(pxaps: dict[tuple[int, int], float], pipeline: bool = False) -> dict:
+    runs = []
+    for (fold, seed), value in pxaps.items():
+        result = {"pxap": value, "chance": 50.0, "accuracy": 80.0 + fold,
+                  "per_class": {"a": {"pxap": value, "chance": 40.0, "mean_image_ap": value - 1,
+                                      "mean_fg_fraction": 40.0}},
+                  "per_image_ap": {f"f{fold}-{i}": value + i for i in range(3)}}
+        entry = {"fold": fold, "seed": seed}
+        if pipeline:
+            better = {**result, "pxap": value + 2,
+                      "per_image_ap": {k: v + 1 + 0.1 * i for i, (k, v)
+                                       in enumerate(result["per_image_ap"].items())}}
+            entry |= {"teacher": {"best-loc": result, "best-cl": result},
+                      "student": {"best-loc": better, "best-cl": better},
+                      "methods": {"teacher": "cam", "student": "pixelcam"}}
+        else:
+            entry["model"] = {"best-loc": result, "best-cl": result}
+        runs.append(entry)
+    seeds = sorted({s for _, s in pxaps})
+    return {"folds": 2, "seeds": seeds, "pipeline": pipeline, "runs": runs,
+            "floors": {"0": {"chance": 50.0, "darkness": 60.0},
+                       "1": {"chance": 52.0, "darkness": 64.0}}}
+
+
+def test_the_table_is_the_mean_over_seeds_per_fold_then_over_folds() -> None:
+    # fold 0: seeds 60, 62 -> 61; fold 1: 70, 74 -> 72. Over folds 66.5 ± 7.8; over runs the
+    # four values: 66.5 ± 6.4
+    table = crossval_table(_summary({(0, 0): 60, (0, 1): 62, (1, 0): 70, (1, 1): 74}))
+    row = next(line for line in table.splitlines() if line.startswith("| model | B-LOC"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    over_folds = f"{statistics.mean([61, 72]):.1f} ± {statistics.stdev([61, 72]):.1f}"
+    over_runs = f"{statistics.mean([60, 62, 70, 74]):.1f} ± {statistics.stdev([60, 62, 70, 74]):.1f}"
+    assert cells[2:] == [over_folds, "61.0, 72.0", f"{over_runs} (4)", "51.0", "62.0",
+                         "80.5 ± 0.7"]
+
+
+def test_pipeline_table_pairs_every_image_of_a_seed() -> None:
+    table = crossval_table(_summary({(0, 0): 60, (1, 0): 70}, pipeline=True))
+    row = next(line for line in table.splitlines() if line.startswith("| 0 |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    # per-image differences 1.0, 1.1, 1.2 in each fold: mean 1.10 over n = 6 images
+    assert cells[1] == "+2.0, +2.0" and cells[2] == "+1.10" and cells[-1] == "6"
+
+
+def test_fold_tree_names_each_run_and_its_teacher() -> None:
+    tree = {"name": "pix", "out_dir": "runs/cv", "data": {"dataset": "x.csv"}, "student": {}}
+    one = fold_tree(tree, 2, 3, 1, Path("runs/cv/cam"))
+    assert one["name"] == "fold2-s1" and one["out_dir"] == "runs/cv/pix" and one["seed"] == 1
+    assert one["data"] == {"dataset": "x.csv", "folds": 3, "fold": 2}
+    assert one["teacher_run"] == "runs/cv/cam/fold2-s1"
+    assert tree["data"] == {"dataset": "x.csv"}  # the base config is left as it was
+
+
+def test_traced_curves_are_logged_and_never_select(tmp_path: Path) -> None:
+    from histocam.train import RunConfig, Trainer
+
+    tree = fold_tree(_tree(_patients_csv(tmp_path / "data"), tmp_path / "runs", epochs=2,
+                           log_valcl_pxap=True, trace_test_pxap=True), 0, 2, 0, None)
+    config = RunConfig.model_validate(tree)
+    Trainer(config).fit()
+    with (config.run_dir / "log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(r["valcl_pxap"] and r["test_pxap_trace"] for r in rows)
+    last = Run(config.run_dir).evaluate("last", "test")
+    assert float(rows[-1]["test_pxap_trace"]) == pytest.approx(last["localization"]["pxap"],
+                                                               abs=1e-4)
+    plain = RunConfig.model_validate({**tree, "name": "plain", "train": {
+        **tree["train"], "log_valcl_pxap": False, "trace_test_pxap": False}})
+    Trainer(plain).fit()
+    for ckpt in ("best-loc", "best-cl"):  # the same selection with or without the traces
+        a = Run(config.run_dir).state(ckpt)["epoch"]
+        assert a == Run(plain.run_dir).state(ckpt)["epoch"]
+
+
