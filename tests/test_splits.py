@@ -13,7 +13,13 @@ from histocam.data.config import DataConfig
 from histocam.data.dataset import SPLITS
 from histocam.data.errors import DataError
 from histocam.data.open import open_source
-from histocam.data.splits import grouped_partition, make_fold_splits, make_splits, stratified_split
+from histocam.data.splits import (
+    grouped_partition,
+    make_fold_splits,
+    make_group_splits,
+    make_splits,
+    stratified_split,
+)
 
 
 def _data(n0=30, n1=50):
@@ -159,3 +165,29 @@ def test_csv_folds_use_the_group_column(tmp_path: Path) -> None:
     (tmp_path / "set.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(DataError, match="image i2.png has no group"):
         open_source(str(tmp_path / "set.csv"), folds=3, fold=0, valpx_per_class=1)
+
+
+def test_default_splits_of_a_grouped_pool_keep_patients_apart() -> None:
+    ids, labels, groups = _patients()
+    parts = make_group_splits(ids, labels, [True] * len(ids), groups, seed=0, valcl_fraction=0.2,
+                              test_fraction=0.2, valpx_per_class=1)
+    members = {s: {groups[i] for i in parts[s]} for s in ("train", "valcl", "test")}
+    assert not members["train"] & members["valcl"] and not members["train"] & members["test"]
+    assert not members["valcl"] & members["test"]
+    assert sorted(parts["train"] + parts["valcl"] + parts["test"]) == list(range(len(ids)))
+    # about a fifth of each class in test and in valcl: 8 of class 0 (21 samples) and 10 of
+    # class 1 (26) at most in each of the two parts
+    for split in ("valcl", "test"):
+        per_class = Counter(labels[i] for i in parts[split])
+        assert 2 <= per_class[0] <= 8 and 2 <= per_class[1] <= 10
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1].parent / "shared" / "data"
+                         / "glas-train").is_dir(), reason="the shared GlaS train images are absent")
+def test_glas_held_out_part_is_patient_disjoint() -> None:
+    source = open_source(str(Path(__file__).resolve().parents[1].parent / "shared" / "data"
+                             / "glas-train"))
+    patients = {s: {r.group for r in source.splits[s]} for s in ("train", "valcl", "test")}
+    assert not patients["train"] & patients["test"] and not patients["valcl"] & patients["test"]
+    assert not patients["train"] & patients["valcl"]
+    assert 14 <= len(source.splits["test"]) <= 22

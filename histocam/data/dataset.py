@@ -156,21 +156,23 @@ def layout_from_pool(
 ) -> Layout:
     """Build the four splits from a labelled pool (and an optional fixed test set) by seed.
 
+    When every record names its group (patient), the splits are drawn by group
+    (``splits.make_group_splits``): no patient is in two of train, valcl and test.
     With ``folds`` the pool is cut into group-disjoint cross-validation folds
     (``splits.make_fold_splits``): fold ``fold`` is the test split and the fixed test set, if any,
     is not used.
     """
-    from histocam.data.splits import make_fold_splits, make_splits
+    from histocam.data.splits import make_fold_splits, make_group_splits, make_splits
 
     ids, labels, has_mask = [r.id for r in pool], [r.label for r in pool], [r.has_mask for r in pool]
     unused = {}
+    if any(r.group is not None for r in pool) and not all(r.group is not None for r in pool):
+        missing = next(r for r in pool if r.group is None)
+        raise DataError(missing.source or missing.image_path,
+                        f"image {missing.id} has no group (patient) while others have one; give "
+                        "every image its group, or none")
     if folds is not None:
         grouped = all(r.group is not None for r in pool)
-        if not grouped and any(r.group is not None for r in pool):
-            missing = next(r for r in pool if r.group is None)
-            raise DataError(missing.source or missing.image_path,
-                            f"data.folds: image {missing.id} has no group (patient) while others "
-                            "have one; give every image its group, or none")
         groups = [r.group if grouped else r.id for r in pool]
         try:
             parts = make_fold_splits(ids, labels, has_mask, groups, folds=folds, fold=fold,
@@ -192,17 +194,21 @@ def layout_from_pool(
         unused["test_fraction"] = "with data.folds the test split is a fold"
         return Layout(name, class_names, splits, notes, unused)
     carve_test = test_fraction if not test else 0.0
+    grouped = bool(pool) and all(r.group is not None for r in pool)
+    by = "patient" if grouped else "image"
     if not test and test_fraction > 0:
-        notes.append(
-            f"no test images: a stratified {test_fraction:.0%} of the pool is held out as test"
-        )
-    parts = make_splits(ids, labels, has_mask, seed=seed, valcl_fraction=valcl_fraction,
-                        test_fraction=carve_test, valpx_per_class=valpx_per_class)
+        notes.append(f"no test images: about {test_fraction:.0%} of the pool, stratified by class "
+                     f"and drawn by {by}, is held out as test")
+    split_kwargs = dict(seed=seed, valcl_fraction=valcl_fraction, test_fraction=carve_test,
+                        valpx_per_class=valpx_per_class)
+    parts = (make_group_splits(ids, labels, has_mask, [r.group for r in pool], **split_kwargs)
+             if grouped else make_splits(ids, labels, has_mask, **split_kwargs))
     splits = {s: [pool[i] for i in idx] for s, idx in parts.items()}
     if test:
         splits["test"] = test
-    notes.append(f"splits drawn with seed {seed} (valcl {valcl_fraction:.0%}, "
-                 f"valpx {valpx_per_class} per class from valcl)")
+    notes.append(f"splits drawn by {by} with seed {seed} (valcl about {valcl_fraction:.0%}, "
+                 f"valpx {valpx_per_class} per class from valcl)"
+                 + ("; no patient is in two of train, valcl and test" if grouped else ""))
     if test:
         unused["test_fraction"] = (f"the dataset's own {len(test)} test images form the test split; "
                                    "test_fraction is used only without test images")

@@ -194,3 +194,36 @@ def make_fold_splits(
     valpx = select_valpx(ids, labels, has_mask, valcl, valpx_per_class, seed)
     by_id = lambda idx: sorted(idx, key=lambda i: ids[i])  # noqa: E731
     return {"train": by_id(train), "valcl": by_id(valcl), "valpx": by_id(valpx), "test": by_id(test)}
+
+
+def make_group_splits(
+    ids: Sequence[str],
+    labels: Sequence[int],
+    has_mask: Sequence[bool],
+    groups: Sequence[str],
+    *,
+    seed: int,
+    valcl_fraction: float,
+    test_fraction: float,
+    valpx_per_class: int,
+) -> dict[str, list[int]]:
+    """train / valcl / valpx / test with no group (patient) in two of train, valcl and test.
+
+    ``make_splits`` for a pool whose groups are known: the parts take about ``test_fraction`` and
+    ``valcl_fraction`` of each class (``grouped_partition``), so the held-out images come from
+    patients the model never saw, as a new patient's would. valpx is drawn from valcl.
+    """
+    if test_fraction + valcl_fraction >= 1:
+        raise ValueError(f"split fractions test {test_fraction}, valcl {valcl_fraction} leave "
+                         "nothing for train")
+    names = ["test", "valcl", "train"] if test_fraction > 0 else ["valcl", "train"]
+    shares = [test_fraction, valcl_fraction] if test_fraction > 0 else [valcl_fraction]
+    shares.append(1.0 - sum(shares))
+    order = sorted(range(len(ids)), key=lambda i: ids[i])  # independent of the listing order
+    part = grouped_partition([groups[i] for i in order], [labels[i] for i in order], shares, seed)
+    parts: dict[str, list[int]] = {"train": [], "valcl": [], "test": []}
+    for j, p in enumerate(part):
+        parts[names[p]].append(order[j])
+    parts["valpx"] = select_valpx(ids, labels, has_mask, parts["valcl"], valpx_per_class, seed)
+    return {name: sorted(parts[name], key=lambda i: ids[i])
+            for name in ("train", "valcl", "valpx", "test")}

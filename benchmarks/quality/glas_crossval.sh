@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GlaS study on the 85 GlaS train images: 3 patient-disjoint folds x 3 seeds per config, the
+# histocam settings (benchmarks/configs/glas*.yaml, pixelcam-glas.yaml) and the papers' settings
+# (benchmarks/configs/paper/) side by side. Finished runs are reused, unfinished ones resumed.
+# Then: python benchmarks/quality/glas_crossval.py runs/cv
+# Usage: bash benchmarks/quality/glas_crossval.sh [OUT_DIR] [SEEDS]   (defaults: runs/cv 0,1,2)
+set -euo pipefail
+out=${1:-runs/cv}
+seeds=${2:-0,1,2}
+cv() { histocam crossval --folds 3 --seeds "$seeds" "$@"; }
+c=benchmarks/configs
+
+# the histocam settings: four teachers and PixelCAM on each
+cv -c $c/glas.yaml name=cam out_dir="$out"
+cv -c $c/glas-layercam.yaml name=layercam out_dir="$out"
+cv -c $c/glas-layercam.yaml name=gradcampp method.name=gradcampp out_dir="$out"
+cv -c $c/glas-deepmil.yaml name=deepmil out_dir="$out"
+for teacher in cam layercam gradcampp deepmil; do
+  cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher"
+done
+
+# the papers' settings
+cv -c $c/paper/glas-cam.yaml name=cam out_dir="$out/paper"
+cv -c $c/paper/glas-pixelcam.yaml name=pixelcam-cam out_dir="$out/paper" --teacher-runs "$out/paper/cam"
