@@ -155,6 +155,8 @@ def test_fold_tree_names_each_run_and_its_teacher() -> None:
     assert one["name"] == "fold2-s1" and one["out_dir"] == "runs/cv/pix" and one["seed"] == 1
     assert one["data"] == {"dataset": "x.csv", "folds": 3, "fold": 2}
     assert one["teacher_run"] == "runs/cv/cam/fold2-s1"
+    student = "runs/cv/pix/fold{fold}-s{seed}/pixelcam-cam"  # a next round's teacher
+    assert fold_tree(tree, 0, 3, 2, student)["teacher_run"] == "runs/cv/pix/fold0-s2/pixelcam-cam"
     assert tree["data"] == {"dataset": "x.csv"}  # the base config is left as it was
 
 

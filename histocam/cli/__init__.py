@@ -245,9 +245,10 @@ def crossval(
                                 "pipeline config (teacher -> student)"),
     folds: int = typer.Option(3, min=2, help="patient-disjoint folds (data.folds)"),
     seeds: str = typer.Option("0,1,2", help="comma-separated training seeds"),
-    teacher_runs: Path | None = typer.Option(
+    teacher_runs: str | None = typer.Option(
         None, help="pipeline configs: a crossval folder of teacher runs (its fold<f>-s<seed> runs "
-        "are the teachers, as teacher_run)"),
+        "are the teachers, as teacher_run), or a path with {fold} and {seed}, e.g. an earlier "
+        "round's students: runs/cv/pix/fold{fold}-s{seed}/pixelcam-cam"),
 ) -> None:
     """Cross-validate a config over patient-disjoint folds × seeds: mean ± std over folds, with
     chance and the colour floor beside every PxAP (KEY=VALUE overrides as for train). Finished

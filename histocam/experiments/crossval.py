@@ -43,14 +43,25 @@ def is_pipeline(tree: dict) -> bool:
     return any(key in tree for key in ("student", "teacher", "teacher_run"))
 
 
-def fold_tree(tree: dict, fold: int, folds: int, seed: int, teacher_runs: Path | None) -> dict:
+def fold_tree(tree: dict, fold: int, folds: int, seed: int,
+              teacher_runs: Path | str | None) -> dict:
     """The config of one fold and seed: the base config with its own name, folder, seed and fold."""
     root = Path(tree.get("out_dir", "runs")) / tree.get("name", "crossval")
     overrides = [f"name=fold{fold}-s{seed}", f"out_dir={root}", f"seed={seed}",
                  f"data.folds={folds}", f"data.fold={fold}"]
     if teacher_runs is not None:
-        overrides.append(f"teacher_run={teacher_runs / f'fold{fold}-s{seed}'}")
+        overrides.append(f"teacher_run={teacher_run_of(teacher_runs, fold, seed)}")
     return apply_overrides(json.loads(json.dumps(tree)), overrides)
+
+
+def teacher_run_of(teacher_runs: Path | str, fold: int, seed: int) -> Path:
+    """The teacher run of one fold and seed: ``teacher_runs`` with ``{fold}`` and ``{seed}``
+    filled in (e.g. a student of an earlier round, ``runs/cv/pix/fold{fold}-s{seed}/pixelcam-cam``),
+    or, without placeholders, the crossval folder's own run ``teacher_runs/fold<f>-s<seed>``."""
+    text = str(teacher_runs)
+    if "{fold}" in text or "{seed}" in text:
+        return Path(text.format(fold=fold, seed=seed))
+    return Path(text) / f"fold{fold}-s{seed}"
 
 
 def _per_image_ap(run: Run, checkpoint: str) -> dict[str, float]:
@@ -133,7 +144,7 @@ def floors(tree: dict, folds: int) -> dict[int, dict[str, float]]:
     return out
 
 
-def run_crossval(tree: dict, folds: int, seeds: list[int], teacher_runs: Path | None = None,
+def run_crossval(tree: dict, folds: int, seeds: list[int], teacher_runs: Path | str | None = None,
                  say: Callable[[str], None] = print) -> dict:
     """Train and evaluate every fold × seed of ``tree`` (a run or pipeline config as a dict);
     returns the summary and writes ``crossval.json`` and ``crossval.md`` beside the runs."""
