@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from histocam.core.configs import apply_overrides
 from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
 from histocam.metrics.separability import DEFINITION
 from histocam.runs import Run
-from histocam.train.config import apply_overrides
 
 
 def mean_std(values: list[float], digits: int = 1) -> str:

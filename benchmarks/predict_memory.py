@@ -59,9 +59,9 @@ def write_slide(path: Path, size: int, tissue: float, seed: int = 0) -> None:
 def make_run(root: Path) -> Path:
     import torch
 
+    from histocam.core.atomic import save_checkpoint
     from histocam.methods.registry import create_method
     from histocam.train import RunConfig
-    from histocam.train.checkpoint import save_checkpoint
 
     cfg = RunConfig.model_validate({
         "name": "tiny", "out_dir": str(root), "seed": 0,

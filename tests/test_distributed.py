@@ -29,9 +29,9 @@ import yaml
 from test_collectives import files_under
 from test_metrics_sync import run_ranks
 
+from histocam.core.atomic import load_checkpoint
 from histocam.data.open import open_source
 from histocam.train import RunConfig, Trainer, build_method
-from histocam.train.checkpoint import load_checkpoint
 from histocam.train.evaluate import evaluate_split
 from histocam.train.seeding import set_deterministic
 

@@ -256,8 +256,8 @@ def test_maxmin_needs_softmax_posteriors() -> None:
 # ---------------------------------------------------------------- NEGEV through the pipeline
 def test_negev_pipeline_keeps_the_teacher_classifier_and_selects_on_localization(
         tmp_path: Path) -> None:
+    from histocam.core.atomic import load_checkpoint
     from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
-    from histocam.train.checkpoint import load_checkpoint
 
     tiny = {"epochs": 2, "batch_size": 4, "num_workers": 0}
     p = PipelineConfig.model_validate({

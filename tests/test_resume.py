@@ -24,8 +24,9 @@ import yaml
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.train import RunConfig, Trainer, checkpoint
-from histocam.train.checkpoint import load_checkpoint, save_checkpoint
+from histocam.core import atomic
+from histocam.core.atomic import load_checkpoint, save_checkpoint
+from histocam.train import RunConfig, Trainer
 from histocam.train.loader import train_batches
 from histocam.train.seeding import rng_state, sample_seed, set_deterministic, set_rng_state
 
@@ -183,7 +184,7 @@ class _DiskFull:
 
 def _fill_disk_after(monkeypatch, budget: int) -> None:
     real = os.fdopen
-    monkeypatch.setattr(checkpoint.os, "fdopen", lambda fd, mode: _DiskFull(real(fd, mode), budget))
+    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: _DiskFull(real(fd, mode), budget))
 
 
 def test_full_disk_mid_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:

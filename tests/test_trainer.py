@@ -13,11 +13,11 @@ from conftest import write_rgb
 from typer.testing import CliRunner
 
 from histocam.cli import app
+from histocam.core.atomic import load_checkpoint, save_checkpoint
+from histocam.core.configs import apply_overrides
 from histocam.metrics import PxAP
 from histocam.runs import Run
 from histocam.train import RunConfig, Trainer, load_run_config
-from histocam.train.checkpoint import load_checkpoint, save_checkpoint
-from histocam.train.config import apply_overrides
 from histocam.train.seeding import set_deterministic
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histocam.core.collectives import all_gather_objects, distributed_ready
 from histocam.data.config import DataConfig
 from histocam.data.synthetic import generator_version
-from histocam.metrics.protocol import all_gather_objects, distributed_ready
 
 IDENTITY_FIELDS = ("dataset", "root", "classes", "split_seed", "valcl_fraction", "test_fraction",
                    "valpx_per_class", "synthetic")
@@ -108,7 +108,7 @@ class NpzWriter:
 
 class ShardedNpzWriter:
     """``NpzWriter`` for a split whose images are shared out over the ranks of ``torch.distributed``
-    in contiguous blocks, in rank order (``histocam.train.distributed.shard_indices``): the result
+    in contiguous blocks, in rank order (``histocam.core.collectives.shard_indices``): the result
     is the one ``.npz`` one process would write, same arrays, same order.
 
     Each rank streams its own maps into a hidden part file next to ``path`` (``NpzWriter``: never a

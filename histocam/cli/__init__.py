@@ -81,13 +81,12 @@ def train(
 ) -> None:
     """Train a WSOL method: histocam train --config run.yaml KEY=VALUE ... (overrides); on N
     processes: torchrun --nproc_per_node N -m histocam train ... (train.batch_size is global)."""
-    import os
-
+    from histocam.core.launch import launch
     from histocam.train import Trainer, load_run_config
 
     run = load_run_config(config, list(ctx.args))
     best = Trainer(run).fit(resume=resume)
-    if os.environ.get("RANK", "0") != "0":  # torchrun: one report, by rank 0
+    if not launch().is_main:  # torchrun: one report, by rank 0
         return
     typer.echo(f"done: {run.run_dir}  B-LOC epoch {best['loc_epoch']} (valpx PxAP "
                f"{best['pxap']:.2f}), B-CL epoch {best['cl_epoch']} (valcl accuracy "
@@ -110,8 +109,8 @@ def evaluate(
     On N processes: torchrun --nproc_per_node N -m histocam evaluate RUN (rank 0 writes)."""
     import json
 
+    from histocam.core import collectives
     from histocam.runs import Run
-    from histocam.train import distributed
 
     known_split(split)
     r = Run(run)
@@ -123,7 +122,7 @@ def evaluate(
         summary = {"checkpoint": name, "data": metrics["data"],
                    "accuracy": metrics["classification"]["accuracy"],
                    **{k: loc[k] for k in ("pxap", "chance", "TP*", "FN*", "FP*", "TN*") if k in loc}}
-        if distributed.is_main():
+        if collectives.is_main():
             typer.echo(json.dumps(summary))
 
 
@@ -137,12 +136,12 @@ def cams(
 ) -> None:
     """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM).
     On N processes: torchrun --nproc_per_node N -m histocam cams RUN (rank 0 writes)."""
+    from histocam.core import collectives
     from histocam.runs import Run
-    from histocam.train import distributed
 
     known_split(split)
     path = Run(run).export_cams(checkpoint, split, device=device, progress=True)
-    if distributed.is_main():
+    if collectives.is_main():
         typer.echo(f"wrote {path} (+ .json)")
 
 
@@ -151,14 +150,15 @@ STUDENT_KEYS = ("student.", "seed=", "device=", "deterministic=")
 def _train_student(method: str, teacher_run: Path, name: str | None, args: list[str]) -> None:
     """Train the seeded student ``method`` from a trained teacher run (its maps exported unless
     current); the data, backbone and classifier are the teacher's."""
+    from histocam.core import collectives
+    from histocam.core.configs import apply_overrides
     from histocam.experiments.pixelcam import (
         PipelineConfig,
         ensure_teacher_maps,
         student_run_config,
     )
     from histocam.runs import Run
-    from histocam.train import Trainer, distributed
-    from histocam.train.config import apply_overrides
+    from histocam.train import Trainer
 
     teacher = Run(teacher_run).require_trained()
     for item in args:
@@ -179,7 +179,7 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
     cfg = student_run_config(p, teacher)
     cfg = cfg.model_copy(update={"name": name or f"{cfg.name}-{teacher.dir.name}"})
     Trainer(cfg).fit()  # joins it
-    if distributed.is_main():
+    if collectives.is_main():
         typer.echo(f"done: {cfg.run_dir}")
 
 
@@ -225,14 +225,14 @@ def pipeline_pixelcam(
 ) -> None:
     """Teacher -> stored CAMs -> PixelCAM (or NEGEV) -> evaluation of both -> comparison table.
     On N processes: torchrun --nproc_per_node N -m histocam pipeline pixelcam ..."""
+    from histocam.core import collectives
     from histocam.experiments.pixelcam import comparison_table, load_pipeline_config, run_pipeline
-    from histocam.train import distributed
 
     overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
     overrides += [f"student.method.name={student}"] if student else []
     p = load_pipeline_config(config, overrides)
     results = run_pipeline(p)  # under torchrun: one process group, rank 0 writes and reports
-    if distributed.is_main():
+    if collectives.is_main():
         typer.echo(comparison_table(results))
         typer.echo(f"\nrun directory: {p.root}")
 
@@ -253,8 +253,8 @@ def crossval(
     """Cross-validate a config over patient-disjoint folds × seeds: mean ± std over folds, with
     chance and the colour floor beside every PxAP (KEY=VALUE overrides as for train). Finished
     runs are reused and unfinished ones resumed."""
+    from histocam.core.configs import load_config_tree
     from histocam.experiments.crossval import crossval_table, run_crossval
-    from histocam.train.config import load_config_tree
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]

@@ -16,11 +16,11 @@ def user_error_message(exc: BaseException) -> str | None:
     from pydantic import ValidationError
 
     from histocam.cams.store import CAMStoreError
+    from histocam.core.configs import describe_invalid
+    from histocam.core.registry import UnknownNameError
     from histocam.data.errors import DataError
     from histocam.models.backbones import BackboneError
-    from histocam.registry import UnknownNameError
     from histocam.runs import RunError
-    from histocam.train.config import describe_invalid
 
     if isinstance(exc, ValidationError):
         return "invalid config: " + describe_invalid(exc)

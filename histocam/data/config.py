@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from histocam.core.configs import StrictModel
 
 #: Registered names of the generated datasets and their domain (``histocam.data.synthetic.DOMAINS``).
 SYNTHETIC_DATASETS = {"synthetic-colon": "colon", "synthetic-node": "node"}
@@ -26,12 +28,6 @@ _SYNTHETIC_INSTEAD = {
     "fold": "remove it: cross-validation folds are for datasets read from files",
 }
 _SYNTHETIC_CLASSES = {"synthetic-colon": "benign, malignant", "synthetic-node": "normal, tumor"}
-
-
-class StrictModel(BaseModel):
-    """Base of every histocam config: unknown keys are an error, values are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class SyntheticConfig(StrictModel):

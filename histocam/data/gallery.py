@@ -5,16 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from skimage.segmentation import find_boundaries
 
-
-def outline(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 64)) -> np.ndarray:
-    """Copy of ``image`` with the mask boundary drawn (2 px)."""
-    edge = find_boundaries(mask, mode="inner")
-    edge |= np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
-    out = image.copy()
-    out[edge] = colour
-    return out
+from histocam.core.visual import outline
 
 
 def save_gallery(dataset, path: str | Path, n: int = 16, columns: int = 8, title: str = "") -> Path:

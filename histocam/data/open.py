@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
+from histocam.core.registry import Registry
 from histocam.data.config import SYNTHETIC_DATASETS, DataConfig
 from histocam.data.csv_manifest import read_class_names, read_csv_manifest
 from histocam.data.dataset import Layout
@@ -15,7 +16,6 @@ from histocam.data.glas import GLAS_CLASSES, find_release, read_glas
 from histocam.data.io import read_text
 from histocam.data.sample import Sample
 from histocam.data.wsol_lists import FIXED_SPLITS, is_wsol_lists, read_wsol_lists
-from histocam.registry import Registry
 
 CAMELYON_CLASSES = ["normal", "tumor"]
 

@@ -27,11 +27,12 @@ from typing import Any
 import yaml
 
 from histocam.cams.colour import COLOUR_FLOOR, colour_map_pxap
+from histocam.core.configs import apply_overrides
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
 from histocam.runs.run import Run
-from histocam.train.config import RunConfig, apply_overrides
+from histocam.train.config import RunConfig
 from histocam.train.trainer import Trainer
 
 CHECKPOINTS = ("best-loc", "best-cl")

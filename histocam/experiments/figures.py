@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from histocam.core.devices import resolve_device
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.runs.run import Run
-from histocam.train.seeding import resolve_device
 
 
 def save_map_figure(teacher: Run, pixelcam: Run, path: Path, device: str = "auto",

@@ -22,7 +22,10 @@ import yaml
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from histocam.cams.store import store_is_current, store_paths
-from histocam.data.config import DataConfig, StrictModel
+from histocam.core import collectives
+from histocam.core.configs import StrictModel, load_config_tree
+from histocam.core.devices import command_device, resolve_device
+from histocam.data.config import DataConfig
 from histocam.experiments.figures import save_map_figure
 from histocam.methods.base import MethodConfig
 from histocam.methods.composed import ComposedConfig
@@ -30,9 +33,7 @@ from histocam.methods.registry import method_config
 from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
 from histocam.runs.run import Run, is_trained
-from histocam.train import distributed
-from histocam.train.config import RunConfig, RunIdentity, TrainConfig, load_config_tree
-from histocam.train.seeding import resolve_device
+from histocam.train.config import RunConfig, RunIdentity, TrainConfig
 from histocam.train.trainer import Trainer
 
 
@@ -166,12 +167,12 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
     share the images out over the ranks, and rank 0 alone writes ``pipeline.yaml`` and the
     comparison files and figure (the other ranks wait for it at barriers). One process group for
     the whole pipeline: made here (or the caller's), joined by every stage."""
-    distributed.setup(distributed.command_device(p.device))
-    if distributed.is_main():
+    collectives.setup(command_device(p.device))
+    if collectives.is_main():
         p.root.mkdir(parents=True, exist_ok=True)
         (p.root / "pipeline.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"),
                                                              sort_keys=False))
-    distributed.barrier()
+    collectives.barrier()
     if p.teacher_run is not None:  # used as it is: never trained here
         teacher = Run(p.teacher_run).require_trained()
     else:
@@ -198,7 +199,7 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
                 "separability": m["separability"]["mean"],
                 "per_image_ap": _per_image_ap(run.dir, ckpt),
             }
-    if distributed.is_main():  # timings and files: rank 0 alone, the others wait
+    if collectives.is_main():  # timings and files: rank 0 alone, the others wait
         for role, run in (("teacher", teacher), ("student", student)):
             results[role]["cost"] = inference_cost(run, p.data, p.device)
             results[role]["run"] = str(run.dir)
@@ -209,20 +210,20 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
         table = comparison_table(results)
         (p.root / "comparison.md").write_text(table + "\n")
         save_map_figure(teacher, student, p.root / "figures" / "maps.png", p.device)
-    return distributed.from_main(results)
+    return collectives.from_main(results)
 
 
 def _agreed(flag: bool) -> bool:
     """Rank 0's answer on every rank (a collective): the ranks take the same branch even if their
     views of the run directories differ."""
-    return bool(distributed.from_main(flag))
+    return bool(collectives.from_main(flag))
 
 
 def ensure_teacher_maps(teacher: Run, checkpoint: str, data: DataConfig, device: str,
                         progress: bool = True) -> Path:
     """The teacher's stored maps of the training images, exported unless current for ``data``
     (under torchrun a collective: the ranks export together, rank 0 writes the store)."""
-    distributed.setup(distributed.command_device(device))
+    collectives.setup(command_device(device))
     cams, _ = store_paths(teacher.dir, checkpoint, "train")
     if not _agreed(store_is_current(cams, data, "train")):  # missing, or made for older data
         teacher.export_cams(checkpoint, "train", device=device, progress=progress)

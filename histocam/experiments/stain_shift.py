@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histocam.core.devices import resolve_device
 from histocam.data.open import open_source
 from histocam.data.sample import Sample
 from histocam.data.stain import hed_to_rgb, rgb_to_hed
@@ -27,7 +28,6 @@ from histocam.metrics.pxap import chance_pxap
 from histocam.report import files
 from histocam.runs.run import Run
 from histocam.train.evaluate import evaluate_split
-from histocam.train.seeding import resolve_device
 
 N_LEVELS = 10
 

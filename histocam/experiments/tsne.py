@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from histocam.core.devices import resolve_device
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.metrics.separability import DEFINITION, SeparabilityIndex, separability_index
 from histocam.report import files
 from histocam.runs.run import Run
 from histocam.train.loader import make_loader
-from histocam.train.seeding import resolve_device
 
 MIN_CELLS = 6
 TSNE_DEFINITION = ("each point is one cell of the encoder's last feature grid of one test image, red = "

@@ -35,7 +35,7 @@ from torch import nn
 from histocam.cams.normalize import minmax_normalize
 from histocam.cams.normalize import upsample as upsample_maps
 from histocam.cams.views import VIEWS, from_view, to_view
-from histocam.data.config import StrictModel
+from histocam.core.configs import StrictModel
 from histocam.models.backbones import BackboneConfig, Encoder, create_encoder
 
 

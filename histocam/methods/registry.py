@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from histocam.core.registry import Registry
 from histocam.methods.base import MethodConfig, WSOLMethod
 from histocam.models.backbones import Encoder
-from histocam.registry import Registry
 
 METHODS: Registry[type[WSOLMethod]] = Registry("method")
 FAMILIES = ("pooling", "erasing", "transformer", "top-down", "seeded student", "masking",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from histocam.metrics.protocol import Metric, all_reduce_sum, distributed_ready
+from histocam.core.collectives import all_reduce_sum, distributed_ready
+from histocam.metrics.protocol import Metric
 
 
 class ClassificationAccuracy(Metric):

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from histocam.metrics.protocol import Metric, all_reduce_sum, distributed_ready
+from histocam.core.collectives import all_reduce_sum, distributed_ready
+from histocam.metrics.protocol import Metric
 
 THRESHOLDS = np.arange(0, 1, 0.001)
 EDGES = np.concatenate([THRESHOLDS, [1.0, 2.0, 3.0]])

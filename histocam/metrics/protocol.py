@@ -10,7 +10,7 @@ every metric keeps a mergeable state:
   rank holds the same, whole-split state (the reference code's multi-GPU "sync" did nothing and
   every rank reported its own shard's metrics; PROTOCOL.md, "Known bugs of the reference code").
 
-Two kinds of state, two collectives (helpers below):
+Two kinds of state, two collectives (``histocam.core.collectives``):
 
 - integer count tensors (histograms, confusion matrices) are summed with ``all_reduce``: exact and
   order-free;
@@ -31,42 +31,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, TypeVar
 
-import torch
+from histocam.core.collectives import all_gather_objects
 
 M = TypeVar("M", bound="Metric")
-
-
-def distributed_ready() -> bool:
-    """True when the default ``torch.distributed`` process group exists (more than a no-op to sync)."""
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Element-wise sum of ``tensor`` over all ranks (a new tensor on ``tensor``'s device); the tensor
-    itself when not distributed. CPU tensors go through the current CUDA device under NCCL."""
-    if not distributed_ready():
-        return tensor
-    import torch.distributed as dist
-
-    work = tensor.clone()
-    if work.device.type == "cpu" and dist.get_backend() == "nccl":
-        work = work.to(torch.device("cuda", torch.cuda.current_device()))
-    dist.all_reduce(work, op=dist.ReduceOp.SUM)
-    return work.to(tensor.device)
-
-
-def all_gather_objects(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` (picklable objects, rank order); ``[obj]`` when not
-    distributed. Every entry, the caller's own included, is a fresh unpickled copy when distributed."""
-    if not distributed_ready():
-        return [obj]
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
 
 
 class Metric(ABC):

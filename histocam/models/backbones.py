@@ -25,7 +25,6 @@ file cannot say; set it).
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +33,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from histocam.data.config import StrictModel
+from histocam.core.atomic import load_error_reason
+from histocam.core.configs import StrictModel
 from histocam.models import pip_weights
 
 NORMALIZATIONS = {  # name -> (mean, std) of RGB in [0, 1]
@@ -226,15 +226,6 @@ def load_local_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
     if not isinstance(state, dict):
         raise BackboneError(f"{path}: not a state dict (it holds a {type(state).__name__})")
     return load_state(model, state, str(path))
-
-
-def load_error_reason(exc: BaseException) -> str:
-    """Why ``torch.load(..., weights_only=True)`` failed, in a few words (torch's own message for
-    pickled objects is a page long and suggests the unsafe ``weights_only=False``)."""
-    if isinstance(exc, pickle.UnpicklingError) or "Weights only load" in str(exc):
-        return "it holds pickled Python objects, refused by weights-only loading"
-    first = str(exc).strip().splitlines()
-    return first[0][:200] if first else type(exc).__name__
 
 
 def load_state(model: nn.Module, state: dict, source: str) -> dict[str, list[str]]:

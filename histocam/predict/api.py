@@ -9,17 +9,17 @@ and nothing to merge except the image CSVs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from histocam.core.devices import command_device
+from histocam.core.launch import launch
 from histocam.data.open import negative_class
 from histocam.predict.images import ImageOutputs, predict_images
 from histocam.predict.inputs import collect_inputs, unique_stems
 from histocam.predict.predictor import Predictor
 from histocam.predict.wsi import DEFAULT_TILE, SlideOptions, predict_slide
 from histocam.runs.run import Run
-from histocam.train.distributed import command_device
 
 
 @dataclass
@@ -29,15 +29,6 @@ class PredictResult:
     rank: int = 0
     world_size: int = 1
     notes: list[str] = field(default_factory=list)
-
-
-def launch_rank() -> tuple[int, int, int | None]:
-    """(rank, world size, local rank or None) from the torchrun environment (0, 1, None alone)."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local = os.environ.get("LOCAL_RANK")
-    if not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
-    return rank, world, None if local is None else int(local)
 
 
 def default_tile(run: Run) -> int:
@@ -54,7 +45,8 @@ def predict(run: str | Path | Run, inputs: list[str | Path], out: str | Path, *,
     """Predict every image and slide of ``inputs`` (files, folders, CSV manifests) into ``out``."""
     run = run if isinstance(run, Run) else Run(run)
     found = collect_inputs(list(inputs))
-    rank, world, _ = launch_rank()
+    job = launch()
+    rank, world = job.rank, job.world
     device = str(command_device(device))  # under torchrun: the rank's own GPU
     predictor = Predictor.from_run(run, checkpoint, device=device, map_class=map_class,
                                    threshold=threshold)

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histocam.core.visual import colormap_lut, overlay, to_uint8
 from histocam.data.errors import DataError
 from histocam.data.io import read_image
 from histocam.data.transforms import resize_image, resize_maps
-from histocam.predict.export import colormap_lut, overlay, save_png, to_uint8
+from histocam.predict.export import save_png
 from histocam.predict.geojson import region_features, write_geojson
 from histocam.predict.inputs import unique_stems
 from histocam.predict.predictor import Predictor

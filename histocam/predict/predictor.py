@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from histocam.core.devices import resolve_device
 from histocam.data.open import negative_class
 from histocam.methods.base import WSOLMethod
 from histocam.runs.run import Run, RunError
-from histocam.train.seeding import resolve_device
 
 CHECKPOINT_CHOICES = ("best-loc", "best-cl", "last", "both")
 

@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from histocam.core.visual import colormap_lut, overlay
 from histocam.data.errors import DataError
-from histocam.predict.export import colormap_lut, overlay, save_png, write_pyramid
+from histocam.predict.export import save_png, write_pyramid
 from histocam.predict.geojson import region_features, write_geojson
 from histocam.predict.predictor import Predictor
 from histocam.predict.slides import SlideReader, TileDataset, TileGrid, detect_tissue, tile_grid

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from histocam.cams.store import npz_key
+from histocam.core.visual import colorize, downscale, grid, image_to_uint8, region_overlay
 from histocam.data.transforms import JointTransform
 from histocam.report.load import CheckpointResults, RunResults
-from histocam.report.plots import colorize, downscale, grid, region_overlay, to_uint8
 
 KINDS = ("best", "worst", "random")
 
@@ -76,7 +76,7 @@ def gallery_rows(results: RunResults, ckpt: CheckpointResults, label: int, n: in
         if m.shape != image.shape[:2]:
             raise ValueError(f"{ckpt.maps}: map of {item['id']} is {m.shape}, the image is "
                              f"{image.shape[:2]}")
-        panels = [to_uint8(image), to_uint8(item["mask"].numpy()), colorize(m),
+        panels = [image_to_uint8(image), image_to_uint8(item["mask"].numpy()), colorize(m),
                   region_overlay(image, m, tau)]
         out.append(GalleryRow(kind, item["id"], key, row[key],
                               [downscale(p, panel) for p in panels]))

@@ -22,15 +22,16 @@ import numpy as np
 import torch
 
 from histocam.cams.store import ShardedNpzWriter
+from histocam.core import collectives
+from histocam.core.collectives import distributed_ready
+from histocam.core.devices import command_device
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.metrics.confusion import best_threshold
-from histocam.metrics.protocol import distributed_ready
 from histocam.metrics.pxap import chance_pxap, pxap_from_histograms
 from histocam.metrics.report import localization_report, write_threshold_curves
 from histocam.metrics.separability import SeparabilityIndex
-from histocam.train import distributed
 from histocam.train.evaluate import SplitResult, evaluate_split
 from histocam.train.loader import make_loader
 
@@ -53,9 +54,9 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
     Under torchrun (a collective: every rank calls it) the images of valpx and of ``split`` are
     shared out over the ranks (``shard=True``), every metric is merged through the metric protocol
     and rank 0 alone writes the files (the other ranks wait for it); every rank returns the same
-    metrics. It joins the job's process group, making it on first use (``distributed.setup``)."""
-    dev = distributed.command_device(device)
-    distributed.setup(dev)
+    metrics. It joins the job's process group, making it on first use (``collectives.setup``)."""
+    dev = command_device(device)
+    collectives.setup(dev)
     method, class_names = run.method(checkpoint, str(dev))
     t = run.config.train
     kwargs = dict(batch_size=t.eval_batch_size, num_workers=t.num_workers, shard=True)
@@ -103,9 +104,9 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
     if separability:
         metrics["separability"] = _separability(method, source.dataset(split), data_config, dev,
                                                 source.class_names, t.eval_batch_size)
-    if distributed.is_main():
+    if collectives.is_main():
         _write(out_dir, stem, metrics, result, f"{run.config.method.name} {checkpoint} {split}")
-    distributed.barrier()  # the files exist before any rank goes on (e.g. to read them)
+    collectives.barrier()  # the files exist before any rank goes on (e.g. to read them)
     return metrics
 
 
@@ -150,7 +151,7 @@ def _separability(method, dataset, data_config, device, class_names, batch_size)
     """J over ``dataset``; under torchrun each rank takes its block of the images and the values
     are merged in rank order (= dataset order) through ``Metric.sync`` (a collective)."""
     acc = SeparabilityIndex(class_names)
-    indices = distributed.shard_indices(len(dataset)) if distributed_ready() else None
+    indices = collectives.shard_indices(len(dataset)) if distributed_ready() else None
     loader = make_loader(dataset, JointTransform.from_config(data_config, train=False), batch_size,
                          shuffle=False, num_workers=0, indices=indices)
     with torch.no_grad():

@@ -17,18 +17,18 @@ import yaml
 from pydantic import ValidationError
 
 from histocam.cams.store import ShardedNpzWriter, config_hash, dataset_identity, store_paths
+from histocam.core import collectives
+from histocam.core.atomic import load_checkpoint, write_text_atomic
+from histocam.core.collectives import all_gather_objects
+from histocam.core.devices import command_device, resolve_device
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.methods.base import WSOLMethod
 from histocam.methods.registry import create_method
-from histocam.metrics.protocol import all_gather_objects
 from histocam.runs.evaluate import evaluate_run
-from histocam.train import distributed
-from histocam.train.checkpoint import load_checkpoint, write_text_atomic
 from histocam.train.config import RunConfig
 from histocam.train.loader import make_loader
-from histocam.train.seeding import resolve_device
 from histocam.train.trainer import CHECKPOINTS
 
 
@@ -142,21 +142,21 @@ class Run:
         ``split`` (float16, streamed to ``cams/<checkpoint>-<split>.npz``) with its provenance.
 
         Under torchrun (a collective: every rank calls it) each rank maps its contiguous block of
-        the images (``distributed.shard_indices``) into a part file and rank 0 merges the parts,
+        the images (``collectives.shard_indices``) into a part file and rank 0 merges the parts,
         in rank order, into the same single ``.npz`` and ``.json`` one process writes (same maps,
         same order); every rank returns once both exist. It joins the job's process group,
-        making it on first use (``distributed.setup``)."""
-        dev = distributed.command_device(device)
-        distributed.setup(dev)
+        making it on first use (``collectives.setup``)."""
+        dev = command_device(device)
+        collectives.setup(dev)
         method, state = self._load(checkpoint, str(dev))
         data = self.config.data
         dataset = open_source(data).dataset(split)
         loader = make_loader(dataset, JointTransform.from_config(data, train=False),
                              batch_size or self.config.train.eval_batch_size, shuffle=False,
                              num_workers=self.config.train.num_workers,
-                             indices=distributed.shard_indices(len(dataset)))
+                             indices=collectives.shard_indices(len(dataset)))
         steps = loader
-        if progress and distributed.is_main():
+        if progress and collectives.is_main():
             from rich.progress import track
 
             steps = track(loader, description=f"CAMs {checkpoint} {split}", transient=True)
@@ -172,7 +172,7 @@ class Run:
                     shape = list(m.shape)
         ids = list(writer.keys)  # every rank's, in dataset order
         shape = next((s for s in all_gather_objects(shape) if s is not None), None)
-        if distributed.is_main():
+        if collectives.is_main():
             write_text_atomic(meta, json.dumps({
                 "run": str(self.dir.resolve()), "checkpoint": checkpoint,
                 "epoch": state["epoch"], "method": self.config.method.name,
@@ -181,7 +181,7 @@ class Run:
                 "split": split, "class_names": state["class_names"], "ids": ids,
                 "map_shape": shape,
             }, indent=2))
-        distributed.barrier()  # the store is complete before any rank reads it
+        collectives.barrier()  # the store is complete before any rank reads it
         return npz
 
     # ------------------------------------------------------------------ evaluation

@@ -27,142 +27,11 @@ methods' own random draws (seeds, hidden patches), which come from each rank's g
 
 from __future__ import annotations
 
-import atexit
-import os
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from histocam.metrics.protocol import distributed_ready
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in the job: ``rank`` of ``world``. ``owns_group``: the caller must
-    destroy the group itself when done (``teardown``); never set by ``setup``, whose groups live
-    until the process ends."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int | None = None
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def launched_world() -> tuple[int, int | None]:
-    """(WORLD_SIZE, LOCAL_RANK) set by torchrun; (1, None) for a plain process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = os.environ.get("LOCAL_RANK")
-    return world, (int(local) if local is not None and world > 1 else None)
-
-
-def setup(device: torch.device) -> DistContext:
-    """Join the job: the existing default process group, or a new one from torchrun's environment
-    (NCCL when ``device`` is a GPU, else gloo); a plain process is rank 0 of 1.
-
-    Idempotent, so that one command makes one group: every ``Trainer``, evaluation and map export
-    of a command (``histocam pipeline pixelcam``: train, export, train, evaluate) joins the group
-    the first of them made. A group made here lives until the process ends (destroyed by an exit
-    hook), not until its maker is done: torch cannot reliably make the default group again in the
-    same job (``destroy_process_group`` resets the group counter, so the new group's rendezvous
-    reads the old one's stale keys: "Connection refused" in about one try out of four here)."""
-    if distributed_ready():
-        local = os.environ.get("LOCAL_RANK")
-        return DistContext(dist.get_rank(), dist.get_world_size(),
-                           int(local) if local is not None else None)
-    world, local = launched_world()
-    if world <= 1:
-        return DistContext()
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    atexit.register(_destroy_at_exit)
-    return DistContext(dist.get_rank(), dist.get_world_size(), local)
-
-
-def _destroy_at_exit() -> None:
-    if distributed_ready():
-        dist.destroy_process_group()
-
-
-def teardown(ctx: DistContext) -> None:
-    """Destroy the group if the caller owns it (``owns_group``; a group made by ``setup`` is
-    destroyed when the process ends)."""
-    if ctx.owns_group and distributed_ready():
-        dist.destroy_process_group()
-
-
-def command_device(name: str) -> torch.device:
-    """The device named ``name`` (``auto``/``cpu``/``cuda``) for this process: under torchrun,
-    ``cuda`` is the rank's own GPU (``LOCAL_RANK``)."""
-    from histocam.train.seeding import resolve_device
-
-    return resolve_device(name, launched_world()[1])
-
-
-def rank() -> int:
-    """This process's rank: in the default process group, else torchrun's ``RANK`` (before the
-    group is made), else 0."""
-    if distributed_ready():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main() -> bool:
-    """Rank 0 of the job, or a plain process: the one that writes files and reports."""
-    return rank() == 0
-
-
-def shard_indices(n: int) -> list[int]:
-    """This rank's shard of ``range(n)``: a contiguous block, the blocks in rank order and balanced
-    (sizes differ by at most one). Concatenating every rank's records in rank order (what
-    ``Metric.sync`` and ``all_gather_objects`` do) then gives them in dataset order: per-image rows,
-    predictions and stored maps come out in the order one process would write them. All of
-    ``range(n)`` without a process group."""
-    if not distributed_ready():
-        return list(range(n))
-    world, r = dist.get_world_size(), dist.get_rank()
-    return list(range(r * n // world, (r + 1) * n // world))
-
-
-def from_main(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank (a collective; picklable objects); ``obj`` itself when not
-    distributed."""
-    if not distributed_ready():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _collective_device(fallback: torch.device) -> torch.device:
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return fallback
-
-
-def barrier() -> None:
-    if distributed_ready():
-        dist.barrier()
-
-
-def all_ranks(flag: bool) -> bool:
-    """True when ``flag`` is true on every rank (a collective: every rank must call it)."""
-    if not distributed_ready():
-        return flag
-    t = torch.tensor([int(flag)], device=_collective_device(torch.device("cpu")))
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+from histocam.core.collectives import collective_device, distributed_ready
 
 
 def broadcast_module(module: nn.Module) -> None:
@@ -172,7 +41,7 @@ def broadcast_module(module: nn.Module) -> None:
     for tensor in [*module.parameters(), *module.buffers()]:
         work = tensor.data
         if work.device.type == "cpu" and dist.get_backend() == "nccl":
-            work = work.to(_collective_device(work.device))
+            work = work.to(collective_device(work.device))
             dist.broadcast(work, src=0)
             tensor.data.copy_(work)
         else:
@@ -189,7 +58,7 @@ def average_gradients(parameters: list[nn.Parameter], world: int) -> None:
     params = [p for p in parameters if p.requires_grad]
     if world <= 1 or not params:
         return
-    device = _collective_device(params[0].device)
+    device = collective_device(params[0].device)
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                       .to(device, torch.float32) for p in params]
                      + [torch.tensor([float(p.grad is not None) for p in params], device=device)])

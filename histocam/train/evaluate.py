@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from histocam.core.collectives import all_gather_objects, distributed_ready, shard_indices
 from histocam.data.config import DataConfig
 from histocam.data.transforms import JointTransform
 from histocam.methods.base import WSOLMethod
 from histocam.metrics.classification import ClassificationAccuracy
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.per_image import PerImageScores
-from histocam.metrics.protocol import all_gather_objects, distributed_ready
-from histocam.train.distributed import shard_indices
 from histocam.train.loader import make_loader
 
 
@@ -49,7 +48,7 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
     (``localization.txt``'s third column) count for no localisation metric.
 
     ``shard`` (under ``torch.distributed``; a collective, every rank must call it): each rank
-    evaluates its contiguous block of the split (``distributed.shard_indices``), then every metric
+    evaluates its contiguous block of the split (``collectives.shard_indices``), then every metric
     is merged across the ranks through the metric protocol (``Metric.sync``), so that every rank
     returns the whole split's result; as the blocks are in rank order, the merged per-image rows
     and the predictions are in dataset order, as one process makes them. ``map_sink`` then sees

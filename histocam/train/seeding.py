@@ -82,14 +82,3 @@ def set_deterministic(enabled: bool) -> None:
     torch.use_deterministic_algorithms(enabled, warn_only=False)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
-
-
-def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """``auto``/``cpu``/``cuda``; under a distributed launch, ``cuda`` is the rank's own GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available")
-    if name == "cuda" and local_rank is not None:
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(name)

@@ -50,19 +50,20 @@ from rich.progress import (
 )
 
 from histocam.cams.store import load_cams
+from histocam.core import collectives
+from histocam.core.atomic import load_checkpoint, save_checkpoint, write_text_atomic
+from histocam.core.collectives import all_gather_objects, all_reduce_sum
+from histocam.core.devices import command_device
 from histocam.data.open import negative_class, open_source
 from histocam.data.transforms import JointTransform
 from histocam.methods.base import WSOLMethod
 from histocam.methods.registry import create_method
-from histocam.metrics.protocol import all_gather_objects, all_reduce_sum
 from histocam.train import distributed
-from histocam.train.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from histocam.train.config import RunConfig
 from histocam.train.evaluate import evaluate_split
 from histocam.train.loader import make_train_loader, train_batches
 from histocam.train.seeding import (
     epoch_seed,
-    resolve_device,
     rng_state,
     seed_everything,
     set_deterministic,
@@ -91,9 +92,8 @@ class Trainer:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         t = config.train
-        _, local_rank = distributed.launched_world()
-        self.device = resolve_device(config.device, local_rank)
-        self.dist = distributed.setup(self.device)
+        self.device = command_device(config.device)
+        self.dist = collectives.setup(self.device)
         if t.batch_size % self.dist.world:
             raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the "
                              f"{self.dist.world} processes (each trains on batch_size / processes)")
@@ -138,9 +138,9 @@ class Trainer:
                 self.method.on_epoch_end(epoch)
                 self.scheduler.step()
                 self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
-            distributed.barrier()
+            collectives.barrier()
         finally:
-            distributed.teardown(self.dist)
+            collectives.teardown(self.dist)
         return dict(self.best)
 
     # ------------------------------------------------------------------ internals
@@ -172,18 +172,18 @@ class Trainer:
                 where = (f"in epoch {partial['epoch']} after step {partial['step']}" if partial
                          else f"after epoch {done}")
                 console.print(f"resuming {self.run_dir} {where}")
-            distributed.barrier()
+            collectives.barrier()
             return done + 1, partial
         if ckpt.exists():
             raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume to continue it "
                                   "or choose another name")
-        distributed.barrier()  # every rank has looked before rank 0 writes
+        collectives.barrier()  # every rank has looked before rank 0 writes
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
             (self.run_dir / "log.csv").unlink(missing_ok=True)
             self._checkpoint(RESUME).unlink(missing_ok=True)
-        distributed.barrier()
+        collectives.barrier()
         return 0, None
 
     def _check_same_job(self, path: Path, partial: dict) -> None:
@@ -225,7 +225,7 @@ class Trainer:
         for step in range(done + 1, total + 1):
             batch = next(batches)
             bar.advance(task)
-            if distributed.all_ranks(batch is not None):  # a rank with no readable sample: all skip
+            if collectives.all_ranks(batch is not None):  # a rank with no readable sample: all skip
                 b, correct, losses = self._train_step(batch, params)
                 n_seen += b
                 n_correct += correct

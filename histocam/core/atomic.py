@@ -1,4 +1,4 @@
-"""Checkpoints: plain state dicts + metadata, written atomically, loaded with ``weights_only=True``.
+"""Atomic files: checkpoints (plain state dicts + metadata, loaded with ``weights_only=True``) and text.
 
 A write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
 target: a crash, a full disk or an unwritable folder at any point leaves the previous file whole
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import torch
-
-from histocam.models.backbones import load_error_reason
 
 
 def _write_atomic(path: Path, write: Callable[[IO[bytes]], None], what: str) -> Path:
@@ -58,6 +57,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8, newlines kept as given) atomically, like a checkpoint."""
     data = text.encode("utf-8")
     return _write_atomic(Path(path), lambda fh: fh.write(data), "file")
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words (torch's own message for
+    pickled objects is a page long and suggests the unsafe ``weights_only=False``)."""
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load" in str(exc):
+        return "it holds pickled Python objects, refused by weights-only loading"
+    first = str(exc).strip().splitlines()
+    return first[0][:200] if first else type(exc).__name__
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The one registry type of histocam: a name -> factory map with helpful errors.
 
-Datasets, methods and backbones each own one ``Registry`` instance; they all behave alike:
-register with a decorator, look up by name, list what exists.
+Datasets (``histocam.data.open.DATASETS``) and methods (``histocam.methods.catalog.METHODS``) each
+own one ``Registry`` instance: register with a decorator, look up by name, list what exists.
 """
 
 from __future__ import annotations

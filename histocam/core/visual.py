@@ -1,0 +1,93 @@
+"""How histocam draws maps and images: 8-bit values, the jet colour table, heatmap and region
+overlays, mask outlines, panels and grids. Every picture (``histocam predict``'s overlays, the
+report's galleries, the data contact sheets) uses these, so a map looks the same everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OVERLAY_ALPHA = 0.5
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] -> uint8 round(255·p) (clipped to [0, 1] first)."""
+    return np.rint(np.clip(np.asarray(values, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def image_to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float RGB in [0, 1] (H×W×3) or a float/bool mask (H×W) -> H×W×3 uint8."""
+    a = np.asarray(image, dtype=np.float64)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return (np.clip(a, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def colormap_lut(name: str = "jet") -> np.ndarray:
+    """256×3 uint8 lookup table of a matplotlib colour map."""
+    from matplotlib import colormaps
+
+    return to_uint8(colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3])
+
+
+def colorize(scores: np.ndarray) -> np.ndarray:
+    """A map in [0, 1] as jet colours (H×W×3 uint8); NaN shows as 0."""
+    return colormap_lut()[to_uint8(np.nan_to_num(scores))]
+
+
+def overlay(rgb: np.ndarray, values: np.ndarray, alpha: float = OVERLAY_ALPHA,
+            lut: np.ndarray | None = None) -> np.ndarray:
+    """The heatmap of ``values`` (same H×W, in [0, 1]) blended on ``rgb`` (uint8)."""
+    lut = colormap_lut() if lut is None else lut
+    out = np.empty_like(rgb)
+    for r in range(0, rgb.shape[0], 256):  # in bands: no float copy of the whole image
+        heat = lut[to_uint8(values[r:r + 256])].astype(np.float32)
+        out[r:r + 256] = np.rint((1.0 - alpha) * rgb[r:r + 256].astype(np.float32) + alpha * heat)
+    return out
+
+
+def region_overlay(image: np.ndarray, scores: np.ndarray, tau: float) -> np.ndarray:
+    """The image with pixels whose score is ≥ τ tinted red and the others darkened (uint8)."""
+    rgb = image_to_uint8(image).astype(np.float64)
+    on = scores >= tau
+    out = rgb * 0.35
+    out[on] = 0.5 * rgb[on] + 0.5 * np.array([255.0, 0.0, 0.0])
+    return out.round().astype(np.uint8)
+
+
+def outline(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 64)) -> np.ndarray:
+    """Copy of ``image`` with the mask boundary drawn (2 px)."""
+    from skimage.segmentation import find_boundaries
+
+    edge = find_boundaries(mask, mode="inner")
+    edge |= np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
+    out = image.copy()
+    out[edge] = colour
+    return out
+
+
+def downscale(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Largest side at most ``size`` pixels (area resampling), uint8 H×W×3."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    if max(h, w) <= size:
+        return rgb
+    scale = size / max(h, w)
+    shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(shape, Image.Resampling.BOX))
+
+
+def grid(rows: list[list[np.ndarray]], gap: int = 3) -> np.ndarray:
+    """Panels (uint8 H×W×3, all the same size) tiled row by row on a white background."""
+    if not rows or not rows[0]:
+        raise ValueError("a grid needs at least one panel")
+    h, w = rows[0][0].shape[:2]
+    n_cols = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + gap) - gap, n_cols * (w + gap) - gap, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
+            if panel.shape[:2] != (h, w):
+                raise ValueError(f"panel {i},{j} is {panel.shape[:2]}, expected {(h, w)}")
+            out[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = panel
+    return out
