@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from histocam.cams.normalize import normalize_cam
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
+from histocam.maps.normalize import normalize_cam
 from histocam.metrics.pxap import PxAP
 from histocam.models.backbones import create_encoder
-from histocam.train.config import load_run_config
 from histocam.train.loader import make_loader
+from histocam.train.run_config import load_run_config
 
 
 def logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:

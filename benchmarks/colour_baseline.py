@@ -19,10 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from histocam.cams.colour import COLOUR_MAPS, colour_map_pxap
 from histocam.core.configs import apply_overrides
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
+from histocam.maps.colour import COLOUR_MAPS, colour_map_pxap
 
 LABELS = {"darkness": "darkness (1 − mean RGB)", "haematoxylin": "haematoxylin (HED deconvolution)",
           "eosin": "eosin (HED deconvolution)", "saturation": "saturation (HSV)",

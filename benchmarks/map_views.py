@@ -2,7 +2,7 @@
 
 For each run and view set, the run's checkpoint (chosen by its own B-LOC/B-CL selection, i.e.
 without views for a run trained without them) makes its maps averaged over the views
-(``histocam.cams.views``), and the script prints valcl and test PxAP with their chance level and,
+(``histocam.maps.views``), and the script prints valcl and test PxAP with their chance level and,
 per class, the mean per-image AP next to the mean foreground fraction. Nothing is written under
 the runs; the choice between view sets is made on valcl, the test part is only reported.
 
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from histocam.cams.views import VIEWS
 from histocam.data.open import open_source
+from histocam.maps.views import VIEWS
 from histocam.metrics.pxap import chance_pxap
 from histocam.runs import Run
-from histocam.runs.evaluate import per_class
-from histocam.train.evaluate import evaluate_split
+from histocam.runs.evaluation import per_class
+from histocam.train.split_pass import evaluate_split
 
 
 def scores(method, source, run: Run, class_names: list[str], split: str

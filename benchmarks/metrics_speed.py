@@ -34,7 +34,7 @@ def batches(n: int, batch: int, size: int = 224):
 
 def run_ours(n: int, batch: int) -> dict:
     from histocam.metrics import PixelHistogram
-    from histocam.metrics.report import localization_report
+    from histocam.metrics.localization import localization_report
 
     hist = PixelHistogram()
     elapsed = 0.0

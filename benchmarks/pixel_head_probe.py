@@ -16,7 +16,7 @@ Both maps are scored on the held-out test part with the protocol's PxAP (the hea
 bilinear to the evaluation size, without min–max, like PixelCAM's map), next to the teacher's own
 B-LOC map and the chance level. A teacher with ``method.map_tta`` (``flips``, ``d8``) is scored with
 its views, and so is the head: its map is the mean over the same views of the head's map of each
-view's features, turned back into the image's frame (``histocam.cams.views``), as a PixelCAM student
+view's features, turned back into the image's frame (``histocam.maps.views``), as a PixelCAM student
 with the same ``map_tta`` would make it; ``--views`` scores both with another set of views instead
 (the seeds stay the stored maps'). The head is fitted on the images' own features.
 
@@ -34,10 +34,10 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from histocam.cams.store import load_cams, store_paths
-from histocam.cams.views import VIEWS, from_view, to_view
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform, resize_maps
+from histocam.maps.store import load_cams, store_paths
+from histocam.maps.views import VIEWS, from_view, to_view
 from histocam.metrics import PxAP
 from histocam.runs import Run
 from histocam.train.loader import make_loader

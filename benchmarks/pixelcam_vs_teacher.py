@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from histocam.core.configs import apply_overrides
-from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
+from histocam.experiments.pipeline import PipelineConfig, run_pipeline
 from histocam.metrics.separability import DEFINITION
 from histocam.runs import Run
 

@@ -60,7 +60,7 @@ def make_run(root: Path) -> Path:
     import torch
 
     from histocam.core.atomic import save_checkpoint
-    from histocam.methods.registry import create_method
+    from histocam.methods.catalog import create_method
     from histocam.train import RunConfig
 
     cfg = RunConfig.model_validate({

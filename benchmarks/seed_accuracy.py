@@ -23,9 +23,9 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from histocam.cams.store import load_cams, store_paths
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform, resize_maps
+from histocam.maps.store import load_cams, store_paths
 from histocam.methods.sampling import otsu_threshold
 from histocam.runs import Run
 

@@ -18,7 +18,7 @@ import torch
 from histocam.data.open import open_source
 from histocam.methods import create_method
 from histocam.runs import Run
-from histocam.train.evaluate import evaluate_split
+from histocam.train.split_pass import evaluate_split
 
 TOP_DOWN = ["gradcam", "gradcampp", "xgradcam", "layercam"]
 

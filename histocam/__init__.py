@@ -1,8 +1,9 @@
 """histocam: weakly-supervised classification and ROI localization in histology images.
 
-The package is laid out in layers (docs/ARCHITECTURE.md): ``registry`` -> ``data`` -> ``models``
--> ``metrics`` -> ``cams`` -> ``methods`` -> ``train`` -> ``runs`` -> ``experiments`` -> ``cli``; each
-imports only from its own layer or lower ones (checked by tests/test_architecture.py).
+The package is laid out in layers (docs/ARCHITECTURE.md): ``core`` -> ``data`` -> ``models`` ->
+``metrics`` -> ``maps`` -> ``methods`` -> ``train`` -> ``runs`` -> ``predict`` -> ``report`` ->
+``experiments`` -> ``cli``; each imports only from its own layer or lower ones (checked by
+tests/test_architecture.py).
 """
 
 from histocam.data import DataConfig, Sample, open_dataset, open_source

@@ -12,7 +12,7 @@ import histocam
 
 PACKAGE = Path(histocam.__file__).parent
 # lowest first; the package root (``histocam/__init__.py``, the public API) and the CLI sit on top
-LAYERS = ["core", "data", "models", "metrics", "cams", "methods", "train", "runs",
+LAYERS = ["core", "data", "models", "metrics", "maps", "methods", "train", "runs",
           "predict", "report", "experiments", "cli"]
 TOP = {"histocam", "histocam.__main__"}
 

@@ -77,7 +77,7 @@ def test_average_gradients_is_the_mean_over_ranks() -> None:
 
 
 def _sharded_write_rank(rank: int, world: int, out: str, fail: bool) -> list[str]:
-    from histocam.cams.store import ShardedNpzWriter
+    from histocam.maps.store import ShardedNpzWriter
 
     # rank 0: one image ("z", last by name); rank 1: none; rank 2: three, odd shapes, a "/" id
     mine = [[("z", (2, 3))], [], [("a/1", (3, 5)), ("b", (7, 11)), ("c", (1, 1))]][rank]
@@ -93,7 +93,7 @@ def _sharded_write_rank(rank: int, world: int, out: str, fail: bool) -> list[str
 def test_sharded_npz_writer_merges_parts_in_rank_order(tmp_path: Path) -> None:
     """3 ranks: one store in rank order, the ids returned on every rank, an empty rank
     included; no part file left; aborted parts are removed."""
-    from histocam.cams.store import npz_key
+    from histocam.maps.store import npz_key
 
     for ids in run_ranks(_sharded_write_rank, str(tmp_path), False, world=3):
         assert ids == ["z", "a/1", "b", "c"]

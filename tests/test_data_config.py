@@ -134,8 +134,8 @@ def test_csv_with_split_column_rejects_split_keys(tmp_path: Path) -> None:
 def test_benchmark_configs_still_validate() -> None:
     """Every benchmark config validates whole: a run config, or a student pipeline (pixelcam-*,
     negev-*; their teacher_run is set per run by benchmarks/pixelcam_vs_teacher.py)."""
-    from histocam.experiments.pixelcam import PipelineConfig
-    from histocam.train.config import RunConfig
+    from histocam.experiments.pipeline import PipelineConfig
+    from histocam.train.run_config import RunConfig
 
     configs = sorted((REPO / "benchmarks" / "configs").glob("*.yaml"))
     assert len(configs) >= 12

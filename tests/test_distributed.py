@@ -32,8 +32,8 @@ from test_metrics_sync import run_ranks
 from histocam.core.atomic import load_checkpoint
 from histocam.data.open import open_source
 from histocam.train import RunConfig, Trainer, build_method
-from histocam.train.evaluate import evaluate_split
 from histocam.train.seeding import set_deterministic
+from histocam.train.split_pass import evaluate_split
 
 
 def tree(tmp_path: Path, name: str) -> dict:
@@ -266,7 +266,7 @@ def test_torchrun_pipeline_evaluate_and_cams_equal_one_process(tmp_path: Path) -
       maps equal the 1-process pipeline's within 1e-3 (floats; integers and strings exactly; in
       practice they agree to the bit), as the trainings agree to float tolerance only.
     """
-    from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
+    from histocam.experiments.pipeline import PipelineConfig, run_pipeline
     from histocam.runs import Run
 
     one_root, two_root = tmp_path / "one", tmp_path / "two"

@@ -25,13 +25,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.cli.errors import user_error_message
+from histocam.cli.user_errors import user_error_message
 from histocam.data import DataError, open_source
 from histocam.data.check import check_source
 from histocam.data.csv_manifest import read_class_names
 from histocam.data.io import read_image, read_mask
 from histocam.data.wsol_lists import read_wsol_split
-from histocam.train.config import load_run_config
+from histocam.train.run_config import load_run_config
 
 # hypothesis's caches go to the temporary folder, not into the working tree
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "histocam-hypothesis")

@@ -257,7 +257,7 @@ def test_maxmin_needs_softmax_posteriors() -> None:
 def test_negev_pipeline_keeps_the_teacher_classifier_and_selects_on_localization(
         tmp_path: Path) -> None:
     from histocam.core.atomic import load_checkpoint
-    from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
+    from histocam.experiments.pipeline import PipelineConfig, run_pipeline
 
     tiny = {"epochs": 2, "batch_size": 4, "num_workers": 0}
     p = PipelineConfig.model_validate({

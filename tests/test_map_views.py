@@ -7,8 +7,8 @@ import pydantic
 import pytest
 import torch
 
-from histocam.cams.normalize import minmax_normalize
-from histocam.cams.views import VIEWS, from_view, to_view
+from histocam.maps.normalize import minmax_normalize
+from histocam.maps.views import VIEWS, from_view, to_view
 from histocam.methods import create_method
 
 TINY = {"name": "test_resnet"}
@@ -60,7 +60,7 @@ def test_d8_map_turns_with_the_image(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_flips_map_is_the_mean_of_the_mirrored_maps(name: str) -> None:
-    """``flips`` by hand, without ``histocam.cams.views``: the mean of the maps of the image and of
+    """``flips`` by hand, without ``histocam.maps.views``: the mean of the maps of the image and of
     its mirror images, each mirrored back; min–max again for CAMs, as it is for probabilities."""
     plain, averaged = _method(name, "none"), _method(name, "flips")
     x = torch.randn(3, 3, 40, 56)

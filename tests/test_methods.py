@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from histocam.cams.normalize import minmax_normalize, normalize_cam
+from histocam.maps.normalize import minmax_normalize, normalize_cam
 from histocam.methods import METHODS, create_method
 from histocam.methods.lse import lse_pool
 from histocam.methods.prm import peak_pool

@@ -206,7 +206,7 @@ def test_pixelcam_map_is_a_probability_without_minmax() -> None:
 
 
 def _tiny_pipeline(tmp_path: Path, **extra) -> dict:
-    from histocam.experiments.pixelcam import PipelineConfig
+    from histocam.experiments.pipeline import PipelineConfig
 
     tiny = {"epochs": 1, "batch_size": 4, "num_workers": 0}
     return PipelineConfig.model_validate({
@@ -219,8 +219,8 @@ def _tiny_pipeline(tmp_path: Path, **extra) -> dict:
 
 
 def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
-    from histocam.cams.store import CAMStoreError, load_cams, store_is_current
-    from histocam.experiments.pixelcam import run_pipeline
+    from histocam.experiments.pipeline import run_pipeline
+    from histocam.maps.store import CAMStoreError, load_cams, store_is_current
 
     p = _tiny_pipeline(tmp_path)
     results = run_pipeline(p, progress=False)
@@ -302,8 +302,8 @@ def test_pixel_loss_is_the_sum_over_seeds_averaged_over_images() -> None:
 
 
 def test_dataset_identity_ignores_how_the_path_is_spelled(tmp_path: Path, monkeypatch) -> None:
-    from histocam.cams.store import dataset_identity
     from histocam.data.config import DataConfig
+    from histocam.maps.store import dataset_identity
 
     (tmp_path / "a" / "data").mkdir(parents=True)
     (tmp_path / "b").mkdir()
@@ -316,7 +316,7 @@ def test_dataset_identity_ignores_how_the_path_is_spelled(tmp_path: Path, monkey
 
 
 def test_pipeline_stages_take_partial_method_overrides() -> None:
-    from histocam.experiments.pixelcam import load_pipeline_config
+    from histocam.experiments.pipeline import load_pipeline_config
 
     p = load_pipeline_config(None, ["student.method.n=3", "teacher.method.kmax=0.2",
                                     "teacher.method.name=wildcat"])
@@ -333,7 +333,7 @@ def test_pipeline_stages_take_partial_method_overrides() -> None:
 def test_pipeline_never_trains_a_given_teacher_run(tmp_path: Path) -> None:
     """teacher_run is used as it is: an untrained one is an error in the library, not only in
     the CLI, and nothing is trained in its place."""
-    from histocam.experiments.pixelcam import load_pipeline_config, run_pipeline
+    from histocam.experiments.pipeline import load_pipeline_config, run_pipeline
     from histocam.runs import RunError
 
     (tmp_path / "t").mkdir()
@@ -369,7 +369,7 @@ def test_a_pixel_head_above_the_uninformed_loss_is_reported() -> None:
 
 
 def test_a_diverging_pixel_head_is_logged_once(tmp_path: Path, caplog) -> None:
-    from histocam.experiments.pixelcam import run_pipeline
+    from histocam.experiments.pipeline import run_pipeline
 
     diverging = {"epochs": 2, "batch_size": 4, "num_workers": 0, "head_lr_multiplier": 1e4}
     p = _tiny_pipeline(tmp_path, student={"train": diverging})

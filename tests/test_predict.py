@@ -19,7 +19,7 @@ from histocam.cli import app
 from histocam.core.atomic import save_checkpoint
 from histocam.data.errors import DataError
 from histocam.data.transforms import resize_image, resize_maps
-from histocam.methods.registry import create_method
+from histocam.methods.catalog import create_method
 from histocam.predict import Predictor, SlideOptions, predict, predict_slide, recorded_tau
 from histocam.runs import Run
 from histocam.train import RunConfig

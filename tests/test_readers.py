@@ -288,7 +288,7 @@ def test_evaluation_leaves_ignored_pixels_out(tmp_path: Path) -> None:
     from histocam.data.open import open_source
     from histocam.methods import create_method
     from histocam.metrics.histogram import PixelHistogram
-    from histocam.train.evaluate import evaluate_split
+    from histocam.train.split_pass import evaluate_split
 
     lists, root, fg, box = _ignore_lists(tmp_path)
     data = DataConfig(dataset=str(lists), root=root, eval_size=16)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from histocam.cli import app
 from histocam.metrics import PixelHistogram, PxAP, best_threshold
-from histocam.metrics.report import localization_report
+from histocam.metrics.localization import localization_report
 
 
 def _write(tmp: Path, name: str, maps: np.ndarray, masks: np.ndarray, skip_empty=True):

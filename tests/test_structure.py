@@ -70,7 +70,7 @@ def test_negative_class_of_the_data_config(tmp_path: Path) -> None:
 def test_run_evaluates_on_other_data_with_its_own_tau(tmp_path: Path) -> None:
     from histocam.data.open import open_source
     from histocam.metrics.confusion import best_threshold
-    from histocam.train.evaluate import evaluate_split
+    from histocam.train.split_pass import evaluate_split
 
     cfg = _config(tmp_path, "synthetic-colon")
     Trainer(cfg).fit()

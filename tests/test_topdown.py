@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from histocam.cams import (
+from histocam.maps import (
     ISCAM,
     SSCAM,
     AblationCAM,
@@ -19,7 +19,7 @@ from histocam.cams import (
     SmoothGradCAMPlusPlus,
     XGradCAM,
 )
-from histocam.cams.normalize import minmax_normalize
+from histocam.maps.normalize import minmax_normalize
 
 CLASSES = torch.tensor([0, 3, 1])  # mixed classes in one batch
 

@@ -203,7 +203,7 @@ def test_pooling_methods_train_on_shared_glas(tmp_path: Path, name: str) -> None
         assert (cfg.run_dir / "checkpoints" / f"{ckpt}.pt").is_file()
     method, _ = Run(cfg.run_dir).method("best-loc")
     from histocam.data.open import open_source
-    from histocam.train.evaluate import evaluate_split
+    from histocam.train.split_pass import evaluate_split
 
     kept = {}
     result = evaluate_split(method, open_source(cfg.data).dataset("valpx"), cfg.data,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import typer
 
-from histocam.cli.data import data_app, known_split
-from histocam.cli.errors import user_error_message, user_errors  # noqa: F401 (API)
-from histocam.cli.predict import predict_command
-from histocam.cli.report import register as register_report_commands
+from histocam.cli.data_commands import data_app, known_split
+from histocam.cli.predict_command import predict_command
+from histocam.cli.report_commands import register as register_report_commands
+from histocam.cli.user_errors import user_error_message, user_errors  # noqa: F401 (API)
 
 app = typer.Typer(
     name="histocam",
@@ -152,7 +152,7 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
     current); the data, backbone and classifier are the teacher's."""
     from histocam.core import collectives
     from histocam.core.configs import apply_overrides
-    from histocam.experiments.pixelcam import (
+    from histocam.experiments.pipeline import (
         PipelineConfig,
         ensure_teacher_maps,
         student_run_config,
@@ -226,7 +226,7 @@ def pipeline_pixelcam(
     """Teacher -> stored CAMs -> PixelCAM (or NEGEV) -> evaluation of both -> comparison table.
     On N processes: torchrun --nproc_per_node N -m histocam pipeline pixelcam ..."""
     from histocam.core import collectives
-    from histocam.experiments.pixelcam import comparison_table, load_pipeline_config, run_pipeline
+    from histocam.experiments.pipeline import comparison_table, load_pipeline_config, run_pipeline
 
     overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
     overrides += [f"student.method.name={student}"] if student else []

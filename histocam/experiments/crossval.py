@@ -8,7 +8,7 @@ patients, valpx from valcl, train = the rest; every choice made on valcl/valpx).
 resumed, so an interrupted cross-validation continues where it stopped.
 
 Each fold's test split also gets its ``chance`` (an all-ones map) and its colour floor (the
-darkness map, ``histocam.cams.colour``), so every PxAP is read next to both. The summary,
+darkness map, ``histocam.maps.colour``), so every PxAP is read next to both. The summary,
 ``crossval.json`` and ``crossval.md`` in ``<out_dir>/<name>``, gives per checkpoint the PxAP per
 fold (mean over seeds), the mean ± std over folds and over all runs, per class, and, for a
 pipeline, the student − teacher differences with paired t-tests over the per-image AP of every
@@ -26,13 +26,13 @@ from typing import Any
 
 import yaml
 
-from histocam.cams.colour import COLOUR_FLOOR, colour_map_pxap
 from histocam.core.configs import apply_overrides
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
-from histocam.experiments.pixelcam import PipelineConfig, run_pipeline
+from histocam.experiments.pipeline import PipelineConfig, run_pipeline
+from histocam.maps.colour import COLOUR_FLOOR, colour_map_pxap
 from histocam.runs.run import Run
-from histocam.train.config import RunConfig
+from histocam.train.run_config import RunConfig
 from histocam.train.trainer import Trainer
 
 CHECKPOINTS = ("best-loc", "best-cl")

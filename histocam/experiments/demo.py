@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histocam.experiments.pixelcam import PipelineConfig, comparison_table, run_pipeline
+from histocam.experiments.pipeline import PipelineConfig, comparison_table, run_pipeline
 from histocam.report import build_report
 
 console = Console()

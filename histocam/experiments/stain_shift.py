@@ -27,7 +27,7 @@ from histocam.data.stain import hed_to_rgb, rgb_to_hed
 from histocam.metrics.pxap import chance_pxap
 from histocam.report import files
 from histocam.runs.run import Run
-from histocam.train.evaluate import evaluate_split
+from histocam.train.split_pass import evaluate_split
 
 N_LEVELS = 10
 

@@ -23,14 +23,14 @@ from histocam.methods import (  # noqa: F401 (registers the methods)
     wildcat,
 )
 from histocam.methods.base import ClassifierConfig, MethodConfig, MethodOutput, WSOLMethod
-from histocam.methods.composed import ComposedConfig, ComposedMethod
-from histocam.methods.registry import (
+from histocam.methods.catalog import (
     FAMILIES,
     METHODS,
     create_method,
     method_config,
     register_method,
 )
+from histocam.methods.composed import ComposedConfig, ComposedMethod
 from histocam.methods.student import SeededStudent, SeededStudentConfig
 
 __all__ = [

@@ -29,10 +29,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from histocam.cams.normalize import minmax_normalize
-from histocam.cams.normalize import upsample as upsample_maps
+from histocam.maps.normalize import minmax_normalize
+from histocam.maps.normalize import upsample as upsample_maps
 from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod, image_loss
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 
 
 class ACoLConfig(ClassifierConfig):

@@ -27,7 +27,7 @@ from torch import nn
 
 from histocam.methods.base import ClassifierConfig
 from histocam.methods.cam import CAM
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 
 
 class ADLConfig(ClassifierConfig):

@@ -3,7 +3,7 @@
 A method is an encoder (``histocam.models``) plus a head plus a loss plus a way to produce a map.
 Subclasses set ``Config`` (their typed hyper-parameters), build their head in ``build_head`` and
 implement ``head_forward``; built-in maps come from ``MethodOutput.maps`` and are post-processed by
-the protocol functions of ``histocam.cams.normalize``. Methods never read files: the trainer
+the protocol functions of ``histocam.maps.normalize``. Methods never read files: the trainer
 supplies what a batch needs and the run layer supplies initial weights.
 
 Extension points (docs/ARCHITECTURE.md), each with a default that does nothing special:
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from histocam.cams.normalize import minmax_normalize
-from histocam.cams.normalize import upsample as upsample_maps
-from histocam.cams.views import VIEWS, from_view, to_view
 from histocam.core.configs import StrictModel
+from histocam.maps.normalize import minmax_normalize
+from histocam.maps.normalize import upsample as upsample_maps
+from histocam.maps.views import VIEWS, from_view, to_view
 from histocam.models.backbones import BackboneConfig, Encoder, create_encoder
 
 
@@ -45,7 +45,7 @@ class MethodConfig(StrictModel):
     name: str
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     map_tta: Literal["none", "flips", "d8"] = Field(
-        "none", description="test-time views the map is averaged over (histocam.cams.views): "
+        "none", description="test-time views the map is averaged over (histocam.maps.views): "
         "none; flips (the image, its two mirror images, its 180° rotation); d8 (its 8 rotations "
         "and mirror images). Each view's map is turned back into the image's frame; the logits "
         "are the unaugmented image's")
@@ -157,7 +157,7 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
         low-resolution maps (before upsampling) with ``upsample=False``.
 
         With ``config.map_tta`` the map is the mean of ``localize_view`` over the test-time views
-        (``histocam.cams.views``), each turned back into the image's frame, min–max normalised
+        (``histocam.maps.views``), each turned back into the image's frame, min–max normalised
         again unless the maps are probabilities; the logits are always the unaugmented image's."""
         views = VIEWS[self.config.map_tta]
         logits, maps = self.localize_view(images, classes, upsample)

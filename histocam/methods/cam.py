@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from histocam.methods.base import MethodOutput, WSOLMethod
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 
 
 @register_method("cam", family="pooling", paper="Zhou et al., CVPR 2016",

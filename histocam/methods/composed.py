@@ -12,7 +12,7 @@ import torch
 from pydantic import Field, SerializeAsAny, field_serializer, field_validator
 
 from histocam.methods.base import MethodConfig, MethodOutput, WSOLMethod
-from histocam.methods.registry import METHODS, create_method, method_config
+from histocam.methods.catalog import METHODS, create_method, method_config
 from histocam.models.backbones import BackboneConfig, Encoder
 
 

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from histocam.methods.base import ClassifierConfig
 from histocam.methods.cam import CAM
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 
 
 class HaSConfig(ClassifierConfig):

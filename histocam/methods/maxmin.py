@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from histocam.cams.normalize import minmax_normalize
-from histocam.cams.normalize import upsample as upsample_maps
+from histocam.maps.normalize import minmax_normalize
+from histocam.maps.normalize import upsample as upsample_maps
 from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 from histocam.methods.wildcat import wildcat_pool
 
 

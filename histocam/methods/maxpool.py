@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from histocam.methods.base import MethodOutput, WSOLMethod
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 
 
 @register_method("maxpool", family="pooling", paper="Oquab et al., CVPR 2015",

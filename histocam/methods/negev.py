@@ -32,8 +32,8 @@ from pydantic import Field, model_validator
 
 from histocam.data.transforms import resize_maps
 from histocam.methods.base import MethodOutput, foreground_probability
+from histocam.methods.catalog import register_method
 from histocam.methods.decoder import DECODER_WIDTHS, UNetDecoder, input_size
-from histocam.methods.registry import register_method
 from histocam.methods.student import SeededStudent, SeededStudentConfig, seed_loss
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 from histocam.methods.student import SeededStudent, SeededStudentConfig
 
 

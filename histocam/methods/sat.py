@@ -38,7 +38,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 from histocam.methods.tscam import require_vit
 from histocam.models.backbones import vit_attention
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from histocam.methods.base import MethodOutput, WSOLMethod, foreground_probability, image_loss
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 
 
 def mask_cross_entropy(pixel_logits: torch.Tensor, batch: dict) -> torch.Tensor:

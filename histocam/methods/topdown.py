@@ -1,6 +1,6 @@
 """Top-down WSOL methods (survey §2.3): an image classifier (``method.classifier``, by default CAM's
 GAP + linear head as in the survey; any registered classifier method, e.g. WILDCAT) trained with its
-own loss, whose map is produced by interrogating it with a top-down CAM (``histocam.cams``) for the
+own loss, whose map is produced by interrogating it with a top-down CAM (``histocam.maps``) for the
 ground-truth class. Default target layer: the encoder's last stage; LayerCAM fuses the last
 ``layers`` stages."""
 
@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from histocam.cams import (
+from histocam.maps import (
     ISCAM,
     SSCAM,
     AblationCAM,
@@ -23,10 +23,10 @@ from histocam.cams import (
     SmoothGradCAMPlusPlus,
     XGradCAM,
 )
-from histocam.cams.base import TopDownCAM
+from histocam.maps.topdown_cam import TopDownCAM
 from histocam.methods.base import MethodOutput
+from histocam.methods.catalog import register_method
 from histocam.methods.composed import ComposedConfig, ComposedMethod
-from histocam.methods.registry import register_method
 
 
 class TopDownConfig(ComposedConfig):

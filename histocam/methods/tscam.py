@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 from histocam.models.backbones import Encoder
 
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod, foreground_probability
 from histocam.methods.base import image_loss as classification_loss
+from histocam.methods.catalog import register_method
 from histocam.methods.decoder import DECODER_WIDTHS, UNetDecoder, input_size
-from histocam.methods.registry import register_method
 from histocam.methods.supervised import mask_cross_entropy
 
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from histocam.methods.base import ClassifierConfig, MethodOutput, WSOLMethod
-from histocam.methods.registry import register_method
+from histocam.methods.catalog import register_method
 
 
 class WildcatConfig(ClassifierConfig):

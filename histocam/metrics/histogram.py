@@ -73,7 +73,7 @@ class PixelHistogram(Metric):
     ``update`` per batch, ``merge``/``sync`` to combine processes (integer counts are summed, so
     both are exact and order-free), ``reset``. Images without a mask are not passed here; an
     all-background mask adds background counts only. ``compute`` gives the counts, PxAP (None
-    without foreground pixels) and the image/pixel totals; ``histocam.metrics.report`` and
+    without foreground pixels) and the image/pixel totals; ``histocam.metrics.localization`` and
     ``confusion`` derive the other protocol metrics from ``fg``/``bg``.
     """
 

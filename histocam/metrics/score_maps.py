@@ -17,8 +17,8 @@ from histocam.data.errors import DataError
 from histocam.data.io import read_mask
 from histocam.data.transforms import resize_maps, resize_mask
 from histocam.metrics.histogram import PixelHistogram
+from histocam.metrics.localization import localization_report
 from histocam.metrics.per_image import PerImageScores
-from histocam.metrics.report import localization_report
 from histocam.metrics.validation import MapError, validate_maps
 
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")

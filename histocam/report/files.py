@@ -1,7 +1,7 @@
 """Where the report finds what evaluations and experiments wrote under a run directory.
 
 ``RUN/metrics/<ckpt>-<split>.json`` (+ ``-per-image.csv``, ``-curves.csv``, ``-maps.npz``) come
-from ``histocam.runs.evaluate``; ``RUN/metrics/<TAG>/`` holds the same for other data (OOD). The
+from ``histocam.runs.evaluation``; ``RUN/metrics/<TAG>/`` holds the same for other data (OOD). The
 experiments (``histocam.experiments``) write one JSON each, named here so that writer and reader
 share the names.
 """

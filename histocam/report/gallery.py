@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from histocam.cams.store import npz_key
 from histocam.core.visual import colorize, downscale, grid, image_to_uint8, region_overlay
 from histocam.data.transforms import JointTransform
+from histocam.maps.store import npz_key
 from histocam.report.load import CheckpointResults, RunResults
 
 KINDS = ("best", "worst", "random")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 
-from histocam.cams.store import dataset_identity
 from histocam.data.errors import DataError
-from histocam.metrics.report import ORACLE_NOTE
+from histocam.maps.store import dataset_identity
+from histocam.metrics.localization import ORACLE_NOTE
 from histocam.metrics.stats import paired_ttest
 from histocam.report import figures, files
 from histocam.report.gallery import gallery_image, gallery_rows, one_cpu_thread

@@ -16,7 +16,6 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from histocam.cams.store import ShardedNpzWriter, config_hash, dataset_identity, store_paths
 from histocam.core import collectives
 from histocam.core.atomic import load_checkpoint, write_text_atomic
 from histocam.core.collectives import all_gather_objects
@@ -24,11 +23,12 @@ from histocam.core.devices import command_device, resolve_device
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
+from histocam.maps.store import ShardedNpzWriter, config_hash, dataset_identity, store_paths
 from histocam.methods.base import WSOLMethod
-from histocam.methods.registry import create_method
-from histocam.runs.evaluate import evaluate_run
-from histocam.train.config import RunConfig
+from histocam.methods.catalog import create_method
+from histocam.runs.evaluation import evaluate_run
 from histocam.train.loader import make_loader
+from histocam.train.run_config import RunConfig
 from histocam.train.trainer import CHECKPOINTS
 
 
@@ -188,7 +188,7 @@ class Run:
     def evaluate(self, checkpoint: str, split: str = "test", *,
                  data: str | Path | DataConfig | None = None, device: str = "auto",
                  save_maps: bool = False, separability: bool = False) -> dict:
-        """Test metrics of a checkpoint (``histocam.runs.evaluate``)."""
+        """Test metrics of a checkpoint (``histocam.runs.evaluation``)."""
         return evaluate_run(self, checkpoint, split, data=data, device=device,
                             save_maps=save_maps, separability=separability)
 

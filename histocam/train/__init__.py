@@ -1,6 +1,6 @@
 """Training: the run config, the trainer with B-LOC/B-CL selection, checkpoints, evaluation."""
 
-from histocam.train.config import RunConfig, TrainConfig, load_run_config
+from histocam.train.run_config import RunConfig, TrainConfig, load_run_config
 from histocam.train.trainer import Trainer, build_method
 
 __all__ = ["RunConfig", "TrainConfig", "Trainer", "build_method", "load_run_config"]

@@ -49,19 +49,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from histocam.cams.store import load_cams
 from histocam.core import collectives
 from histocam.core.atomic import load_checkpoint, save_checkpoint, write_text_atomic
 from histocam.core.collectives import all_gather_objects, all_reduce_sum
 from histocam.core.devices import command_device
 from histocam.data.open import negative_class, open_source
 from histocam.data.transforms import JointTransform
+from histocam.maps.store import load_cams
 from histocam.methods.base import WSOLMethod
-from histocam.methods.registry import create_method
+from histocam.methods.catalog import create_method
 from histocam.train import distributed
-from histocam.train.config import RunConfig
-from histocam.train.evaluate import evaluate_split
 from histocam.train.loader import make_train_loader, train_batches
+from histocam.train.run_config import RunConfig
 from histocam.train.seeding import (
     epoch_seed,
     rng_state,
@@ -69,6 +68,7 @@ from histocam.train.seeding import (
     set_deterministic,
     set_rng_state,
 )
+from histocam.train.split_pass import evaluate_split
 
 log = logging.getLogger("histocam")
 console = Console()

@@ -15,10 +15,10 @@ def user_error_message(exc: BaseException) -> str | None:
     """One line for an error caused by the user's input; None for anything else (a bug)."""
     from pydantic import ValidationError
 
-    from histocam.cams.store import CAMStoreError
     from histocam.core.configs import describe_invalid
     from histocam.core.registry import UnknownNameError
     from histocam.data.errors import DataError
+    from histocam.maps.store import CAMStoreError
     from histocam.models.backbones import BackboneError
     from histocam.runs import RunError
 

@@ -21,19 +21,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from histocam.cams.store import ShardedNpzWriter
 from histocam.core import collectives
 from histocam.core.collectives import distributed_ready
 from histocam.core.devices import command_device
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
+from histocam.maps.store import ShardedNpzWriter
 from histocam.metrics.confusion import best_threshold
+from histocam.metrics.localization import localization_report, write_threshold_curves
 from histocam.metrics.pxap import chance_pxap, pxap_from_histograms
-from histocam.metrics.report import localization_report, write_threshold_curves
 from histocam.metrics.separability import SeparabilityIndex
-from histocam.train.evaluate import SplitResult, evaluate_split
 from histocam.train.loader import make_loader
+from histocam.train.split_pass import SplitResult, evaluate_split
 
 if TYPE_CHECKING:
     from histocam.runs.run import Run

@@ -21,19 +21,19 @@ import torch
 import yaml
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from histocam.cams.store import store_is_current, store_paths
 from histocam.core import collectives
 from histocam.core.configs import StrictModel, load_config_tree
 from histocam.core.devices import command_device, resolve_device
 from histocam.data.config import DataConfig
-from histocam.experiments.figures import save_map_figure
+from histocam.experiments.map_figure import save_map_figure
+from histocam.maps.store import store_is_current, store_paths
 from histocam.methods.base import MethodConfig
+from histocam.methods.catalog import method_config
 from histocam.methods.composed import ComposedConfig
-from histocam.methods.registry import method_config
 from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
 from histocam.runs.run import Run, is_trained
-from histocam.train.config import RunConfig, RunIdentity, TrainConfig
+from histocam.train.run_config import RunConfig, RunIdentity, TrainConfig
 from histocam.train.trainer import Trainer
 
 

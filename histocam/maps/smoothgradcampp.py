@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from histocam.cams.base import CAMContext, TopDownCAM, default_logits
-from histocam.cams.gradcampp import gradcampp_weights
+from histocam.maps.gradcampp import gradcampp_weights
+from histocam.maps.topdown_cam import CAMContext, TopDownCAM, default_logits
 
 
 class SmoothGradCAMPlusPlus(TopDownCAM):

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from histocam.cams.normalize import minmax_normalize
 from histocam.data.config import DataConfig
 from histocam.data.transforms import JointTransform
+from histocam.maps.normalize import minmax_normalize
 from histocam.metrics.pxap import PxAP, chance_pxap
 
 

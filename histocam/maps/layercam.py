@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from histocam.cams.base import CAMContext, TopDownCAM
-from histocam.cams.normalize import minmax_normalize, upsample
+from histocam.maps.normalize import minmax_normalize, upsample
+from histocam.maps.topdown_cam import CAMContext, TopDownCAM
 
 
 class LayerCAM(TopDownCAM):

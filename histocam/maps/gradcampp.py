@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from histocam.cams.base import CAMContext, TopDownCAM
+from histocam.maps.topdown_cam import CAMContext, TopDownCAM
 
 EPS = 1e-6
 

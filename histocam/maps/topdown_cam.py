@@ -13,7 +13,7 @@ their gradients) into one low-resolution map per layer. The base:
   leaf (a copy, so in-place operations downstream do not alter the captured activation), so the
   part of the network before the target layer runs as a plain inference forward;
 - fuses several layers (mean of per-layer min–max maps; LayerCAM overrides) and applies the
-  protocol's ReLU -> min–max -> bilinear (``histocam.cams.normalize``), on the model's
+  protocol's ReLU -> min–max -> bilinear (``histocam.maps.normalize``), on the model's
   device, batched.
 """
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from histocam.cams.normalize import minmax_normalize
-from histocam.cams.normalize import upsample as upsample_maps
+from histocam.maps.normalize import minmax_normalize
+from histocam.maps.normalize import upsample as upsample_maps
 
 ForwardFn = Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
 

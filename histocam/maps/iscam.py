@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from histocam.cams.scorecam import ScoreCAM
+from histocam.maps.scorecam import ScoreCAM
 
 
 class ISCAM(ScoreCAM):

@@ -3,7 +3,7 @@ map = ReLU(Σ_k w_k A_k)."""
 
 from __future__ import annotations
 
-from histocam.cams.base import CAMContext, TopDownCAM
+from histocam.maps.topdown_cam import CAMContext, TopDownCAM
 
 EPS = 1e-7
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from histocam.cli.errors import user_errors
+from histocam.cli.user_errors import user_errors
 
 
 @user_errors

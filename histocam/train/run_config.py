@@ -15,7 +15,7 @@ from histocam.core.configs import ConfigError, StrictModel, describe_invalid, lo
 from histocam.core.registry import UnknownNameError
 from histocam.data.config import DataConfig
 from histocam.methods.base import MethodConfig
-from histocam.methods.registry import METHODS, method_config
+from histocam.methods.catalog import METHODS, method_config
 
 
 class TrainConfig(StrictModel):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from histocam.cams.base import CAMContext, TopDownCAM, default_logits
+from histocam.maps.topdown_cam import CAMContext, TopDownCAM, default_logits
 
 EPS = 1e-7
 

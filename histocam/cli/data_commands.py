@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from histocam.cli.errors import user_errors
+from histocam.cli.user_errors import user_errors
 from histocam.data.check import CheckReport, check_source
 from histocam.data.config import DataConfig
 from histocam.data.dataset import SPLITS
@@ -132,7 +132,7 @@ def gallery(
     root: Path | None = typer.Option(None, help="image root for WSOL split lists"),
 ) -> None:
     """Save a contact sheet of samples with their mask outlines."""
-    from histocam.data.gallery import save_gallery
+    from histocam.data.contact_sheet import save_gallery
     from histocam.data.open import open_dataset
 
     known_split(split)
