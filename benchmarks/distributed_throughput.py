@@ -2,7 +2,7 @@
 
 The same run (synthetic H&E images rendered on the fly, global batch ``--batch``, one epoch of
 ``--n-train`` images) under PyTorch's launcher with 1 and with N processes (gloo on CPU, NCCL on
-GPUs); the training time of epoch 1 comes from the run's own ``log.csv`` (``seconds``: the training
+GPUs); the training time of epoch 1 comes from the run's own training log (``seconds``: the training
 epoch, evaluation excluded), so process start-up and the epoch-0 evaluation are not counted.
 Reports images/s and the speed-up over one process.
 
@@ -18,7 +18,6 @@ Usage: python benchmarks/distributed_throughput.py [--procs 1 2] [--model test_r
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from histocam.core.rundir import RunDir
 
 
 def run_config(out: Path, name: str, args: argparse.Namespace) -> dict:
@@ -50,9 +51,7 @@ def train_seconds(procs: int, out: Path, args: argparse.Namespace) -> float:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            str(procs), "-m", "histocam", "train", "--config", str(config)]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    with (out / name / "log.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    return float(rows[-1]["seconds"])
+    return float(RunDir(out / name).read_log()[-1]["seconds"])
 
 
 def main() -> None:

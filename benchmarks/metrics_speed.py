@@ -45,8 +45,8 @@ def run_ours(n: int, batch: int) -> dict:
     t = time.perf_counter()
     report = localization_report(hist)
     elapsed += time.perf_counter() - t
-    return {"seconds": elapsed, "pxap": report["pxap"], "TP*": report["TP*"],
-            "dice_fg@0.5": report["at_0.5"]["dice_fg"]}
+    return {"seconds": elapsed, "pxap": report.pxap, "TP*": report.tp_area,
+            "dice_fg@0.5": report.at_half.dice_fg}
 
 
 def run_reference(n: int, batch: int) -> dict:

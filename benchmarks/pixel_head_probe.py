@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform, resize_maps
-from histocam.maps.store import load_cams, store_paths
+from histocam.maps.store import load_cams
 from histocam.maps.views import VIEWS, from_view, to_view
 from histocam.metrics import PxAP
 from histocam.runs import Run
@@ -107,7 +107,7 @@ def probe(run: Run, l2s: list[float], views: str | None = None) -> dict[str, flo
     f_te, teacher_te, m_te, ig_te, _ = features_and_masks(run, "test", views_name)
     views = VIEWS[views_name]
     grid = tuple(f_tr.shape[-2:])
-    npz, _ = store_paths(run.dir, "best-loc", "train")
+    npz = run.dir.stored_maps("best-loc", "train")
     if not npz.is_file():
         run.export_cams("best-loc", "train", device="cpu")
     stored = load_cams(npz, run.config.data, "train", ids_tr)  # the maps PixelCAM samples from

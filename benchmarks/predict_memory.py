@@ -59,7 +59,6 @@ def write_slide(path: Path, size: int, tissue: float, seed: int = 0) -> None:
 def make_run(root: Path) -> Path:
     import torch
 
-    from histocam.core.atomic import save_checkpoint
     from histocam.methods.catalog import create_method
     from histocam.train import RunConfig
 
@@ -70,14 +69,12 @@ def make_run(root: Path) -> Path:
         "method": {"name": "cam", "backbone": {"name": "test_resnet", "pretrained": False}},
         "train": {"eval_batch_size": 64}})
     run = cfg.run_dir
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(cfg.to_yaml())
+    run.write_config(cfg.to_yaml())
     torch.manual_seed(0)
     state = create_method(cfg.method.for_inference(), 2).state_dict()
     for name in ("best-loc", "best-cl"):
-        save_checkpoint({"model": state, "epoch": 0, "class_names": ["normal", "tumor"]},
-                        run / "checkpoints" / f"{name}.pt")
-    return run
+        run.save_checkpoint(name, {"model": state, "epoch": 0, "class_names": ["normal", "tumor"]})
+    return run.root
 
 
 def child(run: str, slide: str, out: str, tile: int, workers: int) -> None:

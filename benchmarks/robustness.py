@@ -23,30 +23,28 @@ Usage (synthetic-node, CAM teacher, 3 seeds; about 1 h on 2 CPU cores including 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import yaml
-from pixelcam_vs_teacher import mean_std  # the sibling script whose pipelines this reads
+from tables import mean_std
 
+from histocam.core.experiment_results import PipelineComparison, StainShiftResult
+from histocam.core.rundir import LABEL, SELECTED, PipelineDir, RunDir
 from histocam.experiments.stain_shift import N_LEVELS, StainShift, run_stain_shift
 from histocam.runs import Run
 
-SELECTIONS = {"best-loc": "B-LOC", "best-cl": "B-CL"}
 
-
-def stain_curves(run_dir: str, max_strength: float, seed: int) -> dict:
-    """``metrics/stain-shift.json`` of a run, computed unless it exists with these settings."""
-    path = Path(run_dir) / "metrics" / "stain-shift.json"
+def stain_curves(run_dir: str, max_strength: float, seed: int) -> StainShiftResult:
+    """A run's stain-shift result, computed unless it is stored with these settings."""
+    path = RunDir(run_dir).experiment("stain-shift")
     shift = StainShift.from_seed(seed)
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if (stored["a"] == list(shift.a) and len(stored["levels"]) == N_LEVELS + 1
-                and abs(stored["strengths"][-1] - max_strength) < 1e-12
-                and set(SELECTIONS) <= set(stored["checkpoints"])):
-            return stored
-    run_stain_shift(run_dir, checkpoints=tuple(SELECTIONS), max_strength=max_strength, seed=seed)
-    return json.loads(path.read_text())
+    stored = StainShiftResult.read(path)
+    if (stored is not None and stored.a == list(shift.a) and len(stored.levels) == N_LEVELS + 1
+            and abs(stored.strengths[-1] - max_strength) < 1e-12
+            and set(SELECTED) <= set(stored.checkpoints)):
+        return stored
+    run_stain_shift(run_dir, checkpoints=SELECTED, max_strength=max_strength, seed=seed)
+    return StainShiftResult.read(path)
 
 
 def main() -> None:
@@ -65,29 +63,31 @@ def main() -> None:
                                   .read_text())["out_dir"])
     runs: dict[str, list[str]] = {"teacher": [], "student": []}
     for seed in args.seeds:
-        comparison = out_dir / f"{args.tag}-{args.teacher}-s{seed}" / "comparison.json"
-        if not comparison.is_file():
-            raise SystemExit(f"error: {comparison} is missing: run benchmarks/pixelcam_vs_teacher.py"
-                             f" --dataset {args.dataset} --teachers {args.teacher} first")
-        results = json.loads(comparison.read_text())
-        runs["teacher"].append(results["teacher"]["run"])
-        runs["student"].append(results["student"]["run"])
+        folder = PipelineDir(out_dir / f"{args.tag}-{args.teacher}-s{seed}")
+        results = PipelineComparison.read(folder.comparison_json)
+        if results is None:
+            raise SystemExit(f"error: {folder} has no comparison: run "
+                             f"benchmarks/quality/pixelcam_vs_teacher.py --dataset {args.dataset} "
+                             f"--teachers {args.teacher} first")
+        runs["teacher"].append(results.teacher.run)
+        runs["student"].append(results.student.run)
     names = {"teacher": f"{args.teacher} teacher", "student": "PixelCAM"}
 
     curves = {role: [stain_curves(r, args.max_strength, args.shift_seed) for r in dirs]
               for role, dirs in runs.items()}
-    strengths = curves["teacher"][0]["strengths"]
+    strengths = curves["teacher"][0].strengths
     print(f"## Stain shift: {args.dataset}, {args.teacher} teacher vs PixelCAM, seeds {args.seeds}")
-    print(f"{curves['teacher'][0]['definition']}\n")
-    for ckpt, sel in SELECTIONS.items():
-        print(f"| {sel} | " + " | ".join(f"{s:g}" for s in strengths) + " |")
+    print(f"{curves['teacher'][0].definition}\n")
+    for ckpt in SELECTED:
+        print(f"| {LABEL[ckpt]} | " + " | ".join(f"{s:g}" for s in strengths) + " |")
         print("|---" * (len(strengths) + 1) + "|")
         for role in ("teacher", "student"):
-            for key, label in (("pxap", "PxAP"), ("accuracy", "CL")):
-                cells = [mean_std([c["checkpoints"][ckpt][key][k] for c in curves[role]])
-                         for k in range(len(strengths))]
+            for label in ("PxAP", "CL"):
+                series = [c.checkpoints[ckpt].pxap if label == "PxAP" else
+                          c.checkpoints[ckpt].accuracy for c in curves[role]]
+                cells = [mean_std([v[k] for v in series]) for k in range(len(strengths))]
                 print(f"| {names[role]} {label} | " + " | ".join(cells) + " |")
-        chance = [mean_std([c["checkpoints"][ckpt]["chance"][k] for c in curves["teacher"]])
+        chance = [mean_std([c.checkpoints[ckpt].chance[k] for c in curves["teacher"]])
                   for k in range(len(strengths))]
         print("| chance | " + " | ".join(chance) + " |\n")
 
@@ -98,15 +98,14 @@ def main() -> None:
               "| OOD CL |")
         print("|---|---|---|---|---|---|---|---|")
         for role, dirs in runs.items():
-            for ckpt, sel in SELECTIONS.items():
+            for ckpt in SELECTED:
                 own = [Run(r).evaluate(ckpt, "test") for r in dirs]
                 ood = [Run(r).evaluate(ckpt, "test", data=data) for r in dirs]
-                cells = [mean_std([m[part][k] for m in ms]) for ms, part, k in
-                         ((own, "localization", "pxap"), (own, "localization", "chance"),
-                          (ood, "localization", "pxap"), (ood, "localization", "chance"),
-                          (own, "classification", "accuracy"),
-                          (ood, "classification", "accuracy"))]
-                print(f"| {names[role]} | {sel} | " + " | ".join(cells) + " |")
+                cells = [mean_std(values) for values in (
+                    [m.pxap for m in own], [m.localization.chance for m in own],
+                    [m.pxap for m in ood], [m.localization.chance for m in ood],
+                    [m.accuracy for m in own], [m.accuracy for m in ood])]
+                print(f"| {names[role]} | {LABEL[ckpt]} | " + " | ".join(cells) + " |")
         print()
 
     if args.figure:
@@ -117,19 +116,21 @@ def main() -> None:
         import numpy as np
 
         fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), sharex=True)
-        for col, (ckpt, sel) in enumerate(SELECTIONS.items()):
+        for col, ckpt in enumerate(SELECTED):
             for row, (key, label) in enumerate((("pxap", "test PxAP"), ("accuracy", "test CL (%)"))):
                 ax = axes[row, col]
                 for role, colour in (("teacher", "tab:blue"), ("student", "tab:red")):
-                    values = np.array([c["checkpoints"][ckpt][key] for c in curves[role]], float)
+                    values = np.array([getattr(c.checkpoints[ckpt], key) for c in curves[role]],
+                                      float)
                     mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else 0
                     ax.plot(strengths, mean, color=colour, marker="o", ms=3, label=names[role])
                     ax.fill_between(strengths, np.clip(mean - std, 0, 100),
                                     np.clip(mean + std, 0, 100), color=colour, alpha=0.2)
                 if key == "pxap":
-                    chance = np.array([c["checkpoints"][ckpt]["chance"] for c in curves["teacher"]])
+                    chance = np.array([c.checkpoints[ckpt].chance for c in curves["teacher"]],
+                                      float)
                     ax.plot(strengths, chance.mean(0), "k--", lw=1, label="chance")
-                ax.set_title(f"{label}, {sel}", fontsize=9)
+                ax.set_title(f"{label}, {LABEL[ckpt]}", fontsize=9)
                 ax.grid(alpha=0.3)
                 if row == 1:
                     ax.set_xlabel("stain-shift strength")

@@ -1,6 +1,6 @@
 """How right are the pseudo-labels a seeded student (PixelCAM, NEGEV) draws from a teacher's maps?
 
-For each run, its stored B-LOC maps of the train split (``RUN/cams/best-loc-train.npz``, exported
+For each run, its stored B-LOC maps of the train split (``histocam cams RUN``, exported
 here if missing) are upsampled to the evaluation size and compared with the train masks. With the
 ``pb`` sampler (PixelCAM §2, NEGEV eq. 2) a foreground seed is drawn with probability ∝ C and a
 background seed ∝ 1 − C, so the expected share of correct seeds in an image is
@@ -25,7 +25,7 @@ import torch
 
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform, resize_maps
-from histocam.maps.store import load_cams, store_paths
+from histocam.maps.store import load_cams
 from histocam.methods.sampling import otsu_threshold
 from histocam.runs import Run
 
@@ -51,7 +51,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for path in sys.argv[1:]:
         run = Run(path).require_trained()
-        npz, _ = store_paths(run.dir, "best-loc", "train")
+        npz = run.dir.stored_maps("best-loc", "train")
         if not npz.is_file():
             run.export_cams("best-loc", "train")
         source = open_source(run.config.data)

@@ -1,7 +1,7 @@
 """Test metrics of teacher/baseline runs, mean ± std over seeds, with chance and per class.
 
 Evaluates each run's B-LOC and B-CL checkpoints on its held-out test split (τ* from valpx; reuses
-``metrics/<ckpt>-test.json`` when present) and prints one markdown row per method: test PxAP next
+the stored evaluation when present) and prints one markdown row per method: test PxAP next
 to its chance level (all-ones map), CL, and per class the mean per-image AP next to the mean
 foreground fraction (a map at chance scores its image's foreground fraction), and the Max-Min
 paper's F1⁺ / F1⁻ (its eqs. 14–15: foreground and background Dice, pooled over the test pixels) at
@@ -15,19 +15,19 @@ Usage (GlaS protocol, benchmarks/configs/glas.yaml):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
-from pixelcam_vs_teacher import mean_std  # the sibling script's formatter
+from tables import mean_std
+
+from histocam.core.results import EvaluationResult
+from histocam.core.rundir import LABEL, SELECTED, RunDir
 
 
-def metrics_of(run: Path, ckpt: str) -> dict:
-    path = run / "metrics" / f"{ckpt}-test.json"
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if "chance" in saved.get("localization", {}):
-            return saved
+def metrics_of(run: RunDir, ckpt: str) -> EvaluationResult:
+    saved = run.read_evaluation(ckpt, "test")
+    if saved is not None:
+        return saved
     from histocam.runs import Run
 
     return Run(run).evaluate(ckpt, "test")
@@ -44,28 +44,28 @@ def main() -> None:
           "mean image AP / mean FG % |")
     print("|---|---|---|---|---|---|---|---|")
     for method in args.methods:
-        runs = [args.out_dir / f"{args.prefix}{method}-s{s}" for s in args.seeds]
+        runs = [RunDir(args.out_dir / f"{args.prefix}{method}-s{s}") for s in args.seeds]
         # a run copied without its checkpoints (trained on another machine) is read from its
-        # stored metrics
-        runs = [r for r in runs if (r / "checkpoints" / "best-loc.pt").is_file()
-                or (r / "metrics" / "best-loc-test.json").is_file()]
+        # stored evaluation
+        runs = [r for r in runs if r.has_checkpoint("best-loc")
+                or r.evaluation("best-loc").json.is_file()]
         if not runs:
             continue
-        for ckpt, label in (("best-loc", "B-LOC"), ("best-cl", "B-CL")):
+        for ckpt in SELECTED:
             ms = [metrics_of(r, ckpt) for r in runs]
-            loc = [m["localization"] for m in ms]
+            loc = [m.localization for m in ms]
             classes = []
-            for name in loc[0].get("per_class", {}):
-                ap = [x["per_class"][name]["mean_image_ap"] for x in loc]
-                fg = [x["per_class"][name]["mean_fg_fraction"] for x in loc]
+            for name in loc[0].per_class or {}:
+                ap = [x.per_class[name].mean_image_ap for x in loc]
+                fg = [x.per_class[name].mean_fg_fraction for x in loc]
                 classes.append(f"{name} {mean_std(ap)} / {statistics.mean(fg):.1f}")
-            per_seed = ", ".join(f"{x['pxap']:.1f}" for x in loc)
-            print(f"| {method} | {label} | {len(runs)} ({per_seed}) | "
-                  f"{mean_std([x['pxap'] for x in loc])} | "
-                  f"{statistics.mean(x['chance'] for x in loc):.1f} | "
-                  f"{mean_std([m['classification']['accuracy'] for m in ms])} | "
-                  f"{mean_std([x['at_tau_star_valpx']['dice_fg'] for x in loc])} / "
-                  f"{mean_std([x['at_tau_star_valpx']['dice_bg'] for x in loc])} | "
+            per_seed = ", ".join(f"{x.pxap:.1f}" for x in loc)
+            print(f"| {method} | {LABEL[ckpt]} | {len(runs)} ({per_seed}) | "
+                  f"{mean_std([x.pxap for x in loc])} | "
+                  f"{statistics.mean(x.chance for x in loc):.1f} | "
+                  f"{mean_std([m.accuracy for m in ms])} | "
+                  f"{mean_std([x.at_tau_star_valpx.dice_fg for x in loc])} / "
+                  f"{mean_std([x.at_tau_star_valpx.dice_bg for x in loc])} | "
                   f"{'; '.join(classes)} |")
 
 

@@ -73,7 +73,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path: Path) -> None:
     one = RunConfig.model_validate(tree(tmp_path, "one"))
     best = Trainer(one).fit()
 
-    a, b = _log(one.run_dir), _log(tmp_path / "two")
+    a, b = _log(one.run_dir.root), _log(tmp_path / "two")
     assert [r["epoch"] for r in b] == ["0", "1", "2"]
     for ra, rb in zip(a, b):
         assert ra["valcl_accuracy"] == rb["valcl_accuracy"] and ra["selected"] == rb["selected"]
@@ -83,7 +83,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path: Path) -> None:
                 assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-4), key
     for which, epoch in (("best-loc", best["loc_epoch"]), ("best-cl", best["cl_epoch"]),
                          ("last", 2)):
-        wa = load_checkpoint(one.run_dir / "checkpoints" / f"{which}.pt")
+        wa = load_checkpoint(one.run_dir.root / "checkpoints" / f"{which}.pt")
         wb = load_checkpoint(tmp_path / "two" / "checkpoints" / f"{which}.pt")
         assert wa["epoch"] == wb["epoch"] == epoch
         assert wa["model"].keys() == wb["model"].keys()  # plain state-dict keys
@@ -301,7 +301,7 @@ def test_torchrun_pipeline_evaluate_and_cams_equal_one_process(tmp_path: Path) -
     assert {"metrics/best-loc-test-maps.npz", "cams/best-cl-test.npz", "cams/best-cl-test.json",
             "cams/best-loc-train.npz"} <= set(files_under(teacher_two))
     got = _without_run(teacher_two / "metrics" / "best-loc-test.json")
-    assert got == {k: v for k, v in metrics.items() if k != "run"}
+    assert got == {k: v for k, v in metrics.model_dump().items() if k != "run"}
     separability = got["separability"]  # tiny images: J is undefined on most, skipped
     assert got["localization"]["per_class"] and \
         separability["n_images"] + separability["n_skipped_single_class"] == 5

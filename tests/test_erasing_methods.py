@@ -335,9 +335,9 @@ def test_cutmix_trains_one_epoch_through_the_trainer(tmp_path: Path) -> None:
         "train": {"epochs": 1, "batch_size": 4, "num_workers": 0, "lr": 0.01},
     })
     Trainer(cfg).fit()
-    rows = (cfg.run_dir / "log.csv").read_text().splitlines()
+    rows = (cfg.run_dir.root / "log.csv").read_text().splitlines()
     assert len(rows) == 3 and "train_loss" in rows[0]  # header, epoch 0 (no training), epoch 1
-    assert (cfg.run_dir / "checkpoints" / "last.pt").is_file()
+    assert (cfg.run_dir.root / "checkpoints" / "last.pt").is_file()
 
 
 def test_a_top_down_map_on_an_erasing_classifier_trains_the_classifier_its_way() -> None:

@@ -268,7 +268,7 @@ def test_negev_pipeline_keeps_the_teacher_classifier_and_selects_on_localization
                  "synthetic": {"size": 72, "n_train": 8, "n_valcl": 6, "n_test": 4}},
         "backbone": {"name": "test_resnet"}})
     results = run_pipeline(p, progress=False)
-    assert results["student_method"] == "negev"
+    assert results.student_method == "negev"
     assert "cam + NEGEV" in (p.root / "comparison.md").read_text()
     teacher = load_checkpoint(p.root / "teacher-cam" / "checkpoints" / "best-cl.pt")["model"]
     student_dir = p.root / "negev-cam"

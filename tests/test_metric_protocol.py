@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel
 from test_metrics_sync import run_ranks
 
 import histocam.metrics
@@ -127,7 +128,10 @@ def _outcome(metric: Metric) -> tuple[str, Any]:
 
 def _assert_same(a: Any, b: Any, where: str = "compute()") -> None:
     """Exact equality of nested results, NaN equal to NaN (merging must not even round)."""
-    if isinstance(a, dict):
+    if isinstance(a, BaseModel):
+        assert type(b) is type(a), where
+        _assert_same(a.model_dump(), b.model_dump(), where)
+    elif isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), where
         for key in a:
             _assert_same(a[key], b[key], f"{where}[{key!r}]")

@@ -218,9 +218,9 @@ def test_classification_accuracy_hand_case() -> None:
     logits = torch.tensor([[0.1, 0.9, 0.0]])
     acc.update(logits, torch.tensor([1]))
     out = acc.compute()
-    assert out["accuracy"] == pytest.approx(100 * 4 / 6)
-    assert out["per_class"] == pytest.approx([100.0, 100 * 2 / 3, 50.0])
-    assert out["confusion_matrix"] == [[1, 0, 0], [1, 2, 0], [0, 1, 1]]
+    assert out.accuracy == pytest.approx(100 * 4 / 6)
+    assert out.per_class == pytest.approx([100.0, 100 * 2 / 3, 50.0])
+    assert out.confusion_matrix == [[1, 0, 0], [1, 2, 0], [0, 1, 1]] and out.n_images == 6
 
 
 def test_separability_equals_scatter_matrix_definition() -> None:
@@ -252,8 +252,8 @@ def test_paired_ttest_matches_scipy_and_drops_nan() -> None:
     b = np.array([1.5, 2.1, 3.9, 4.0, 5.2])
     out = paired_ttest(a, b)
     ref = stats.ttest_rel(b[[0, 1, 2, 4]], a[[0, 1, 2, 4]])
-    assert out["t"] == pytest.approx(ref.statistic) and out["p"] == pytest.approx(ref.pvalue)
-    assert out["n"] == 4 and "paired" in out["test"]
+    assert out.t == pytest.approx(ref.statistic) and out.p == pytest.approx(ref.pvalue)
+    assert out.n == 4 and "paired" in out.test
 
 
 @pytest.mark.parametrize("shape", [(3, 7, 11), (5, 4, 9)])

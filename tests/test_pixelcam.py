@@ -226,16 +226,16 @@ def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
     results = run_pipeline(p, progress=False)
     for role in ("teacher", "student"):
         for ckpt in ("best-loc", "best-cl"):
-            assert 0 <= results[role][ckpt]["pxap"] <= 100
-            assert results[role][ckpt]["separability"] > 0
+            assert 0 <= getattr(results, role).at(ckpt).pxap <= 100
+            assert getattr(results, role).at(ckpt).separability > 0
     table = (p.root / "comparison.md").read_text()
     assert "PixelCAM" in table and "| J |" in table and "tr(S_B)/tr(S_W)" in table
     row = next(line for line in table.splitlines() if line.startswith("| gradcampp | B-LOC"))
-    assert row.split("|")[10].strip() == f"{results['teacher']['best-loc']['separability']:.3f}"
+    assert row.split("|")[10].strip() == f"{results.teacher.best_loc.separability:.3f}"
     # chance = PxAP of an all-ones map = foreground fraction of the test pixels, next to PxAP
-    chance = results["teacher"]["best-loc"]["chance"]
+    chance = results.teacher.best_loc.chance
     assert row.split("|")[4].strip() == f"{chance:.1f}"
-    assert chance == results["student"]["best-cl"]["chance"]  # same images, same chance
+    assert chance == results.student.best_cl.chance  # same images, same chance
     assert (p.root / "figures" / "maps.png").is_file()
     saved = json.loads((p.root / "comparison.json").read_text())
     assert saved["teacher_method"] == "gradcampp"

@@ -16,11 +16,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.core.atomic import save_checkpoint
+from histocam.core.results import EvaluationResult
 from histocam.data.errors import DataError
 from histocam.data.transforms import resize_image, resize_maps
 from histocam.methods.catalog import create_method
-from histocam.predict import Predictor, SlideOptions, predict, predict_slide, recorded_tau
+from histocam.metrics import ClassificationAccuracy, PixelHistogram
+from histocam.metrics.localization import localization_report
+from histocam.predict import Predictor, SlideOptions, predict, predict_slide
 from histocam.runs import Run
 from histocam.train import RunConfig
 
@@ -38,17 +40,21 @@ def run_dir(tmp_path_factory) -> Path:
         "method": {"name": "cam", "backbone": {"name": "test_resnet", "pretrained": False}},
         "train": {"epochs": 1, "batch_size": 4, "num_workers": 0}})
     run = cfg.run_dir
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(cfg.to_yaml())
+    run.write_config(cfg.to_yaml())
     for k, name in enumerate(("best-loc", "best-cl", "last")):
         torch.manual_seed(k)
         method = create_method(cfg.method.for_inference(), 2)
-        save_checkpoint({"model": method.state_dict(), "epoch": 1, "class_names": ["normal", "tumor"],
-                         "config": cfg.model_dump(mode="json")}, run / "checkpoints" / f"{name}.pt")
-    (run / "metrics").mkdir()
-    (run / "metrics" / "best-loc-test.json").write_text(
-        json.dumps({"localization": {"tau_star_valpx": 0.4}}))
-    return run
+        run.save_checkpoint(name, {"model": method.state_dict(), "epoch": 1,
+                                   "class_names": ["normal", "tumor"],
+                                   "config": cfg.model_dump(mode="json")})
+    hist = PixelHistogram()
+    hist.update(torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)),
+                torch.arange(128).reshape(2, 8, 8) % 3 == 0)
+    localization = localization_report(hist, hist).model_copy(update={"tau_star_valpx": 0.4})
+    run.write_evaluation(EvaluationResult(
+        run=str(run), checkpoint="best-loc", split="test", method="cam", data=cfg.data.dataset,
+        classification=ClassificationAccuracy(2).compute(), localization=localization))
+    return run.root
 
 
 # ------------------------------------------------------------------ images
@@ -88,15 +94,15 @@ def test_predict_images_gives_the_maps_of_localize(run_dir, tmp_path) -> None:
 
 def test_recorded_tau_is_read_and_stale_or_missing_tau_says_why(run_dir, tmp_path) -> None:
     run = Run(run_dir)
-    assert recorded_tau(run, "best-loc")[0] == 0.4
-    tau, why = recorded_tau(run, "best-cl")
+    assert run.tau_star("best-loc")[0] == 0.4
+    tau, why = run.tau_star("best-cl")
     assert tau is None and "histocam evaluate" in why
     ckpt = run.checkpoint_path("best-loc")
     metrics = run_dir / "metrics" / "best-loc-test.json"
     old = metrics.stat().st_mtime
     os.utime(metrics, (old - 1000, old - 1000))
     try:
-        tau, why = recorded_tau(run, "best-loc")
+        tau, why = run.tau_star("best-loc")
         assert tau is None and "older than" in why and ckpt.name in why
     finally:
         os.utime(metrics, (old + 1, old + 1))

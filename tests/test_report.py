@@ -20,11 +20,12 @@ import torch
 from typer.testing import CliRunner
 
 from histocam.cli import app
+from histocam.core.results import PerImageRow
 from histocam.experiments.stain_shift import RestainedDataset, StainShift, run_stain_shift
 from histocam.experiments.thresholds import sensitivity
 from histocam.experiments.tsne import run_tsne
-from histocam.metrics.confusion import curves
 from histocam.metrics.histogram import PixelHistogram
+from histocam.metrics.localization import ThresholdCurves
 from histocam.report.gallery import _computed_maps, _stored_maps, pick
 from histocam.report.load import load_results
 from histocam.runs import Run
@@ -142,13 +143,13 @@ def test_comparison_table_and_paired_tests_match_stored_scores(runs) -> None:
     rows = page.rows["comparison"][1:]
     assert [(r[0], r[2]) for r in rows] == [("plain", "B-LOC"), ("plain", "B-CL"),
                                            (EVIL, "B-LOC"), (EVIL, "B-CL")]
-    stored = json.loads((runs["plain"].dir / "metrics" / "best-loc-test.json").read_text())
+    stored = json.loads((runs["plain"].dir.root / "metrics" / "best-loc-test.json").read_text())
     assert rows[0][4] == f"{stored['localization']['pxap']:.1f}"
     assert rows[0][3] == f"{stored['classification']['accuracy']:.1f}"
     assert rows[0][-1] == f"{stored['separability']['mean']:.3f}" and rows[2][-1] == "n/a"
 
     def ap(run: Run) -> dict[str, float]:
-        with (run.dir / "metrics" / "best-loc-test-per-image.csv").open() as fh:
+        with (run.dir.root / "metrics" / "best-loc-test-per-image.csv").open() as fh:
             return {r["id"]: float(r["ap"]) for r in csv.DictReader(fh)}
 
     a, b = ap(runs["plain"]), ap(runs["evil"])
@@ -208,8 +209,8 @@ def test_out_of_distribution_evaluation_is_listed(runs) -> None:
     page = parse(runs["html"])
     rows = [r for table_rows in page.rows.values() for r in table_rows
             if r and r[0] == "plain" and len(r) == 6]
-    tag = next(p.name for p in (runs["plain"].dir / "metrics").iterdir() if p.is_dir())
-    stored = json.loads((runs["plain"].dir / "metrics" / tag / "best-loc-test.json").read_text())
+    tag = next(p.name for p in (runs["plain"].dir.root / "metrics").iterdir() if p.is_dir())
+    stored = json.loads((runs["plain"].dir.root / "metrics" / tag / "best-loc-test.json").read_text())
     assert tag.startswith("synthetic-node-")
     assert rows == [["plain", tag, "synthetic-node", "B-LOC",
                      f"{stored['classification']['accuracy']:.1f}",
@@ -218,10 +219,10 @@ def test_out_of_distribution_evaluation_is_listed(runs) -> None:
 
 def test_stain_shift_level_zero_is_the_plain_evaluation(runs) -> None:
     plain = runs["plain"]
-    shift = json.loads((plain.dir / "metrics" / "stain-shift.json").read_text())
+    shift = json.loads((plain.dir.root / "metrics" / "stain-shift.json").read_text())
     assert shift["levels"] == [0, 1, 2] and shift["strengths"] == pytest.approx([0, 0.2, 0.4])
     for ckpt in ("best-loc", "best-cl"):
-        stored = json.loads((plain.dir / "metrics" / f"{ckpt}-test.json").read_text())
+        stored = json.loads((plain.dir.root / "metrics" / f"{ckpt}-test.json").read_text())
         got = shift["checkpoints"][ckpt]
         assert got["pxap"][0] == pytest.approx(stored["localization"]["pxap"], abs=1e-9)
         assert got["accuracy"][0] == stored["classification"]["accuracy"]
@@ -266,26 +267,27 @@ def test_threshold_shares_equal_a_pixel_loop() -> None:
     hist = PixelHistogram()
     hist.update(maps, masks)
     n_fg, n_bg = int(masks.sum()), int((~masks).sum())
-    got = sensitivity(curves(hist), n_fg, n_bg, step=1)
+    got = sensitivity(ThresholdCurves.of(hist), n_fg, n_bg, pxap=50.0, tau_star=0.3, step=1)
     for i in (0, 137, 500, 731, 999):
-        tau = got["thresholds"][i]
+        tau = got.thresholds[i]
         above = maps >= tau
-        assert got["share_all"][i] == pytest.approx(100 * float(above.double().mean()), abs=1e-9)
-        assert got["share_fg"][i] == pytest.approx(100 * float(above[masks].double().mean()))
-        assert got["share_bg"][i] == pytest.approx(100 * float(above[~masks].double().mean()))
-    assert got["share_all_at_0.5"] == pytest.approx(100 * float((maps >= 0.5).double().mean()))
+        assert got.share_all[i] == pytest.approx(100 * float(above.double().mean()), abs=1e-9)
+        assert got.share_fg[i] == pytest.approx(100 * float(above[masks].double().mean()))
+        assert got.share_bg[i] == pytest.approx(100 * float(above[~masks].double().mean()))
+    assert got.share_all_at_half == pytest.approx(100 * float((maps >= 0.5).double().mean()))
+    assert got.share_all_at_tau_star == pytest.approx(100 * float((maps >= 0.3).double().mean()))
     with pytest.raises(ValueError, match="no annotated pixels"):
-        sensitivity(curves(hist), 0, 0)
+        sensitivity(ThresholdCurves.of(hist), 0, 0, pxap=50.0, tau_star=None)
 
 
 def test_thresholds_json_matches_the_stored_curves(runs) -> None:
     plain = runs["plain"]
-    data = json.loads((plain.dir / "metrics" / "thresholds.json").read_text())
-    stored = json.loads((plain.dir / "metrics" / "best-loc-test.json").read_text())["localization"]
+    data = json.loads((plain.dir.root / "metrics" / "thresholds.json").read_text())
+    stored = json.loads((plain.dir.root / "metrics" / "best-loc-test.json").read_text())["localization"]
     got = data["checkpoints"]["best-loc"]
     assert got["pxap"] == stored["pxap"] and got["tau_star"] == stored["tau_star_valpx"]
     assert len(got["thresholds"]) == 100 and got["share_all"][0] == pytest.approx(100.0)
-    maps = np.load(plain.dir / "metrics" / "best-loc-test-maps.npz")
+    maps = np.load(plain.dir.root / "metrics" / "best-loc-test-maps.npz")
     share = 100 * np.mean(np.concatenate([maps[k].astype(np.float32).ravel() >= 0.5
                                           for k in maps.files]))
     assert got["share_all_at_0.5"] == pytest.approx(share, abs=0.5)  # maps stored in float16
@@ -293,8 +295,8 @@ def test_thresholds_json_matches_the_stored_curves(runs) -> None:
 
 def test_tsne_points_and_separability(runs) -> None:
     plain = runs["plain"]
-    data = json.loads((plain.dir / "metrics" / "tsne.json").read_text())
-    stored = json.loads((plain.dir / "metrics" / "best-loc-test.json").read_text())
+    data = json.loads((plain.dir.root / "metrics" / "tsne.json").read_text())
+    stored = json.loads((plain.dir.root / "metrics" / "best-loc-test.json").read_text())
     assert data["separability"]["mean"] == pytest.approx(stored["separability"]["mean"], rel=1e-9)
     assert data["images"], "no test image with both regions on a 3×3 grid"
     for item in data["images"]:
@@ -305,17 +307,21 @@ def test_tsne_points_and_separability(runs) -> None:
 
 
 def test_gallery_picks_best_worst_random_once() -> None:
-    rows = [{"id": f"i{k}", "ap": ap, "iou_bg": 1.0}
+    def row(image_id: str, ap: float, iou_bg: float) -> PerImageRow:
+        return PerImageRow(id=image_id, label=1, prediction=1, confidence=0.9, ap=ap,
+                           iou_bg=iou_bg)
+
+    rows = [row(f"i{k}", ap, 1.0)
             for k, ap in enumerate([50.0, 90.0, 10.0, float("nan"), 70.0, 30.0, 60.0])]
     chosen = pick(rows, 2)
-    kinds = [(kind, r["id"]) for kind, r, _ in chosen]
+    kinds = [(kind, r.id) for kind, r, _ in chosen]
     assert kinds[:4] == [("best", "i1"), ("best", "i4"), ("worst", "i2"), ("worst", "i5")]
     assert [k for k, _ in kinds[4:]] == ["random", "random"]
     ids = [i for _, i in kinds]
     assert len(set(ids)) == 6 and "i3" not in ids  # each once; NaN AP never shown
-    negative = [{"id": f"n{k}", "ap": float("nan"), "iou_bg": v} for k, v in enumerate([5.0, 9.0])]
-    assert [(k, r["id"], key) for k, r, key in pick(negative, 1)] == [("best", "n1", "iou_bg"),
-                                                                      ("worst", "n0", "iou_bg")]
+    negative = [row(f"n{k}", float("nan"), v) for k, v in enumerate([5.0, 9.0])]
+    assert [(k, r.id, key) for k, r, key in pick(negative, 1)] == [("best", "n1", "iou_bg"),
+                                                                   ("worst", "n0", "iou_bg")]
 
 
 def test_gallery_maps_from_the_checkpoint_equal_the_stored_ones(runs) -> None:

@@ -99,17 +99,17 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) -> N
     assert f"in epoch {KILL_EPOCH} after step {KILL_STEP}" in " ".join(proc.stdout.split())
     assert not (run_dir / "checkpoints" / "resume.pt").exists()
 
-    a, b = _log(full.run_dir), _log(run_dir)
+    a, b = _log(full.run_dir.root), _log(run_dir)
     assert [r["epoch"] for r in b] == ["0", "1", "2"]
     for key in ("train_loss", "train_accuracy", "valcl_accuracy", "valpx_pxap", "selected", "lr"):
         assert [r[key] for r in a] == [r[key] for r in b], key
     for which in ("last", "best-loc", "best-cl"):
-        wa = load_checkpoint(full.run_dir / "checkpoints" / f"{which}.pt")
+        wa = load_checkpoint(full.run_dir.root / "checkpoints" / f"{which}.pt")
         wb = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")
         assert wa["epoch"] == wb["epoch"], which
         assert wa["model"].keys() == wb["model"].keys()
         assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"]), which
-    opt_a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["optimizer"]["state"]
+    opt_a = load_checkpoint(full.run_dir.root / "checkpoints" / "last.pt")["optimizer"]["state"]
     opt_b = load_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizer"]["state"]
     assert all(torch.equal(opt_a[k]["momentum_buffer"], opt_b[k]["momentum_buffer"]) for k in opt_a)
 

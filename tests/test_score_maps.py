@@ -86,7 +86,9 @@ def test_tau_star_comes_from_valpx_only(tmp_path: Path) -> None:
 def test_report_without_valpx_has_no_tau_star() -> None:
     hist = PixelHistogram()
     hist.update(torch.rand(2, 3, 5), torch.rand(2, 3, 5) > 0.5)
-    assert "tau_star_valpx" not in localization_report(hist)
+    report = localization_report(hist)
+    assert report.tau_star_valpx is None and "tau_star_valpx" not in report.model_dump()
+    assert "tau_star_valpx" not in json.loads(report.to_json())
 
 
 @pytest.mark.parametrize("problem", ["nan", "range", "3d", "stray", "orphan_mask", "int"])

@@ -79,20 +79,20 @@ def test_run_evaluates_on_other_data_with_its_own_tau(tmp_path: Path) -> None:
     other = run.evaluate("best-loc", data="synthetic-node")
     tag = run.data_tag("synthetic-node")
     assert tag.startswith("synthetic-node-") and run.data_tag(None) is None
-    saved = json.loads((cfg.run_dir / "metrics" / tag / "best-loc-test.json").read_text())
-    assert saved == other and other["data"] == "synthetic-node"
-    assert other["class_names"] == {"run": ["benign", "malignant"], "data": ["normal", "tumor"],
+    saved = json.loads((cfg.run_dir.root / "metrics" / tag / "best-loc-test.json").read_text())
+    assert saved == other.model_dump() and other.data == "synthetic-node"
+    assert saved["class_names"] == {"run": ["benign", "malignant"], "data": ["normal", "tumor"],
                                     "mapping": "by index"}
-    assert (cfg.run_dir / "metrics" / "best-loc-test.json").is_file()
+    assert (cfg.run_dir.root / "metrics" / "best-loc-test.json").is_file()
     # τ* of both is the argmax mIoU of the run's own valpx, recomputed here independently
     method, _ = run.method("best-loc")
     valpx = evaluate_split(method, open_source(cfg.data).dataset("valpx"), cfg.data,
                            torch.device("cpu"))
     tau = best_threshold(valpx.histogram)
-    assert own["localization"]["tau_star_valpx"] == tau
-    assert other["localization"]["tau_star_valpx"] == tau
-    assert own["localization"]["tau_star_source"] == "valpx"
-    assert other["localization"]["chance"] != own["localization"]["chance"]  # other images
+    assert own.localization.tau_star_valpx == tau
+    assert other.localization.tau_star_valpx == tau
+    assert own.localization.tau_star_source == "valpx"
+    assert other.localization.chance != own.localization.chance  # other images
 
 
 def test_run_errors_name_the_problem(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_a_synthetic_run_evaluates_on_glas(tmp_path: Path) -> None:
     cfg = _config(tmp_path, "synthetic-colon")
     Trainer(cfg).fit()
     metrics = Run(cfg.run_dir).evaluate("best-cl", data=str(GLAS_SHARED))
-    assert metrics["data"] == str(GLAS_SHARED)
-    assert metrics["class_names"]["data"] == ["benign", "malignant"]
+    assert metrics.data == str(GLAS_SHARED)
+    assert metrics.class_names.data == ["benign", "malignant"]
     # the 85 GlaS train images hold out their patient-disjoint test part: 18 images of 5 patients
-    assert 0 < metrics["localization"]["pxap"] <= 100 and metrics["localization"]["n_images"] == 18
+    assert 0 < metrics.localization.pxap <= 100 and metrics.localization.n_images == 18

@@ -50,18 +50,18 @@ def test_training_writes_run_directory_and_selects(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     best = Trainer(cfg).fit()
     run = cfg.run_dir
-    assert (run / "config.yaml").is_file()
-    assert RunConfig.model_validate(__import__("yaml").safe_load((run / "config.yaml").read_text()))
-    rows = _log(run)
+    assert (run.root / "config.yaml").is_file() and run.config == run.root / "config.yaml"
+    assert RunConfig.model_validate(__import__("yaml").safe_load(run.config.read_text()))
+    rows = _log(run.root)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     pxaps = [float(r["valpx_pxap"]) for r in rows]
     accs = [float(r["valcl_accuracy"]) for r in rows]
     # B-LOC = best valpx PxAP, ties -> the later epoch; same for B-CL with accuracy
     assert best["loc_epoch"] == max(i for i, p in enumerate(pxaps) if p == max(pxaps))
     assert best["cl_epoch"] == max(i for i, a in enumerate(accs) if a == max(accs))
-    loc = load_checkpoint(run / "checkpoints" / "best-loc.pt")
+    loc = load_checkpoint(run.root / "checkpoints" / "best-loc.pt")
     assert loc["epoch"] == best["loc_epoch"] and "optimizer" not in loc
-    assert "optimizer" in load_checkpoint(run / "checkpoints" / "last.pt")
+    assert "optimizer" in load_checkpoint(run.root / "checkpoints" / "last.pt")
     method, names = Run(run).method("best-cl")
     assert names == ["benign", "malignant"] and Run(run).config.method.name == "cam"
 
@@ -73,12 +73,12 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     Trainer(part).fit()  # "killed" after epoch 1
     resumed = tiny_config(tmp_path, "part")
     Trainer(resumed).fit(resume=True)
-    a, b = _log(full.run_dir), _log(resumed.run_dir)
+    a, b = _log(full.run_dir.root), _log(resumed.run_dir.root)
     assert [r["epoch"] for r in b] == ["0", "1", "2", "3"]
     for key in ("valpx_pxap", "valcl_accuracy", "train_loss"):
         assert [r[key] for r in a] == [r[key] for r in b], key
-    wa = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
-    wb = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    wa = full.run_dir.load_checkpoint("last")["model"]
+    wb = resumed.run_dir.load_checkpoint("last")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -95,16 +95,17 @@ def test_evaluate_command_outputs(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["evaluate", str(cfg.run_dir), "--checkpoint", "best-loc",
                                       "--save-maps", "--separability"])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((cfg.run_dir / "metrics" / "best-loc-test.json").read_text())
+    metrics = json.loads((cfg.run_dir.root / "metrics" / "best-loc-test.json").read_text())
+    assert Run(cfg.run_dir).dir.read_evaluation("best-loc").model_dump() == metrics
     loc = metrics["localization"]
     assert 0 <= loc["pxap"] <= 100 and "tau_star_valpx" in loc
     assert loc["oracle_test_tau"]["note"].startswith("threshold chosen on the evaluated set")
     assert metrics["classification"]["n_images"] == 6
     assert "J = tr(S_B)/tr(S_W)" in metrics["separability"]["definition"]
-    with (cfg.run_dir / "metrics" / "best-loc-test-per-image.csv").open() as fh:
+    with (cfg.run_dir.root / "metrics" / "best-loc-test-per-image.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6 and all(r["ap"] != "" for r in rows)
-    maps = np.load(cfg.run_dir / "metrics" / "best-loc-test-maps.npz")
+    maps = np.load(cfg.run_dir.root / "metrics" / "best-loc-test-maps.npz")
     assert len(maps.files) == 6 and all(maps[k].shape == (64, 64) for k in maps.files)
     # chance and the per-class scores, recomputed from the saved maps and the test masks
     from histocam.data.open import open_source
@@ -125,7 +126,7 @@ def test_evaluate_command_outputs(tmp_path: Path) -> None:
         assert got["pxap"] == pytest.approx(ref.compute(), abs=0.05)  # saved maps are float16
         per_image = [float(r["ap"]) for r in rows if r["id"] in ids]
         assert got["mean_image_ap"] == pytest.approx(np.mean(per_image), abs=1e-3)
-    assert (cfg.run_dir / "metrics" / "best-loc-test-curves.png").is_file()
+    assert (cfg.run_dir.root / "metrics" / "best-loc-test-curves.png").is_file()
 
 
 def test_bad_samples_are_skipped_and_logged(tmp_path: Path, caplog) -> None:
@@ -200,7 +201,7 @@ def test_pooling_methods_train_on_shared_glas(tmp_path: Path, name: str) -> None
         "train": {"epochs": 1, "batch_size": 6, "num_workers": 0, "max_steps_per_epoch": 2}})
     Trainer(cfg).fit()
     for ckpt in ("best-loc", "best-cl", "last"):
-        assert (cfg.run_dir / "checkpoints" / f"{ckpt}.pt").is_file()
+        assert cfg.run_dir.checkpoint(ckpt).is_file()
     method, _ = Run(cfg.run_dir).method("best-loc")
     from histocam.data.open import open_source
     from histocam.train.split_pass import evaluate_split

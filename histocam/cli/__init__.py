@@ -100,7 +100,7 @@ def evaluate(
     split: str = typer.Option("test"),
     checkpoint: str = typer.Option("both", help="best-loc, best-cl, last or both"),
     data: str | None = typer.Option(None, help="evaluate on another dataset (registered name or "
-                                    "path); results go to metrics/<data tag>/"),
+                                    "path); its results are stored under the data's tag"),
     save_maps: bool = typer.Option(False, help="also save the maps (float16 .npz)"),
     separability: bool = typer.Option(False, help="also compute the separability index J"),
     device: str = typer.Option("auto"),
@@ -116,12 +116,12 @@ def evaluate(
     r = Run(run)
     names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
     for name in names:  # under torchrun: one process group, made by the first evaluation
-        metrics = r.evaluate(name, split, data=data, device=device, save_maps=save_maps,
-                             separability=separability)
-        loc = metrics.get("localization", {})
-        summary = {"checkpoint": name, "data": metrics["data"],
-                   "accuracy": metrics["classification"]["accuracy"],
-                   **{k: loc[k] for k in ("pxap", "chance", "TP*", "FN*", "FP*", "TN*") if k in loc}}
+        result = r.evaluate(name, split, data=data, device=device, save_maps=save_maps,
+                            separability=separability)
+        summary = {"checkpoint": name, "data": result.data, "accuracy": result.accuracy}
+        if result.localization is not None:
+            loc = result.localization
+            summary.update({"pxap": loc.pxap, "chance": loc.chance, **loc.area_rates})
         if collectives.is_main():
             typer.echo(json.dumps(summary))
 
@@ -280,12 +280,10 @@ def score_maps(
     native: bool = typer.Option(False, help="evaluate at each mask's own size instead"),
 ) -> None:
     """Score saved maps against masks per the protocol; prints metrics JSON on stdout."""
-    import json
-
     from histocam.metrics.score_maps import score_map_dirs
 
     report = score_map_dirs(maps_dir, masks_dir, valpx_maps, valpx_masks, None if native else size)
-    typer.echo(json.dumps(report, indent=2))
+    typer.echo(report.to_json())
 
 
 def _print_version(value: bool) -> None:

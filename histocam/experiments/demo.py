@@ -21,6 +21,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from histocam.core.experiment_results import PipelineComparison
+from histocam.core.rundir import PipelineDir
 from histocam.experiments.pipeline import PipelineConfig, comparison_table, run_pipeline
 from histocam.report import build_report
 
@@ -44,15 +46,16 @@ def demo_config(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 10) 
     })
 
 
-def run_demo(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 10) -> dict:
+def run_demo(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 10
+             ) -> PipelineComparison:
     config = demo_config(Path(out), n_train, seed, epochs)
     console.print(f"[bold]histocam demo[/]: CAM teacher -> stored CAMs -> PixelCAM on "
                   f"synthetic-node ({n_train} train images, seed {seed}), run dir {config.root}")
     results = run_pipeline(config)
     console.print(comparison_table(results), highlight=False, soft_wrap=True)  # no wrapped rows
-    report = build_report([config.root], config.root / "report.html",  # both runs of the pipeline
+    folder = PipelineDir(config.root)
+    report = build_report([folder.root], folder.report,  # both runs of the pipeline
                           title="histocam demo", device=config.device)
-    console.print(f"\nfigure: {config.root / 'figures' / 'maps.png'}\n"
-                  f"table:  {config.root / 'comparison.md'}\n"
+    console.print(f"\nfigure: {folder.maps_figure}\ntable:  {folder.comparison_md}\n"
                   f"report: {report}")
     return results

@@ -4,15 +4,15 @@ The pipeline config composes the two runs: shared ``data``, ``backbone``, seed a
 stage per run (``teacher: {method, train}``, ``student: {method, train, teacher_maps, init}``).
 ``run_pipeline`` trains the teacher (reused if its run already exists), exports its B-LOC CAMs on
 train, trains the student (PixelCAM or NEGEV, its classifier the teacher's method) from the B-CL
-teacher checkpoint, evaluates both at B-LOC and B-CL on test (τ* from valpx) and writes
-``comparison.json``, ``comparison.md``, ``figures/maps.png`` and the inference cost of each map.
-Run directories: ``<out_dir>/<name>/teacher-<method>`` and ``<out_dir>/<name>/<student>-<method>``.
+teacher checkpoint, evaluates both at B-LOC and B-CL on test (τ* from valpx) and writes the
+comparison (``PipelineComparison``, with the inference cost of each map) as JSON and as a markdown
+table, and a figure of both maps on test images; where each goes is ``PipelineDir``'s.
 Under torchrun every stage is distributed (one process group) and rank 0 alone writes.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -24,15 +24,23 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from histocam.core import collectives
 from histocam.core.configs import StrictModel, load_config_tree
 from histocam.core.devices import command_device, resolve_device
+from histocam.core.experiment_results import (
+    CheckpointSummary,
+    InferenceCost,
+    PipelineComparison,
+    RoleResults,
+)
+from histocam.core.results import PairedTest
+from histocam.core.rundir import LABEL, SELECTED, PipelineDir
 from histocam.data.config import DataConfig
 from histocam.experiments.map_figure import save_map_figure
-from histocam.maps.store import store_is_current, store_paths
+from histocam.maps.store import store_is_current
 from histocam.methods.base import MethodConfig
 from histocam.methods.catalog import method_config
 from histocam.methods.composed import ComposedConfig
 from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
-from histocam.runs.run import Run, is_trained
+from histocam.runs.run import Run
 from histocam.train.run_config import RunConfig, RunIdentity, TrainConfig
 from histocam.train.trainer import Trainer
 
@@ -113,7 +121,8 @@ def load_pipeline_config(path: str | Path | None = None,
 
 def teacher_run_config(p: PipelineConfig) -> RunConfig:
     teacher = p.teacher.method.model_copy(update={"backbone": p.backbone})
-    return RunConfig(name=f"teacher-{teacher.name}", out_dir=p.root, seed=p.seed,
+    run_dir = PipelineDir(p.root).teacher(teacher.name)
+    return RunConfig(name=run_dir.name, out_dir=p.root, seed=p.seed,
                      deterministic=p.deterministic, device=p.device, data=p.data, method=teacher,
                      train=p.teacher.train)
 
@@ -121,21 +130,21 @@ def teacher_run_config(p: PipelineConfig) -> RunConfig:
 def student_run_config(p: PipelineConfig, teacher: Run) -> RunConfig:
     """The student's run: the teacher's method as its classifier, the teacher's maps as seeds."""
     s = p.student
-    cams, _ = store_paths(teacher.dir, s.teacher_maps, "train")
     classifier = teacher.config.method
     if isinstance(classifier, ComposedConfig):  # a top-down teacher: its classifier
         classifier = classifier.classifier
     # the classifier's own backbone is dropped when RunConfig validates the method again
     method = s.method.model_copy(update={"backbone": p.backbone, "classifier": classifier})
+    run_dir = PipelineDir(p.root).student(method.name, teacher.config.method.name)
     return RunConfig(
-        name=f"{method.name}-{teacher.config.method.name}", out_dir=p.root, seed=p.seed,
+        name=run_dir.name, out_dir=p.root, seed=p.seed,
         deterministic=p.deterministic, device=p.device, data=p.data, method=method,
-        train=s.train, cams=cams,
+        train=s.train, cams=teacher.dir.stored_maps(s.teacher_maps, "train"),
         init=teacher.checkpoint_path("best-cl") if s.init == "teacher" else None)
 
 
 def inference_cost(run: Run, data: DataConfig, device: str, batch: int = 8,
-                   repeats: int = 3) -> dict[str, float]:
+                   repeats: int = 3) -> InferenceCost:
     """Milliseconds per image: plain forward, and forward + map of the run's method."""
     dev = resolve_device(device)
     method, _ = run.method("best-loc", str(dev))
@@ -156,61 +165,67 @@ def inference_cost(run: Run, data: DataConfig, device: str, batch: int = 8,
     with torch.no_grad():  # top-down CAMs re-enable the gradients they need
         forward = timed(lambda: method(x))
         mapped = timed(lambda: method.localize_with_logits(x, y))
-    return {"forward_ms": forward, "forward_and_map_ms": mapped, "ratio": mapped / forward}
+    return InferenceCost(forward_ms=forward, forward_and_map_ms=mapped, ratio=mapped / forward)
 
 
-def run_pipeline(p: PipelineConfig, progress: bool = True) -> dict:
+def run_pipeline(p: PipelineConfig, progress: bool = True) -> PipelineComparison:
     """The whole pipeline; returns the comparison (on every rank).
 
     Under torchrun every stage runs on all the ranks in one process group (this call's, or the
     caller's when it has one): the trainings are data-parallel, the map export and the evaluations
-    share the images out over the ranks, and rank 0 alone writes ``pipeline.yaml`` and the
+    share the images out over the ranks, and rank 0 alone writes the pipeline's config and the
     comparison files and figure (the other ranks wait for it at barriers). One process group for
     the whole pipeline: made here (or the caller's), joined by every stage."""
     collectives.setup(command_device(p.device))
+    folder = PipelineDir(p.root)
     if collectives.is_main():
-        p.root.mkdir(parents=True, exist_ok=True)
-        (p.root / "pipeline.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"),
-                                                             sort_keys=False))
+        folder.root.mkdir(parents=True, exist_ok=True)
+        folder.config.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
     collectives.barrier()
     if p.teacher_run is not None:  # used as it is: never trained here
         teacher = Run(p.teacher_run).require_trained()
     else:
-        teacher_dir = teacher_run_config(p).run_dir
-        if not _agreed(is_trained(teacher_dir)):
-            Trainer(teacher_run_config(p)).fit(resume=_agreed((teacher_dir / "checkpoints"
-                                                                / "last.pt").is_file()))
-        teacher = Run(teacher_dir)
+        teacher = train_or_resume(teacher_run_config(p))
     ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device, progress)
-    student_cfg = student_run_config(p, teacher)
-    if not _agreed(is_trained(student_cfg.run_dir)):
-        Trainer(student_cfg).fit(resume=_agreed((student_cfg.run_dir / "checkpoints" / "last.pt")
-                                                .is_file()))
-    student = Run(student_cfg.run_dir)
-    results = {"teacher": {}, "student": {}}
-    for role, run in (("teacher", teacher), ("student", student)):
-        for ckpt in ("best-loc", "best-cl"):
-            m = run.evaluate(ckpt, "test", device=p.device, separability=True)
-            loc = m.get("localization", {})
-            results[role][ckpt] = {
-                "pxap": loc.get("pxap"), "chance": loc.get("chance"),
-                "accuracy": m["classification"]["accuracy"],
-                **{k: loc.get(k) for k in ("TP*", "FN*", "FP*", "TN*")},
-                "separability": m["separability"]["mean"],
-                "per_image_ap": _per_image_ap(run.dir, ckpt),
-            }
+    student = train_or_resume(student_run_config(p, teacher))
+    summaries = {role: {ckpt: _summary(run, ckpt, p.device) for ckpt in SELECTED}
+                 for role, run in (("teacher", teacher), ("student", student))}
+    comparison = None
     if collectives.is_main():  # timings and files: rank 0 alone, the others wait
-        for role, run in (("teacher", teacher), ("student", student)):
-            results[role]["cost"] = inference_cost(run, p.data, p.device)
-            results[role]["run"] = str(run.dir)
-        results["teacher_method"] = teacher.config.method.name
-        results["student_method"] = student.config.method.name
-        results["paired_ttest_pxap_b_loc"] = _ttest(results)
-        (p.root / "comparison.json").write_text(json.dumps(results, indent=2))
-        table = comparison_table(results)
-        (p.root / "comparison.md").write_text(table + "\n")
-        save_map_figure(teacher, student, p.root / "figures" / "maps.png", p.device)
-    return collectives.from_main(results)
+        roles = {role: RoleResults(**{"best-loc": summaries[role]["best-loc"],
+                                      "best-cl": summaries[role]["best-cl"]},
+                                   cost=inference_cost(run, p.data, p.device), run=str(run.dir))
+                 for role, run in (("teacher", teacher), ("student", student))}
+        comparison = PipelineComparison(
+            **roles, teacher_method=teacher.config.method.name,
+            student_method=student.config.method.name,
+            paired_ttest_pxap_b_loc=_ttest(roles["teacher"], roles["student"]))
+        comparison.write(folder.comparison_json)
+        folder.comparison_md.write_text(comparison_table(comparison) + "\n")
+        save_map_figure(teacher, student, folder.maps_figure, p.device)
+    return collectives.from_main(comparison)
+
+
+def train_or_resume(config: RunConfig) -> Run:
+    """The trained run of ``config``: trained here unless both selected checkpoints exist,
+    resumed when an epoch had ended (under torchrun rank 0 decides for every rank)."""
+    run_dir = config.run_dir
+    if not _agreed(run_dir.is_trained()):
+        Trainer(config).fit(resume=_agreed(run_dir.has_started()))
+    return Run(run_dir)
+
+
+def _summary(run: Run, checkpoint: str, device: str) -> CheckpointSummary:
+    """Test metrics of ``checkpoint`` (evaluated with J) and its per-image AP."""
+    result = run.evaluate(checkpoint, "test", device=device, separability=True)
+    loc = result.localization
+    return CheckpointSummary(
+        pxap=result.pxap, chance=loc.chance if loc is not None else None,
+        accuracy=result.accuracy, **(loc.area_rates if loc is not None else
+                                     dict.fromkeys(("TP*", "FN*", "FP*", "TN*"))),
+        separability=result.separability.mean,
+        per_image_ap={r.id: r.ap for r in run.dir.read_per_image(checkpoint, "test")
+                      if r.ap is not None and not math.isnan(r.ap)})
 
 
 def _agreed(flag: bool) -> bool:
@@ -224,25 +239,16 @@ def ensure_teacher_maps(teacher: Run, checkpoint: str, data: DataConfig, device:
     """The teacher's stored maps of the training images, exported unless current for ``data``
     (under torchrun a collective: the ranks export together, rank 0 writes the store)."""
     collectives.setup(command_device(device))
-    cams, _ = store_paths(teacher.dir, checkpoint, "train")
+    cams = teacher.dir.stored_maps(checkpoint, "train")
     if not _agreed(store_is_current(cams, data, "train")):  # missing, or made for older data
         teacher.export_cams(checkpoint, "train", device=device, progress=progress)
     return cams
 
 
-def _per_image_ap(run_dir: Path, ckpt: str) -> dict[str, float]:
-    import csv
-
-    path = Path(run_dir) / "metrics" / f"{ckpt}-test-per-image.csv"
-    with path.open() as fh:
-        return {r["id"]: float(r["ap"]) for r in csv.DictReader(fh) if r["ap"] not in ("", "nan")}
-
-
-def _ttest(results: dict) -> dict | None:
+def _ttest(teacher: RoleResults, student: RoleResults) -> PairedTest | None:
     from histocam.metrics.stats import paired_ttest
 
-    a = results["teacher"]["best-loc"]["per_image_ap"]
-    b = results["student"]["best-loc"]["per_image_ap"]
+    a, b = teacher.best_loc.per_image_ap, student.best_loc.per_image_ap
     shared = sorted(set(a) & set(b))
     if len(shared) < 2:
         return None
@@ -252,30 +258,32 @@ def _ttest(results: dict) -> dict | None:
 STUDENT_LABELS = {"pixelcam": "PixelCAM", "negev": "NEGEV"}
 
 
-def comparison_table(results: dict) -> str:
+def comparison_table(results: PipelineComparison) -> str:
     """Markdown table: PxAP, CL, TP*/FN*/FP*/TN*, the FG/BG separability J of the encoder's pixel
-    features (PixelCAM Table 4; our definition in PROTOCOL.md) at B-LOC and B-CL, and the
-    inference cost."""
-    t = results["teacher_method"]
-    s = STUDENT_LABELS.get(results["student_method"], results["student_method"])
+    features (PixelCAM Table 4; our definition in docs/protocol.md, "Metrics") at B-LOC and B-CL,
+    and the inference cost."""
+    t = results.teacher_method
+    s = STUDENT_LABELS.get(results.student_method, results.student_method)
+
+    def cell(value: float | None, digits: int = 1) -> str:
+        return f"{value:.{digits}f}" if value is not None else "n/a"
+
     lines = ["| model | selection | PxAP | chance | CL | TP* | FN* | FP* | TN* | J | map ms/img |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for role, label in (("teacher", t), ("student", f"{t} + {s}")):
-        for ckpt in ("best-loc", "best-cl"):
-            r = results[role][ckpt]
-            cells = [f"{r[k]:.1f}" if r.get(k) is not None else "n/a"
-                     for k in ("pxap", "chance", "accuracy", "TP*", "FN*", "FP*", "TN*")]
-            cells.append(f"{r['separability']:.3f}" if r.get("separability") is not None else "n/a")
-            cost = f"{results[role]['cost']['forward_and_map_ms']:.1f}"
-            lines.append(f"| {label} | {ckpt.upper().replace('BEST-', 'B-')} | "
-                         + " | ".join(cells) + f" | {cost} |")
+    for role, label in ((results.teacher, t), (results.student, f"{t} + {s}")):
+        for ckpt in SELECTED:
+            r = role.at(ckpt)
+            cells = [cell(v) for v in (r.pxap, r.chance, r.accuracy, *r.area_rates.values())]
+            cells.append(cell(r.separability, 3))
+            lines.append(f"| {label} | {LABEL[ckpt]} | " + " | ".join(cells)
+                         + f" | {role.cost.forward_and_map_ms:.1f} |")
     from histocam.metrics.separability import DEFINITION
 
     lines.append("\nchance: the PxAP of an all-ones map on the same test images (the foreground "
                  "fraction).")
     lines.append(f"\nJ (mean over test images with both regions): {DEFINITION}")
-    test = results.get("paired_ttest_pxap_b_loc")
+    test = results.paired_ttest_pxap_b_loc
     if test:
-        lines.append(f"\nper-image AP, B-LOC, {s} − teacher: mean {test['mean_difference']:+.2f}"
-                     f", t = {test['t']:.2f}, p = {test['p']:.2g} ({test['test']}, n = {test['n']})")
+        lines.append(f"\nper-image AP, B-LOC, {s} − teacher: mean {test.mean_difference:+.2f}"
+                     f", t = {test.t:.2f}, p = {test.p:.2g} ({test.test}, n = {test.n})")
     return "\n".join(lines)

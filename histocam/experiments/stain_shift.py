@@ -8,12 +8,11 @@ walked at n increasing strengths s_k = k · s_max / n (``levels``, 10 by default
 Every test image gets the same new stain at level k: concentrations C' = α_k ⊙ C + β_k with
 α_k = 1 + s_k · a and β_k = s_k · b, where a and b (per stain: haematoxylin, eosin; DAB untouched)
 are drawn once from ``seed`` with |a|, |b| in [0.5, 1]. Level 0 is the original images. The
-result is ``RUN/metrics/stain-shift.json``.
+result is a ``StainShiftResult``, stored with the run (``RunDir.experiment``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +20,12 @@ import numpy as np
 import torch
 
 from histocam.core.devices import resolve_device
+from histocam.core.experiment_results import StainShiftCurve, StainShiftResult
+from histocam.core.rundir import SELECTED
 from histocam.data.open import open_source
 from histocam.data.sample import Sample
 from histocam.data.stain import hed_to_rgb, rgb_to_hed
 from histocam.metrics.pxap import chance_pxap
-from histocam.report import files
 from histocam.runs.run import Run
 from histocam.train.split_pass import evaluate_split
 
@@ -86,10 +86,10 @@ def strengths(max_strength: float, n_levels: int = N_LEVELS) -> list[float]:
     return [max_strength * k / n_levels for k in range(n_levels + 1)]
 
 
-def run_stain_shift(run_dir: str | Path, *, checkpoints: tuple[str, ...] = files.SELECTED,
+def run_stain_shift(run_dir: str | Path, *, checkpoints: tuple[str, ...] = SELECTED,
                     max_strength: float = 0.5, n_levels: int = N_LEVELS, seed: int = 0,
                     split: str = "test", device: str = "auto") -> Path:
-    """Evaluate each checkpoint at each level; write and return ``RUN/metrics/stain-shift.json``."""
+    """Evaluate each checkpoint at each level; store the result with the run, return its path."""
     run = Run(run_dir).require_trained()
     dev = resolve_device(device)
     shift = StainShift.from_seed(seed)
@@ -97,27 +97,24 @@ def run_stain_shift(run_dir: str | Path, *, checkpoints: tuple[str, ...] = files
     source = open_source(run.config.data)
     dataset = source.dataset(split)
     t = run.config.train
-    out: dict = {
-        "definition": f"test images re-stained in HED optical-density space, C' = (1 + s·a)⊙C + s·b"
-                      f" with a = {[round(v, 3) for v in shift.a]}, b = "
-                      f"{[round(v, 3) for v in shift.b]} (H, E, DAB; seed {seed}), s = level · "
-                      f"{max_strength}/{n_levels}; level 0 = original",
-        "split": split, "seed": seed, "a": list(shift.a), "b": list(shift.b),
-        "levels": list(range(n_levels + 1)), "strengths": levels, "checkpoints": {},
-    }
+    curves = {}
     for ckpt in checkpoints:
         method, _ = run.method(ckpt, str(dev))
-        values: dict[str, list] = {"accuracy": [], "pxap": [], "chance": []}
+        accuracy, pxap, chance = [], [], []
         for strength in levels:
             result = evaluate_split(method, RestainedDataset(dataset, shift, strength),
                                     run.config.data, dev, batch_size=t.eval_batch_size,
                                     num_workers=t.num_workers)
-            values["accuracy"].append(result.accuracy.compute()["accuracy"])
-            values["pxap"].append(result.pxap)
+            accuracy.append(result.accuracy.compute().accuracy)
+            pxap.append(result.pxap)
             fg, bg = result.histogram.fg.cpu().numpy(), result.histogram.bg.cpu().numpy()
-            values["chance"].append(chance_pxap(fg, bg) if result.pxap is not None else None)
-        out["checkpoints"][ckpt] = values
-    path = files.experiment_json(run.dir, files.STAIN_SHIFT)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    return path
+            chance.append(chance_pxap(fg, bg) if result.pxap is not None else None)
+        curves[ckpt] = StainShiftCurve(accuracy=accuracy, pxap=pxap, chance=chance)
+    result = StainShiftResult(
+        definition=f"test images re-stained in HED optical-density space, C' = (1 + s·a)⊙C + s·b"
+                   f" with a = {[round(v, 3) for v in shift.a]}, b = "
+                   f"{[round(v, 3) for v in shift.b]} (H, E, DAB; seed {seed}), s = level · "
+                   f"{max_strength}/{n_levels}; level 0 = original",
+        split=split, seed=seed, a=list(shift.a), b=list(shift.b),
+        levels=list(range(n_levels + 1)), strengths=levels, checkpoints=curves)
+    return result.write(run.dir.experiment("stain-shift"))

@@ -7,12 +7,11 @@ cell, labelled FG when at least half of its pixels are FG (the labelling of J); 
 are embedded in 2-D by t-SNE (van der Maaten & Hinton, JMLR 2008; scikit-learn's exact solver,
 perplexity min(30, (N − 1)/3) for N cells, PCA initialisation, fixed seed). J is computed per image
 and averaged over all test images with both regions. A teacher and its PixelCAM are two runs, one
-figure each in the report. Written to ``RUN/metrics/tsne.json``.
+figure each in the report. The ``TsneResult`` is stored with the run (``RunDir.experiment``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from histocam.core.devices import resolve_device
+from histocam.core.experiment_results import TsneImage, TsneResult
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
-from histocam.metrics.separability import DEFINITION, SeparabilityIndex, separability_index
-from histocam.report import files
+from histocam.metrics.separability import SeparabilityIndex, separability_index
 from histocam.runs.run import Run
 from histocam.train.loader import make_loader
 
@@ -52,7 +51,7 @@ def embed(points: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def run_tsne(run_dir: str | Path, *, checkpoint: str = "best-loc", n_images: int = 3,
              split: str = "test", seed: int = 0, device: str = "auto") -> Path:
-    """Write and return ``RUN/metrics/tsne.json``."""
+    """Store the t-SNE of ``checkpoint``'s pixel features with the run; returns the path written."""
     run = Run(run_dir).require_trained()
     dev = resolve_device(device)
     method, class_names = run.method(checkpoint, str(dev))
@@ -82,13 +81,9 @@ def run_tsne(run_dir: str | Path, *, checkpoint: str = "best-loc", n_images: int
                     skipped += 1
                     continue
                 chosen[y] = chosen.get(y, 0) + 1
-                images.append({"id": image_id, "label": int(y), "class": class_names[y],
-                               "j": float(j[k]), "points": embed(cells, seed).round(4).tolist(),
-                               "fg": fg[k].reshape(-1).astype(int).tolist()})
-    out = {"definition": TSNE_DEFINITION, "checkpoint": checkpoint,
-           "split": split, "seed": seed, "images": images, "skipped_small_grid": skipped,
-           "separability": {**overall.compute(), "definition": DEFINITION}}
-    path = files.experiment_json(run.dir, files.TSNE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    return path
+                images.append(TsneImage(id=image_id, label=int(y), class_name=class_names[y],
+                                        j=float(j[k]), points=embed(cells, seed).round(4).tolist(),
+                                        fg=fg[k].reshape(-1).astype(int).tolist()))
+    result = TsneResult(definition=TSNE_DEFINITION, checkpoint=checkpoint, split=split, seed=seed,
+                        images=images, skipped_small_grid=skipped, separability=overall.compute())
+    return result.write(run.dir.experiment("tsne"))

@@ -2,7 +2,7 @@
 
 ``histocam.runs.Run.export_cams`` runs a trained run's checkpoint (B-LOC by default) over a split
 with the evaluation transform and stores, for every image, the normalised low-resolution map of its
-ground-truth class (float16) in ``RUN/cams/<checkpoint>-<split>.npz`` (written map by map with
+ground-truth class (float16) in the run's store (``RunDir.stored_maps``; written map by map with
 ``NpzWriter``) with a JSON sidecar: run, checkpoint, epoch, method, a hash of the teacher config and
 one of the dataset identity. ``load_cams`` refuses a store made for another dataset or split, or one
 that lacks images of the split. The maps are then transformed jointly with their images (same crop
@@ -55,9 +55,9 @@ def npz_key(image_id: str) -> str:
     return image_id.replace("/", "__")
 
 
-def store_paths(run_dir: Path, checkpoint: str, split: str) -> tuple[Path, Path]:
-    base = Path(run_dir) / "cams" / f"{checkpoint}-{split}"
-    return base.with_suffix(".npz"), base.with_suffix(".json")
+def provenance_path(npz: str | Path) -> Path:
+    """The JSON provenance beside a store's ``.npz``."""
+    return Path(npz).with_suffix(".json")
 
 
 class NpzWriter:
@@ -178,7 +178,7 @@ class ShardedNpzWriter:
 
 
 def _checked_meta(npz: Path, data_config: DataConfig, split: str) -> dict:
-    meta_path = npz.with_suffix(".json")
+    meta_path = provenance_path(npz)
     if not npz.is_file() or not meta_path.is_file():
         raise CAMStoreError(f"{npz}: CAM store (and its .json) not found; export it with "
                             "`histocam cams RUN --checkpoint best-loc --split train`")

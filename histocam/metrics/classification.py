@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from histocam.core.collectives import all_reduce_sum, distributed_ready
+from histocam.core.results import Classification
 from histocam.metrics.protocol import Metric
 
 
@@ -46,14 +47,12 @@ class ClassificationAccuracy(Metric):
             self.matrix = all_reduce_sum(self.matrix)
         return self
 
-    def compute(self) -> dict:
+    def compute(self) -> Classification:
         m = self.matrix.double().numpy()
         total = m.sum()
         per_class = np.divide(np.diag(m), m.sum(1), out=np.full(self.num_classes, np.nan),
                               where=m.sum(1) > 0)
-        return {
-            "accuracy": float(100 * np.trace(m) / total) if total else float("nan"),
-            "per_class": [float(100 * v) for v in per_class],
-            "confusion_matrix": self.matrix.tolist(),
-            "n_images": int(total),
-        }
+        return Classification(
+            accuracy=float(100 * np.trace(m) / total) if total else float("nan"),
+            per_class=[float(100 * v) for v in per_class],
+            confusion_matrix=self.matrix.tolist(), n_images=int(total))

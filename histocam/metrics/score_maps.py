@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histocam.core.results import Localization
 from histocam.data.errors import DataError
 from histocam.data.io import read_mask
 from histocam.data.transforms import resize_maps, resize_mask
@@ -88,14 +89,13 @@ def accumulate(maps_dir: Path, masks_dir: Path, size: int | None, per_image: Per
 
 
 def score_map_dirs(maps_dir: Path, masks_dir: Path, valpx_maps: Path | None = None,
-                   valpx_masks: Path | None = None, size: int | None = 224) -> dict:
-    """Metrics JSON-ready dict; τ* from the valpx pair when given."""
+                   valpx_masks: Path | None = None, size: int | None = 224) -> Localization:
+    """The localisation metrics of the maps; τ* from the valpx pair when given."""
     valpx = None
     if (valpx_maps is None) != (valpx_masks is None):
         raise DataError(valpx_maps or valpx_masks, "give both --valpx-maps and --valpx-masks")
     if valpx_maps is not None:
         valpx = accumulate(valpx_maps, valpx_masks, size, None)
     test = accumulate(maps_dir, masks_dir, size, None)
-    report = localization_report(test, valpx)
-    report["evaluated_at"] = f"{size}x{size}" if size else "native mask resolution"
-    return report
+    return localization_report(test, valpx, evaluated_at=f"{size}x{size}" if size
+                               else "native mask resolution")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from histocam.core.results import Histogram, Separability
 from histocam.metrics.protocol import Metric
 
 DEFINITION = ("J = tr(S_B)/tr(S_W) per image over encoder feature-grid cells labelled FG when ≥ 50% "
@@ -63,7 +64,7 @@ class SeparabilityIndex(Metric):
         j = separability_index(features, masks).cpu().numpy()
         self.values.extend((int(y), float(v)) for y, v in zip(labels.cpu().tolist(), j))
 
-    def compute(self, bins: int = 20) -> dict:
+    def compute(self, bins: int = 20) -> Separability:
         valid = [(y, v) for y, v in self.values if not np.isnan(v)]
         arr = np.array([v for _, v in valid]) if valid else np.zeros(0)
         per_class = {}
@@ -71,11 +72,8 @@ class SeparabilityIndex(Metric):
             vals = [v for y, v in valid if y == c]
             per_class[name] = float(np.mean(vals)) if vals else None
         counts, edges = np.histogram(arr, bins=bins) if arr.size else (np.zeros(0), np.zeros(0))
-        return {
-            "definition": DEFINITION,
-            "mean": float(arr.mean()) if arr.size else None,
-            "per_class": per_class,
-            "n_images": int(arr.size),
-            "n_skipped_single_class": len(self.values) - len(valid),
-            "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
-        }
+        return Separability(
+            definition=DEFINITION, mean=float(arr.mean()) if arr.size else None,
+            per_class=per_class, n_images=int(arr.size),
+            n_skipped_single_class=len(self.values) - len(valid),
+            histogram=Histogram(counts=counts.tolist(), edges=edges.tolist()))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from histocam.core.results import PairedTest
 
-def paired_ttest(scores_a, scores_b) -> dict:
+
+def paired_ttest(scores_a, scores_b) -> PairedTest:
     """Two-sided paired Student t-test (``scipy.stats.ttest_rel``) of b − a over shared images.
 
     Pairs where either score is NaN (e.g. AP of an image without foreground) are dropped.
@@ -20,8 +22,6 @@ def paired_ttest(scores_a, scores_b) -> dict:
     if a.size < 2:
         raise ValueError("a paired t-test needs at least two paired scores")
     result = stats.ttest_rel(b, a)
-    return {
-        "test": "paired two-sided Student t-test (scipy.stats.ttest_rel), b - a",
-        "t": float(result.statistic), "p": float(result.pvalue), "n": int(a.size),
-        "mean_difference": float((b - a).mean()),
-    }
+    return PairedTest(test="paired two-sided Student t-test (scipy.stats.ttest_rel), b - a",
+                      t=float(result.statistic), p=float(result.pvalue), n=int(a.size),
+                      mean_difference=float((b - a).mean()))

@@ -8,11 +8,11 @@
 
 from histocam.predict.api import PredictResult, predict
 from histocam.predict.images import ImageOutputs, predict_images
-from histocam.predict.predictor import Predictor, recorded_tau
+from histocam.predict.predictor import Predictor
 from histocam.predict.slides import SlideReader, TileGrid, tile_grid
 from histocam.predict.stitch import Stitcher, ramp_window, tile_window
 from histocam.predict.wsi import SlideOptions, predict_slide
 
 __all__ = ["ImageOutputs", "PredictResult", "Predictor", "SlideOptions", "SlideReader", "Stitcher",
            "TileGrid", "predict", "predict_images", "predict_slide", "ramp_window",
-           "recorded_tau", "tile_grid", "tile_window"]
+           "tile_grid", "tile_window"]

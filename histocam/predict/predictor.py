@@ -4,8 +4,7 @@ Checkpoints (the survey's model selection, PROTOCOL.md): ``best-loc`` (B-LOC, ch
 PxAP) gives maps and labels; ``best-cl`` (B-CL, chosen on valcl accuracy) gives both too; ``both``
 takes the labels from B-CL and the maps from B-LOC (two forward passes). τ* is the threshold the
 evaluation chose on the run's valpx for the map checkpoint (argmax mIoU, ``histocam evaluate``):
-it is read from ``RUN/metrics/<ckpt>-<split>.json`` (``localization.tau_star_valpx``) and only
-when that file is newer than the checkpoint.
+``Run.tau_star`` reads it from the run's evaluations, only from one newer than the checkpoint.
 
 The map's class: ``auto`` is the run's positive class when its data has a fully negative class
 and two classes (synthetic-node, CAMELYON16: the tumour map, whatever the prediction), otherwise
@@ -15,7 +14,6 @@ the label is unknown, so the predicted class stands in for it).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,31 +25,6 @@ from histocam.methods.base import WSOLMethod
 from histocam.runs.run import Run, RunError
 
 CHECKPOINT_CHOICES = ("best-loc", "best-cl", "last", "both")
-
-
-def recorded_tau(run: Run, checkpoint: str) -> tuple[float | None, str]:
-    """(τ*, where it came from) for ``checkpoint`` of ``run``; (None, why not) when absent."""
-    ckpt = run.checkpoint_path(checkpoint)
-    files = sorted((run.dir / "metrics").glob(f"{checkpoint}-*.json"),
-                   key=lambda p: (not p.name.endswith("-test.json"), p.name))
-    stale = False
-    for path in files:
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        tau = report.get("localization", {}).get("tau_star_valpx")
-        if tau is None:
-            continue
-        if ckpt.is_file() and path.stat().st_mtime < ckpt.stat().st_mtime:
-            stale = True
-            continue
-        return float(tau), str(path)
-    if stale:
-        return None, (f"the evaluations in {run.dir / 'metrics'} are older than {ckpt.name}; run "
-                      f"`histocam evaluate {run.dir} --checkpoint {checkpoint}` again")
-    return None, (f"no τ* recorded for {checkpoint} in {run.dir / 'metrics'} (run `histocam "
-                  f"evaluate {run.dir} --checkpoint {checkpoint}`, or pass --threshold)")
 
 
 @dataclass
@@ -88,10 +61,10 @@ class Predictor:
                 raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
             tau, source = float(threshold), "--threshold"
         else:
-            tau, source = recorded_tau(run, map_ckpt)
+            tau, source = run.tau_star(map_ckpt)
         return cls(map_method, label_method, list(names), resolve_map_class(run, names, map_class),
                    run.config.data.eval_size, dev, map_ckpt, label_ckpt, tau, source,
-                   str(run.dir.resolve()))
+                   str(run.dir.root.resolve()))
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from histocam.report import files
+from histocam.core.rundir import SELECTED
 from histocam.report.html import esc, note, page
 from histocam.report.load import RunResults, expand_run_dirs, load_results
 from histocam.report.sections import (
@@ -25,8 +25,8 @@ def evaluate_missing(run_dirs: list[Path], device: str = "auto") -> list[str]:
         run = Run(directory)
         if not run.trained():
             continue
-        for ckpt in files.SELECTED:
-            if not files.metrics_json(run.dir, ckpt).is_file():
+        for ckpt in SELECTED:
+            if not run.dir.evaluation(ckpt).json.is_file():
                 run.evaluate(ckpt, "test", device=device)
                 done.append(f"{run.dir} {ckpt}")
     return done

@@ -7,7 +7,12 @@ import math
 
 import numpy as np
 
-from histocam.report.files import LABEL
+from histocam.core.experiment_results import (
+    StainShiftResult,
+    ThresholdSensitivity,
+    TsneResult,
+)
+from histocam.core.rundir import LABEL
 from histocam.report.load import CheckpointResults, RunResults
 from histocam.report.plots import figure_uri, pyplot
 
@@ -71,11 +76,11 @@ def threshold_curves(checkpoints: list[CheckpointResults]) -> str | None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.2), squeeze=False)
     for ax, ckpt in zip(axes[0], shown):
-        c = {k: v[::5] for k, v in ckpt.curves.items()}  # 200 of the 1000 thresholds suffice to draw
-        for key, label in (("precision", "PxPrec"), ("recall", "PxRec"), ("TP", "TP"),
-                           ("FN", "FN"), ("FP", "FP"), ("TN", "TN"), ("dice_fg", "Dice FG")):
-            if key in c:
-                ax.plot(c["threshold"], 100 * c[key], label=label, linewidth=1)
+        c = ckpt.curves
+        every = slice(None, None, 5)  # 200 of the 1000 thresholds suffice to draw
+        for values, label in ((c.precision, "PxPrec"), (c.recall, "PxRec"), (c.TP, "TP"),
+                              (c.FN, "FN"), (c.FP, "FP"), (c.TN, "TN"), (c.dice_fg, "Dice FG")):
+            ax.plot(c.threshold[every], 100 * values[every], label=label, linewidth=1)
         if ckpt.tau_star is not None:
             ax.axvline(ckpt.tau_star, color="k", linestyle="--", linewidth=1,
                        label=f"τ* = {ckpt.tau_star:.3f} (valpx)")
@@ -88,17 +93,16 @@ def threshold_curves(checkpoints: list[CheckpointResults]) -> str | None:
 
 def per_image_ap(checkpoints: list[CheckpointResults], class_names: list[str]) -> str | None:
     """Histogram of the per-image AP of each class (images with foreground) at each checkpoint."""
-    shown = [c for c in checkpoints if any(not math.isnan(r.get("ap", math.nan))
-                                           for r in c.per_image)]
+    shown = [c for c in checkpoints if any(not math.isnan(r.score("ap")) for r in c.per_image)]
     if not shown:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3), squeeze=False)
     bins = np.linspace(0, 100, 21)
     for ax, ckpt in zip(axes[0], shown):
-        for label in sorted({r["label"] for r in ckpt.per_image}):
-            values = [r["ap"] for r in ckpt.per_image
-                      if r["label"] == label and not math.isnan(r.get("ap", math.nan))]
+        for label in sorted({r.label for r in ckpt.per_image}):
+            values = [r.ap for r in ckpt.per_image
+                      if r.label == label and not math.isnan(r.score("ap"))]
             if values:
                 name = class_names[label] if 0 <= label < len(class_names) else f"class {label}"
                 ax.hist(values, bins=bins, alpha=0.6,
@@ -110,16 +114,16 @@ def per_image_ap(checkpoints: list[CheckpointResults], class_names: list[str]) -
     return figure_uri(fig)
 
 
-def stain_shift(curves: list[tuple[str, dict]]) -> str:
+def stain_shift(curves: list[tuple[str, StainShiftResult]]) -> str:
     """PxAP and CL vs stain-shift level, one line per (run, checkpoint) (PixelCAM Figs. 4/5)."""
     plt = pyplot()
     fig, (ax_cl, ax_px) = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, data in curves:
-        levels = data["levels"]
-        for ckpt, values in data["checkpoints"].items():
+        levels = data.levels
+        for ckpt, values in data.checkpoints.items():
             label = f"{name} {LABEL.get(ckpt, ckpt)}"
-            ax_cl.plot(levels, values["accuracy"], marker=".", label=label)
-            pxap = [np.nan if v is None else v for v in values["pxap"]]
+            ax_cl.plot(levels, values.accuracy, marker=".", label=label)
+            pxap = [np.nan if v is None else v for v in values.pxap]
             ax_px.plot(levels, pxap, marker=".", label=label)
     for ax, title in ((ax_cl, "classification (CL %)"), (ax_px, "localisation (PxAP)")):
         ax.set_xlabel("stain-shift level (0 = original)")
@@ -128,20 +132,19 @@ def stain_shift(curves: list[tuple[str, dict]]) -> str:
     return figure_uri(fig)
 
 
-def tsne(data: dict, title: str) -> str | None:
+def tsne(data: TsneResult, title: str) -> str | None:
     """One panel per image: its FG (red) and BG (blue) feature-grid cells after t-SNE, with J."""
-    images = data.get("images", [])
+    images = data.images
     if not images:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 2.8), squeeze=False)
     for ax, item in zip(axes[0], images):
-        points = np.asarray(item["points"], dtype=float)
-        fg = np.asarray(item["fg"], dtype=bool)
+        points = np.asarray(item.points, dtype=float)
+        fg = np.asarray(item.fg, dtype=bool)
         ax.scatter(points[~fg, 0], points[~fg, 1], s=8, c="tab:blue", label="BG")
         ax.scatter(points[fg, 0], points[fg, 1], s=8, c="tab:red", label="FG")
-        j = item.get("j")
-        ax.set_title(f"{item['class']} J={j:.3f}" if j is not None else item["class"], fontsize=8)
+        ax.set_title(f"{item.class_name} J={item.j:.3f}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0][0].legend(fontsize=7)
@@ -149,20 +152,19 @@ def tsne(data: dict, title: str) -> str | None:
     return figure_uri(fig)
 
 
-def threshold_sensitivity(curves: list[tuple[str, dict]]) -> str:
+def threshold_sensitivity(curves: list[tuple[str, ThresholdSensitivity]]) -> str:
     """Share of pixels with a score ≥ τ (all, FG, BG) and FG Dice vs τ, one line per run, and the
     share of pixels above 0.5 against PxAP across runs (survey Fig. 8)."""
     plt = pyplot()
     fig, (ax_share, ax_dice, ax_scatter) = plt.subplots(1, 3, figsize=(13, 3.4))
     for name, c in curves:
-        line, = ax_share.plot(c["thresholds"], c["share_all"], label=f"{name} all")
-        ax_share.plot(c["thresholds"], c["share_fg"], color=line.get_color(), linestyle="--",
+        line, = ax_share.plot(c.thresholds, c.share_all, label=f"{name} all")
+        ax_share.plot(c.thresholds, c.share_fg, color=line.get_color(), linestyle="--",
                       linewidth=0.8)
-        ax_share.plot(c["thresholds"], c["share_bg"], color=line.get_color(), linestyle=":",
+        ax_share.plot(c.thresholds, c.share_bg, color=line.get_color(), linestyle=":",
                       linewidth=0.8)
-        ax_dice.plot(c["thresholds"], c["dice_fg"], label=name)
-        if c.get("pxap") is not None:
-            ax_scatter.scatter([c["share_all_at_0.5"]], [c["pxap"]], label=name)
+        ax_dice.plot(c.thresholds, c.dice_fg, label=name)
+        ax_scatter.scatter([c.share_all_at_half], [c.pxap], label=name)
     ax_share.set_title("pixels with score ≥ τ (%): all, FG --, BG ··", fontsize=9)
     ax_dice.set_title("FG Dice at τ (%)", fontsize=9)
     ax_scatter.set_title("share ≥ 0.5 vs PxAP", fontsize=9)

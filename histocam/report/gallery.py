@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from histocam.core.results import PerImageRow
 from histocam.core.visual import colorize, downscale, grid, image_to_uint8, region_overlay
 from histocam.data.transforms import JointTransform
 from histocam.maps.store import npz_key
@@ -33,12 +34,13 @@ class GalleryRow:
     panels: list[np.ndarray]  # image, mask, map, region (uint8)
 
 
-def pick(rows: list[dict], n: int, seed: int = 0) -> list[tuple[str, dict, str]]:
+def pick(rows: list[PerImageRow], n: int, seed: int = 0
+         ) -> list[tuple[str, PerImageRow, str]]:
     """(kind, row, score name) for the ``n`` best, ``n`` worst and ``n`` random rows of one class
     (an image appears once: worst and random avoid the ones already shown)."""
-    key = "ap" if any(not math.isnan(r.get("ap", math.nan)) for r in rows) else "iou_bg"
-    scored = [r for r in rows if not math.isnan(r.get(key, math.nan))]
-    ranked = sorted(scored, key=lambda r: (-r[key], r["id"]))
+    key = "ap" if any(not math.isnan(r.score("ap")) for r in rows) else "iou_bg"
+    scored = [r for r in rows if not math.isnan(r.score(key))]
+    ranked = sorted(scored, key=lambda r: (-r.score(key), r.id))
     best = ranked[:n]
     rest = ranked[len(best):]
     worst = list(reversed(rest[-n:])) if rest else []
@@ -54,17 +56,17 @@ def gallery_rows(results: RunResults, ckpt: CheckpointResults, label: int, n: in
                  dataset=None, methods: dict | None = None) -> list[GalleryRow]:
     """The gallery of one class at one checkpoint (``dataset``: the split, opened by the caller;
     ``methods``: checkpoint -> loaded method, filled on first use and shared across classes)."""
-    chosen = pick([r for r in ckpt.per_image if r["label"] == label], n)
+    chosen = pick([r for r in ckpt.per_image if r.label == label], n)
     if not chosen:
         return []
     config = results.run.config.data
     index = {image_id: i for i, image_id in enumerate(dataset.ids)}
-    missing = [r["id"] for _, r, _ in chosen if r["id"] not in index]
+    missing = [r.id for _, r, _ in chosen if r.id not in index]
     if missing:
         raise ValueError(f"{results.run.dir}: images {missing[:3]} of the per-image scores are not "
                          f"in the {split} split of its data (was the dataset regenerated?)")
     transform = JointTransform.from_config(config, train=False)
-    items = [transform(dataset[index[r["id"]]]) for _, r, _ in chosen]
+    items = [transform(dataset[index[r.id]]) for _, r, _ in chosen]
     maps = _stored_maps(ckpt, [it["id"] for it in items])
     if maps is None:
         maps = _computed_maps(results, ckpt.checkpoint, items, device,
@@ -78,7 +80,7 @@ def gallery_rows(results: RunResults, ckpt: CheckpointResults, label: int, n: in
                              f"{image.shape[:2]}")
         panels = [image_to_uint8(image), image_to_uint8(item["mask"].numpy()), colorize(m),
                   region_overlay(image, m, tau)]
-        out.append(GalleryRow(kind, item["id"], key, row[key],
+        out.append(GalleryRow(kind, item["id"], key, row.score(key),
                               [downscale(p, panel) for p in panels]))
     return out
 

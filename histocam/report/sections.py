@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import math
 
+from histocam.core.results import ClassLocalization, OperatingPoint
+from histocam.core.rundir import LABEL, SELECTED
 from histocam.data.errors import DataError
 from histocam.maps.store import dataset_identity
 from histocam.metrics.localization import ORACLE_NOTE
 from histocam.metrics.stats import paired_ttest
-from histocam.report import figures, files
+from histocam.report import figures
 from histocam.report.gallery import gallery_image, gallery_rows, one_cpu_thread
 from histocam.report.html import details, esc, fmt, image, note, table
 from histocam.report.load import RunResults
@@ -28,8 +30,8 @@ def class_names_of(results: RunResults) -> list[str]:
     return list(open_source(results.run.config.data).class_names)
 
 
-def _at(loc: dict, key: str) -> dict:
-    return loc.get(key) or {}
+def _point(point: OperatingPoint | None, key: str) -> float | None:
+    return getattr(point, key) if point is not None else None
 
 
 def test_table(results: RunResults, class_names: list[str]) -> str:
@@ -39,20 +41,22 @@ def test_table(results: RunResults, class_names: list[str]) -> str:
                "oracle τ (test)", "oracle Dice FG", "oracle IoU FG"]
     rows = []
     for ckpt in results.test.values():
-        cl = ckpt.metrics.get("classification", {})
-        loc = ckpt.localization
-        star, oracle = _at(loc, "at_tau_star_valpx"), _at(loc, "oracle_test_tau")
-        per_image = loc.get("per_image_mean_at_tau_star") or {}
-        per_class = cl.get("per_class") or []
-        epoch = results.selected_epoch(files.LABEL[ckpt.checkpoint])
-        rows.append([esc(files.LABEL[ckpt.checkpoint]), fmt(epoch), fmt(cl.get("accuracy")),
-                     *[fmt(per_class[i] if i < len(per_class) else None)
+        cl, loc = ckpt.result.classification, ckpt.result.localization
+        star = loc.at_tau_star_valpx if loc is not None else None
+        oracle = loc.oracle_test_tau if loc is not None else None
+        per_image = loc.per_image_mean_at_tau_star if loc is not None else None
+        areas = loc.area_rates if loc is not None else {}
+        epoch = results.selected_epoch(LABEL[ckpt.checkpoint])
+        rows.append([esc(LABEL[ckpt.checkpoint]), fmt(epoch), fmt(cl.accuracy),
+                     *[fmt(cl.per_class[i] if i < len(cl.per_class) else None)
                        for i in range(len(class_names))],
-                     fmt(loc.get("pxap")), fmt(loc.get("chance")), *[fmt(loc.get(k)) for k in AREA],
-                     fmt(ckpt.tau_star, 3), fmt(star.get("dice_fg")), fmt(star.get("iou_fg")),
-                     fmt(star.get("miou")), fmt(per_image.get("ap")),
-                     fmt(oracle.get("threshold"), 3), fmt(oracle.get("dice_fg")),
-                     fmt(oracle.get("iou_fg"))])
+                     fmt(loc.pxap if loc else None), fmt(loc.chance if loc else None),
+                     *[fmt(areas.get(k)) for k in AREA],
+                     fmt(ckpt.tau_star, 3), fmt(_point(star, "dice_fg")),
+                     fmt(_point(star, "iou_fg")), fmt(_point(star, "miou")),
+                     fmt(per_image.ap if per_image is not None else None),
+                     fmt(_point(oracle, "threshold"), 3), fmt(_point(oracle, "dice_fg")),
+                     fmt(_point(oracle, "iou_fg"))])
     return (table(headers, rows, table_id=None) +
             f'<p class="note oracle">oracle columns: {esc(ORACLE_NOTE)}.</p>')
 
@@ -60,10 +64,11 @@ def test_table(results: RunResults, class_names: list[str]) -> str:
 def per_class_table(results: RunResults) -> str:
     rows = []
     for ckpt in results.test.values():
-        for name, v in (ckpt.localization.get("per_class") or {}).items():
-            rows.append([esc(files.LABEL[ckpt.checkpoint]), esc(name), fmt(v.get("n_images")),
-                         fmt(v.get("pxap")), fmt(v.get("chance")), fmt(v.get("mean_image_ap")),
-                         fmt(v.get("mean_fg_fraction"))])
+        loc = ckpt.result.localization
+        per_class: dict[str, ClassLocalization] = (loc.per_class or {}) if loc is not None else {}
+        for name, v in per_class.items():
+            rows.append([esc(LABEL[ckpt.checkpoint]), esc(name), fmt(v.n_images), fmt(v.pxap),
+                         fmt(v.chance), fmt(v.mean_image_ap), fmt(v.mean_fg_fraction)])
     if not rows:
         return ""
     return "<h4>PxAP per class (images with foreground)</h4>" + table(
@@ -74,14 +79,16 @@ def per_class_table(results: RunResults) -> str:
 def other_data_table(results: RunResults) -> str:
     if not results.other_data:
         return ""
-    rows = [[esc(o.tag), esc(o.metrics.get("data", "")), esc(files.LABEL[o.checkpoint]),
-             fmt(o.metrics.get("classification", {}).get("accuracy")),
-             fmt(o.metrics.get("localization", {}).get("pxap")),
-             fmt(o.metrics.get("localization", {}).get("chance"))] for o in results.other_data]
+    rows = [[esc(o.tag), esc(o.result.data), esc(LABEL[o.checkpoint]), fmt(o.result.accuracy),
+             fmt(o.result.pxap), fmt(_chance(o.result))] for o in results.other_data]
     return ("<h3>Other data (out of distribution)</h3>" +
             note("`histocam evaluate RUN --data OTHER`: the run's classifier applied to another "
                  "dataset (classes mapped by index), τ* from the run's own valpx.") +
             table(["tag", "data", "selection", "CL", "PxAP", "chance"], rows, text_columns=3))
+
+
+def _chance(result) -> float | None:
+    return result.localization.chance if result.localization is not None else None
 
 
 def gallery_section(results: RunResults, class_names: list[str], n: int, device: str) -> str:
@@ -91,7 +98,7 @@ def gallery_section(results: RunResults, class_names: list[str], n: int, device:
                     "evaluate`).")
     from histocam.data.open import open_source
 
-    split = ckpt.metrics.get("split", "test")
+    split = ckpt.result.split
     dataset = open_source(results.run.config.data).dataset(split)
     tau = ckpt.tau_star
     parts = [note(f"B-LOC; blocks: best | worst | random (by per-image AP; by background IoU at τ* "
@@ -114,22 +121,20 @@ def gallery_section(results: RunResults, class_names: list[str], n: int, device:
 
 def experiments_section(results: RunResults) -> str:
     parts = []
-    shift = results.experiments.get(files.STAIN_SHIFT)
-    if shift:
-        parts.append("<h4>Stain shift</h4>" + note(shift.get("definition", "")) +
-                     image(figures.stain_shift([(results.name, shift)]), "stain shift"))
-    tsne = results.experiments.get(files.TSNE)
-    if tsne:
-        uri = figures.tsne(tsne, f"{results.name} {files.LABEL.get(tsne.get('checkpoint'), '')}")
-        j = (tsne.get("separability") or {}).get("mean")
+    found = results.experiments
+    if found.stain_shift is not None:
+        parts.append("<h4>Stain shift</h4>" + note(found.stain_shift.definition) +
+                     image(figures.stain_shift([(results.name, found.stain_shift)]), "stain shift"))
+    if found.tsne is not None:
+        tsne = found.tsne
+        uri = figures.tsne(tsne, f"{results.name} {LABEL.get(tsne.checkpoint, '')}")
         parts.append("<h4>t-SNE of FG/BG pixel features</h4>" +
-                     note(f"{tsne.get('definition', '')} Separability J (mean over test images): "
-                          f"{fmt(j, 3)}.") + (image(uri, "t-SNE") if uri else ""))
-    thresholds = results.experiments.get(files.THRESHOLDS)
-    if thresholds:
-        curves = [(f"{results.name} {files.LABEL.get(k, k)}", v)
-                  for k, v in thresholds["checkpoints"].items()]
-        parts.append("<h4>Threshold sensitivity</h4>" + note(thresholds.get("definition", "")) +
+                     note(f"{tsne.definition} Separability J (mean over test images): "
+                          f"{fmt(tsne.separability.mean, 3)}.") + (image(uri, "t-SNE") if uri else ""))
+    if found.thresholds is not None:
+        curves = [(f"{results.name} {LABEL.get(k, k)}", v)
+                  for k, v in found.thresholds.checkpoints.items()]
+        parts.append("<h4>Threshold sensitivity</h4>" + note(found.thresholds.definition) +
                      image(figures.threshold_sensitivity(curves), "threshold sensitivity"))
     return "<h3>Experiments</h3>" + "".join(parts) if parts else ""
 
@@ -146,10 +151,10 @@ def run_section(index: int, results: RunResults, n_gallery: int, device: str) ->
     parts = [f'<h2 id="{anchor(index)}">{esc(results.name)}</h2>',
              f"<p>method <b>{esc(results.method)}</b>, data {esc(r.config.data.dataset)}, seed "
              f"{esc(r.config.seed)}; directory <code>{esc(r.dir)}</code></p>",
-             details("resolved config (config.yaml)", f"<pre>{esc(results.config_text)}</pre>")]
+             details("resolved config", f"<pre>{esc(results.config_text)}</pre>")]
     curves = figures.training_curves(results)
     parts.append("<h3>Training</h3>" + (image(curves, "training curves") if curves
-                                        else note("no log.csv")))
+                                        else note("no training log")))
     checkpoints = list(results.test.values())
     if not checkpoints:
         parts.append(note(f"not evaluated: run `histocam evaluate {r.dir}` (or `histocam report "
@@ -176,14 +181,15 @@ def comparison_table(all_results: list[RunResults]) -> str:
     rows = []
     for i, res in enumerate(all_results):
         for ckpt in res.test.values():
-            loc, star = ckpt.localization, _at(ckpt.localization, "at_tau_star_valpx")
-            j = (ckpt.metrics.get("separability") or {}).get("mean")
+            result, loc = ckpt.result, ckpt.result.localization
+            star = loc.at_tau_star_valpx if loc is not None else None
+            areas = loc.area_rates if loc is not None else {}
+            j = result.separability.mean if result.separability is not None else None
             rows.append([f'<a href="#{anchor(i)}">{esc(res.name)}</a>', esc(res.method),
-                         esc(files.LABEL[ckpt.checkpoint]),
-                         fmt(ckpt.metrics.get("classification", {}).get("accuracy")),
-                         fmt(loc.get("pxap")), fmt(loc.get("chance")),
-                         *[fmt(loc.get(k)) for k in AREA], fmt(ckpt.tau_star, 3),
-                         fmt(star.get("dice_fg")), fmt(star.get("iou_fg")), fmt(j, 3)])
+                         esc(LABEL[ckpt.checkpoint]), fmt(result.accuracy), fmt(result.pxap),
+                         fmt(_chance(result)), *[fmt(areas.get(k)) for k in AREA],
+                         fmt(ckpt.tau_star, 3), fmt(_point(star, "dice_fg")),
+                         fmt(_point(star, "iou_fg")), fmt(j, 3)])
     return table(headers, rows, table_id="comparison", row_class="comparison-row", text_columns=3)
 
 
@@ -192,7 +198,7 @@ def paired_tests(all_results: list[RunResults]) -> str:
     both scored (PixelCAM Table 2)."""
     rows = []
     identity = {id(r): dataset_identity(r.run.config.data) for r in all_results}
-    for ckpt in files.SELECTED:
+    for ckpt in SELECTED:
         for a, b in itertools.combinations(all_results, 2):
             ca, cb = a.test.get(ckpt), b.test.get(ckpt)
             if ca is None or cb is None or identity[id(a)] != identity[id(b)]:
@@ -203,9 +209,9 @@ def paired_tests(all_results: list[RunResults]) -> str:
             if len(shared) < 2:
                 continue
             t = paired_ttest([sa[i] for i in shared], [sb[i] for i in shared])
-            rows.append([esc(files.LABEL[ckpt]), esc(a.name), esc(b.name), fmt(t["n"]),
-                         fmt(t["mean_difference"], 2), fmt(t["t"], 2), f"{t['p']:.3g}"
-                         if not math.isnan(t["p"]) else "n/a"])
+            rows.append([esc(LABEL[ckpt]), esc(a.name), esc(b.name), fmt(t.n),
+                         fmt(t.mean_difference, 2), fmt(t.t, 2),
+                         f"{t.p:.3g}" if not math.isnan(t.p) else "n/a"])
     if not rows:
         return note("no two runs on the same data share at least two test images with foreground: "
                     "no paired test")
@@ -217,19 +223,18 @@ def paired_tests(all_results: list[RunResults]) -> str:
 
 def cross_experiments(all_results: list[RunResults]) -> str:
     parts = []
-    shift = [(r.name, r.experiments[files.STAIN_SHIFT]) for r in all_results
-             if files.STAIN_SHIFT in r.experiments]
+    shift = [(r.name, r.experiments.stain_shift) for r in all_results
+             if r.experiments.stain_shift is not None]
     if len(shift) > 1:
         parts.append("<h3>Stain shift</h3>" + image(figures.stain_shift(shift), "stain shift"))
-    thresholds = [(f"{r.name} B-LOC", r.experiments[files.THRESHOLDS]["checkpoints"]["best-loc"])
-                  for r in all_results if "best-loc" in
-                  r.experiments.get(files.THRESHOLDS, {}).get("checkpoints", {})]
+    thresholds = [(f"{r.name} B-LOC", r.experiments.thresholds.checkpoints["best-loc"])
+                  for r in all_results if r.experiments.thresholds is not None
+                  and "best-loc" in r.experiments.thresholds.checkpoints]
     if len(thresholds) > 1:
         parts.append("<h3>Threshold sensitivity</h3>" +
                      image(figures.threshold_sensitivity(thresholds), "threshold sensitivity"))
-    ood = [[esc(r.name), esc(o.tag), esc(o.metrics.get("data", "")), esc(files.LABEL[o.checkpoint]),
-            fmt(o.metrics.get("classification", {}).get("accuracy")),
-            fmt(o.metrics.get("localization", {}).get("pxap"))]
+    ood = [[esc(r.name), esc(o.tag), esc(o.result.data), esc(LABEL[o.checkpoint]),
+            fmt(o.result.accuracy), fmt(o.result.pxap)]
            for r in all_results for o in r.other_data]
     if ood:
         parts.append("<h3>Out of distribution</h3>" +

@@ -1,5 +1,6 @@
 """Runs as objects: a trained run's config, checkpoints, maps and evaluations (``Run``)."""
 
-from histocam.runs.run import CHECKPOINTS, Run, RunError, is_trained
+from histocam.core.rundir import CHECKPOINTS, RunError
+from histocam.runs.run import Run
 
-__all__ = ["CHECKPOINTS", "Run", "RunError", "is_trained"]
+__all__ = ["CHECKPOINTS", "Run", "RunError"]

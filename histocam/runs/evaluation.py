@@ -2,9 +2,10 @@
 
 For each checkpoint: τ* = argmax mIoU on the run's own valpx (never on test; on other data too, as
 an out-of-distribution user would have no pixel labels there) -> test pass with accuracy, PxAP, area
-rates, operating points, per-image scores at τ*. Writes ``metrics/[<data tag>/]<ckpt>-<split>.json``,
-``...-per-image.csv``, ``...-curves.{csv,png}`` and optionally the maps (``...-maps.npz``, float16,
-streamed) under the run directory; the data tag names another dataset (``Run.data_tag``).
+rates, operating points, per-image scores at τ*. The result is an ``EvaluationResult``, written
+with the per-image CSV, the threshold curves (CSV, PNG) and optionally the maps (float16, streamed)
+to the run's ``RunDir.evaluation`` files; evaluations on another dataset go under its data tag
+(``Run.data_tag``).
 
 Under torchrun (``torchrun --nproc_per_node N -m histocam evaluate RUN``) each rank evaluates its
 block of valpx and of the split, the metrics are merged through the metric protocol and rank 0
@@ -13,8 +14,6 @@ alone writes: the same files as one process (the maps merged from the ranks' par
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,14 @@ import torch
 from histocam.core import collectives
 from histocam.core.collectives import distributed_ready
 from histocam.core.devices import command_device
+from histocam.core.results import (
+    ClassLocalization,
+    ClassMapping,
+    EvaluationResult,
+    PerImageMeans,
+    PerImageRow,
+    Separability,
+)
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
@@ -38,9 +45,6 @@ from histocam.train.split_pass import SplitResult, evaluate_split
 if TYPE_CHECKING:
     from histocam.runs.run import Run
 
-PER_IMAGE_FIELDS = ["id", "label", "prediction", "confidence", "ap", "dice_fg", "dice_bg", "iou_fg",
-                    "iou_bg", "fg_fraction"]
-
 
 class DataMismatchError(ValueError):
     """Other data whose classes cannot be scored by the run's classifier."""
@@ -48,7 +52,7 @@ class DataMismatchError(ValueError):
 
 def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
                  data: str | Path | DataConfig | None = None, device: str = "auto",
-                 save_maps: bool = False, separability: bool = False) -> dict:
+                 save_maps: bool = False, separability: bool = False) -> EvaluationResult:
     """The metrics of ``checkpoint`` on ``split`` (written under the run, and returned).
 
     Under torchrun (a collective: every rank calls it) the images of valpx and of ``split`` are
@@ -72,9 +76,8 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
             f"{data_config.dataset}: {len(source.class_names)} classes "
             f"({', '.join(source.class_names)}), the run's classifier has {len(class_names)} "
             f"({', '.join(class_names)})")
-    out_dir = run.dir / "metrics" / (tag or "")
-    stem = f"{checkpoint}-{split}"
-    writer = ShardedNpzWriter(out_dir / f"{stem}-maps.npz") if save_maps else None
+    files = run.dir.evaluation(checkpoint, split, tag)
+    writer = ShardedNpzWriter(files.maps) if save_maps else None
     try:
         result = evaluate_split(method, source.dataset(split), data_config, dev, **kwargs,
                                 tau=tau if tau is not None else 0.5,
@@ -86,46 +89,46 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
         raise
     if writer:
         writer.close()  # rank 0 writes the one store
-    metrics: dict = {"run": str(run.dir), "checkpoint": checkpoint, "split": split,
-                     "method": run.config.method.name, "data": data_config.dataset,
-                     "classification": result.accuracy.compute()}
-    if tag is not None:
-        metrics["class_names"] = {"run": class_names, "data": source.class_names,
-                                  "mapping": "by index"}
+    localization = None
     if result.pxap is not None:
-        metrics["localization"] = localization_report(
-            result.histogram, valpx.histogram if tau is not None else None)
-        metrics["localization"]["tau_star_source"] = tau_source
+        means = PerImageMeans(**{k: result.per_image.mean(k)
+                                 for k in ("ap", "dice_fg", "dice_bg", "iou_fg", "iou_bg")})
         # without foreground in valpx there is no τ*: per-image scores are then at 0.5, and say so
-        key = "per_image_mean_at_tau_star" if tau is not None else "per_image_mean_at_0.5"
-        metrics["localization"][key] = {
-            k: result.per_image.mean(k) for k in ("ap", "dice_fg", "dice_bg", "iou_fg", "iou_bg")}
-        metrics["localization"]["per_class"] = per_class(result, source.class_names)
+        localization = localization_report(
+            result.histogram, valpx.histogram if tau is not None else None,
+            tau_star_source=tau_source,
+            per_image_mean_at_tau_star=means if tau is not None else None,
+            per_image_mean_at_half=None if tau is not None else means,
+            per_class=per_class(result, source.class_names))
+    separability_result = None
     if separability:
-        metrics["separability"] = _separability(method, source.dataset(split), data_config, dev,
-                                                source.class_names, t.eval_batch_size)
+        separability_result = _separability(method, source.dataset(split), data_config, dev,
+                                            source.class_names, t.eval_batch_size)
+    evaluation = EvaluationResult(
+        run=str(run.dir), checkpoint=checkpoint, split=split, method=run.config.method.name,
+        data=data_config.dataset, classification=result.accuracy.compute(),
+        class_names=(ClassMapping(run=class_names, data=source.class_names)
+                     if tag is not None else None),
+        localization=localization, separability=separability_result)
     if collectives.is_main():
-        _write(out_dir, stem, metrics, result, f"{run.config.method.name} {checkpoint} {split}")
+        _write(run, tag, evaluation, result)
     collectives.barrier()  # the files exist before any rank goes on (e.g. to read them)
-    return metrics
+    return evaluation
 
 
-def _write(out_dir: Path, stem: str, metrics: dict, result: SplitResult, title: str) -> None:
-    """The evaluation's files: curves (with localisation), per-image CSV, metrics JSON."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if "localization" in metrics:
-        write_threshold_curves(result.histogram, out_dir / f"{stem}-curves.csv",
-                               out_dir / f"{stem}-curves.png", title=title)
-    per_image = {row["id"]: row for row in (result.per_image.rows if result.per_image else [])}
-    with (out_dir / f"{stem}-per-image.csv").open("w", newline="") as fh:
-        writer_csv = csv.DictWriter(fh, fieldnames=PER_IMAGE_FIELDS, extrasaction="ignore")
-        writer_csv.writeheader()
-        for row in result.predictions:
-            writer_csv.writerow({**row, **per_image.get(row["id"], {})})
-    (out_dir / f"{stem}.json").write_text(json.dumps(metrics, indent=2))
+def _write(run: Run, tag: str | None, evaluation: EvaluationResult, result: SplitResult) -> None:
+    """The evaluation's files: curves (with localisation), per-image CSV, the result's JSON."""
+    files = run.dir.evaluation(evaluation.checkpoint, evaluation.split, tag)
+    if evaluation.localization is not None:
+        title = f"{evaluation.method} {evaluation.checkpoint} {evaluation.split}"
+        write_threshold_curves(result.histogram, files.curves_csv, files.curves_png, title=title)
+    scores = {row["id"]: row for row in (result.per_image.rows if result.per_image else [])}
+    rows = [PerImageRow(**{**p, **scores.get(p["id"], {})}) for p in result.predictions]
+    run.dir.write_per_image(evaluation.checkpoint, evaluation.split, rows, tag)
+    run.dir.write_evaluation(evaluation, tag)
 
 
-def per_class(result: SplitResult, class_names: list[str]) -> dict:
+def per_class(result: SplitResult, class_names: list[str]) -> dict[str, ClassLocalization]:
     """PxAP and its chance level on each class's images, and the mean per-image AP next to the
     mean foreground fraction (the per-image chance level): glands are foreground in both GlaS
     classes, so a map must localise in each class, not only on average."""
@@ -137,17 +140,16 @@ def per_class(result: SplitResult, class_names: list[str]) -> dict:
             continue
         mine = [r for r in rows if labels.get(r["id"]) == c and r["ap"] == r["ap"]]  # not NaN
         fg, bg = hist.fg.cpu().numpy(), hist.bg.cpu().numpy()
-        out[class_names[c]] = {
-            "pxap": pxap_from_histograms(fg, bg), "chance": chance_pxap(fg, bg),
-            "n_images": hist.n_images,
-            "mean_image_ap": float(np.mean([r["ap"] for r in mine])) if mine else None,
-            "mean_fg_fraction": (float(100 * np.mean([r["fg_fraction"] for r in mine]))
-                                 if mine else None),
-        }
+        out[class_names[c]] = ClassLocalization(
+            pxap=pxap_from_histograms(fg, bg), chance=chance_pxap(fg, bg),
+            n_images=hist.n_images,
+            mean_image_ap=float(np.mean([r["ap"] for r in mine])) if mine else None,
+            mean_fg_fraction=(float(100 * np.mean([r["fg_fraction"] for r in mine]))
+                              if mine else None))
     return out
 
 
-def _separability(method, dataset, data_config, device, class_names, batch_size) -> dict:
+def _separability(method, dataset, data_config, device, class_names, batch_size) -> Separability:
     """J over ``dataset``; under torchrun each rank takes its block of the images and the values
     are merged in rank order (= dataset order) through ``Metric.sync`` (a collective)."""
     acc = SeparabilityIndex(class_names)

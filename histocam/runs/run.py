@@ -1,10 +1,11 @@
 """``Run(dir)``: a trained run as an object.
 
-A run directory holds ``config.yaml`` (the resolved ``RunConfig``), ``checkpoints/{best-loc,
-best-cl,last}.pt``, ``log.csv``, ``metrics/`` and ``cams/``. ``Run`` loads a checkpoint as a ready
-method (``run.method("best-loc")``), exports its maps of a split (the CAM store a seeded student
-learns from) and evaluates a checkpoint on the run's own data or on any other dataset
-(``run.evaluate("best-loc", data="synthetic-node")``: out-of-distribution evaluation).
+A run's files are those of its ``RunDir`` (``histocam.core.rundir``): the resolved ``RunConfig``,
+the checkpoints, the log, the evaluations and the stored maps. ``Run`` loads a checkpoint as a
+ready method (``run.method("best-loc")``), exports its maps of a split (the CAM store a seeded
+student learns from), evaluates a checkpoint on the run's own data or on any other dataset
+(``run.evaluate("best-loc", data="synthetic-node")``: out-of-distribution evaluation) and reads
+what the evaluations recorded (``run.tau_star("best-loc")``).
 """
 
 from __future__ import annotations
@@ -17,41 +18,38 @@ import yaml
 from pydantic import ValidationError
 
 from histocam.core import collectives
-from histocam.core.atomic import load_checkpoint, write_text_atomic
+from histocam.core.atomic import write_text_atomic
 from histocam.core.collectives import all_gather_objects
 from histocam.core.devices import command_device, resolve_device
+from histocam.core.results import EvaluationResult
+from histocam.core.rundir import CHECKPOINTS, RunDir, RunError
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
-from histocam.maps.store import ShardedNpzWriter, config_hash, dataset_identity, store_paths
+from histocam.maps.store import ShardedNpzWriter, config_hash, dataset_identity, provenance_path
 from histocam.methods.base import WSOLMethod
 from histocam.methods.catalog import create_method
 from histocam.runs.evaluation import evaluate_run
 from histocam.train.loader import make_loader
 from histocam.train.run_config import RunConfig
-from histocam.train.trainer import CHECKPOINTS
 
-
-def is_trained(directory: Path) -> bool:
-    """Both selected checkpoints (B-LOC and B-CL) exist under ``directory``."""
-    return all((Path(directory) / "checkpoints" / f"{c}.pt").is_file()
-               for c in ("best-loc", "best-cl"))
-
-
-class RunError(ValueError):
-    """A run directory that is missing, incomplete or unreadable."""
+__all__ = ["CHECKPOINTS", "Run", "RunError"]
 
 
 class Run:
-    """A run directory. ``Run(dir)`` reads its config; checkpoints are loaded on demand."""
+    """A run directory. ``Run(dir)`` reads its config (``config``: the run's own config, already
+    validated, instead); checkpoints are loaded on demand."""
 
-    def __init__(self, directory: str | Path) -> None:
-        self.dir = Path(directory)
-        path = self.dir / "config.yaml"
-        if not self.dir.is_dir():
+    def __init__(self, directory: str | Path | RunDir, config: RunConfig | None = None) -> None:
+        self.dir = directory if isinstance(directory, RunDir) else RunDir(directory)
+        if not self.dir.root.is_dir():
             raise RunError(f"{self.dir}: no such run directory")
-        if not path.is_file():
-            raise RunError(f"{self.dir}: not a run directory (no config.yaml)")
+        if not self.dir.is_run():
+            raise RunError(f"{self.dir}: not a run directory (no {self.dir.config.name})")
+        if config is not None:
+            self.config = config
+            return
+        path = self.dir.config
         try:
             self.config = RunConfig.model_validate(yaml.safe_load(path.read_text()))
         except (ValidationError, yaml.YAMLError, KeyError) as exc:
@@ -66,11 +64,11 @@ class Run:
         if checkpoint not in CHECKPOINTS:
             raise RunError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got "
                            f"{checkpoint!r}")
-        return self.dir / "checkpoints" / f"{checkpoint}.pt"
+        return self.dir.checkpoint(checkpoint)
 
     def trained(self) -> bool:
         """Both selected checkpoints exist."""
-        return is_trained(self.dir)
+        return self.dir.is_trained()
 
     def require_trained(self) -> Run:
         """This run, or a RunError when it has no B-LOC/B-CL checkpoints (a run given to be used
@@ -85,7 +83,7 @@ class Run:
         if not path.is_file():
             raise RunError(f"{path}: checkpoint not found (is the run trained?)")
         try:
-            return load_checkpoint(path, device)
+            return self.dir.load_checkpoint(checkpoint, device)
         except RuntimeError as exc:
             raise RunError(str(exc)) from None
 
@@ -125,7 +123,7 @@ class Run:
         return other
 
     def data_tag(self, data: str | Path | DataConfig | None) -> str | None:
-        """Folder name under ``metrics/`` for evaluations on other data (None: own data)."""
+        """The tag of the evaluations on other data (``RunDir.evaluation``; None: own data)."""
         if data is None:
             return None
         config = self.data_config(data)
@@ -139,7 +137,7 @@ class Run:
                     device: str = "auto", batch_size: int | None = None,
                     progress: bool = False) -> Path:
         """Store the normalised low-resolution map of every image's ground-truth class of
-        ``split`` (float16, streamed to ``cams/<checkpoint>-<split>.npz``) with its provenance.
+        ``split`` (float16, streamed to ``RunDir.stored_maps``) with its provenance.
 
         Under torchrun (a collective: every rank calls it) each rank maps its contiguous block of
         the images (``collectives.shard_indices``) into a part file and rank 0 merges the parts,
@@ -160,7 +158,7 @@ class Run:
             from rich.progress import track
 
             steps = track(loader, description=f"CAMs {checkpoint} {split}", transient=True)
-        npz, meta = store_paths(self.dir, checkpoint, split)
+        npz = self.dir.stored_maps(checkpoint, split)
         shape = None
         with ShardedNpzWriter(npz) as writer:
             for batch in steps:
@@ -173,8 +171,8 @@ class Run:
         ids = list(writer.keys)  # every rank's, in dataset order
         shape = next((s for s in all_gather_objects(shape) if s is not None), None)
         if collectives.is_main():
-            write_text_atomic(meta, json.dumps({
-                "run": str(self.dir.resolve()), "checkpoint": checkpoint,
+            write_text_atomic(provenance_path(npz), json.dumps({
+                "run": str(self.dir.root.resolve()), "checkpoint": checkpoint,
                 "epoch": state["epoch"], "method": self.config.method.name,
                 "teacher_config_hash": config_hash(self.config.method.model_dump(mode="json")),
                 "dataset": data.dataset, "dataset_identity": dataset_identity(data),
@@ -187,10 +185,27 @@ class Run:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, checkpoint: str, split: str = "test", *,
                  data: str | Path | DataConfig | None = None, device: str = "auto",
-                 save_maps: bool = False, separability: bool = False) -> dict:
+                 save_maps: bool = False, separability: bool = False) -> EvaluationResult:
         """Test metrics of a checkpoint (``histocam.runs.evaluation``)."""
         return evaluate_run(self, checkpoint, split, data=data, device=device,
                             save_maps=save_maps, separability=separability)
+
+    def evaluation(self, checkpoint: str, split: str = "test", *, device: str = "auto"
+                   ) -> EvaluationResult:
+        """The stored evaluation of ``checkpoint`` on the run's ``split``, evaluated first when it
+        is missing or older than the checkpoint."""
+        if self.dir.evaluation_is_current(checkpoint, split):
+            stored = self.dir.read_evaluation(checkpoint, split)
+            if stored is not None:
+                return stored
+        self.require_trained()
+        return self.evaluate(checkpoint, split, device=device)
+
+    def tau_star(self, checkpoint: str) -> tuple[float | None, str]:
+        """(τ* recorded for ``checkpoint`` by ``histocam evaluate``, where it was read), or
+        (None, why there is none) (``RunDir.tau_star``)."""
+        self.checkpoint_path(checkpoint)
+        return self.dir.tau_star(checkpoint)
 
 
 def _first_line(exc: BaseException) -> str:

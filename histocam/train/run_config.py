@@ -13,6 +13,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, field_validator, mo
 
 from histocam.core.configs import ConfigError, StrictModel, describe_invalid, load_config_tree
 from histocam.core.registry import UnknownNameError
+from histocam.core.rundir import RunDir
 from histocam.data.config import DataConfig
 from histocam.methods.base import MethodConfig
 from histocam.methods.catalog import METHODS, method_config
@@ -43,7 +44,7 @@ class TrainConfig(StrictModel):
         "log.csv), to study after training how a selection rule transfers to unseen images; the "
         "trainer never reads it and selects on valcl/valpx only")
     checkpoint_every: int | None = Field(
-        500, ge=1, description="also save checkpoints/resume.pt every this many training steps, so "
+        500, ge=1, description="also save the resume state every this many training steps, so "
         "that --resume continues in the middle of an epoch (null: at epoch ends only)")
 
 
@@ -62,7 +63,7 @@ class RunConfig(RunIdentity):
     method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: method_config("cam"))
     train: TrainConfig = Field(default_factory=TrainConfig)
     init: Path | None = Field(None, description="checkpoint whose weights start the model (a "
-                              "teacher run's best-cl.pt for a seeded student)")
+                              "teacher run's B-CL checkpoint for a seeded student)")
     cams: Path | None = Field(None, description="stored teacher maps of the training images "
                               "(`histocam cams TEACHER_RUN`), for methods that learn from them")
 
@@ -85,8 +86,8 @@ class RunConfig(RunIdentity):
         return self
 
     @property
-    def run_dir(self) -> Path:
-        return self.out_dir / self.name
+    def run_dir(self) -> RunDir:
+        return RunDir(self.out_dir / self.name)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

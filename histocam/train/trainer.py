@@ -1,26 +1,27 @@
-"""The training loop with the seed papers' model selection (PROTOCOL.md, "Model selection").
+"""The training loop with the seed papers' model selection (docs/protocol.md, "Model selection").
 
 Evaluation at epoch 0 (before training) and after every epoch: accuracy on valcl (B-CL) and PxAP on
-valpx (B-LOC); ties go to the later epoch. Checkpoints ``best-loc.pt``, ``best-cl.pt`` and
-``last.pt`` (with optimizer, scheduler and scaler state) are written atomically; ``log.csv`` has
-one row per epoch.
+valpx (B-LOC); ties go to the later epoch. The B-LOC, B-CL and last checkpoints (the last with
+optimizer, scheduler and scaler state) are written atomically, and the training log has one row per
+epoch; where they go is the run's ``RunDir``.
 
 **Resume is exact, and possible in the middle of an epoch.** Epochs on real data are long (24k
 CAMELYON16 patches: ~750 steps of 32), so losing up to a whole epoch to a crash or a preempted job
-is costly; ``train.checkpoint_every`` steps the trainer also writes ``checkpoints/resume.pt``: the
-model, optimiser, scheduler and scaler, the epoch and the number of batches done in it, each rank's running
-training sums of the epoch, and every process-global random generator of every rank (Python, NumPy,
-torch CPU and GPU). ``--resume`` continues from the newer of ``last.pt`` (an epoch end) and
-``resume.pt``. Nothing else needs saving, because the rest is a function of the seed:
+is costly; every ``train.checkpoint_every`` steps the trainer also writes the resume state: the
+model, optimiser, scheduler and scaler, the epoch and the number of batches done in it, each rank's
+running training sums of the epoch, and every process-global random generator of every rank
+(Python, NumPy, torch CPU and GPU). ``--resume`` continues from the newer of the last checkpoint
+(an epoch end) and the resume state. Nothing else needs saving, because the rest is a function of
+the seed:
 
 - the sample order of epoch e is the ``DistributedSampler`` permutation of (seed, e), and a
   resumed epoch skips the batches already done (``loader.make_train_loader``);
 - the augmentation of each sample is seeded by (seed, e, index), so loader workers, whose own state
   is lost with the process, hold no state that matters;
 - the global generators (dropout, a method's draws) are re-seeded at each epoch start, and restored
-  from ``resume.pt`` in the middle of one.
+  from the resume state in the middle of one.
 
-In deterministic mode a run killed at any point and resumed writes the same ``log.csv`` metrics and
+In deterministic mode a run killed at any point and resumed writes the same log metrics and
 the same final weights as the run that was never interrupted (tests/test_resume.py). A mid-epoch
 resume needs the same number of processes and batch size (the batches of each rank depend on
 them); an epoch-end resume does not.
@@ -32,8 +33,6 @@ protocol (``Metric.sync``) before B-LOC/B-CL are decided, and only rank 0 writes
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
@@ -50,9 +49,10 @@ from rich.progress import (
 )
 
 from histocam.core import collectives
-from histocam.core.atomic import load_checkpoint, save_checkpoint, write_text_atomic
+from histocam.core.atomic import load_checkpoint
 from histocam.core.collectives import all_gather_objects, all_reduce_sum
 from histocam.core.devices import command_device
+from histocam.core.rundir import RESUME
 from histocam.data.open import negative_class, open_source
 from histocam.data.transforms import JointTransform
 from histocam.maps.store import load_cams
@@ -72,8 +72,6 @@ from histocam.train.split_pass import evaluate_split
 
 log = logging.getLogger("histocam")
 console = Console()
-CHECKPOINTS = ("best-loc", "best-cl", "last")
-RESUME = "resume"  # the mid-epoch checkpoint (not a selectable checkpoint of the run)
 
 
 def build_method(config: RunConfig, num_classes: int) -> WSOLMethod:
@@ -119,7 +117,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, t.lr_step, t.lr_gamma)
         self.use_amp = t.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.run_dir = Path(config.run_dir)
+        self.run_dir = config.run_dir
         self.best = {"pxap": float("-inf"), "accuracy": float("-inf"), "loc_epoch": None,
                      "cl_epoch": None}
         self.warned = False  # the method's training warnings are logged once per run
@@ -144,23 +142,19 @@ class Trainer:
         return dict(self.best)
 
     # ------------------------------------------------------------------ internals
-    def _checkpoint(self, which: str) -> Path:
-        return self.run_dir / "checkpoints" / f"{which}.pt"
-
     def _prepare_run_dir(self, resume: bool) -> tuple[int, dict | None]:
         """(first epoch to train, the mid-epoch state to continue it from or None)."""
-        ckpt = self._checkpoint("last")
+        run = self.run_dir
         if resume:
-            if not ckpt.is_file():
-                raise FileNotFoundError(f"cannot resume: {ckpt} does not exist")
-            state = load_checkpoint(ckpt, self.device)
+            if not run.has_started():
+                raise FileNotFoundError(f"cannot resume: {run.checkpoint('last')} does not exist")
+            state = run.load_checkpoint("last", self.device)
             partial = None
-            mid = self._checkpoint(RESUME)
-            if mid.is_file():
-                mid_state = load_checkpoint(mid, self.device)
+            if run.resume_state.is_file():
+                mid_state = run.load_checkpoint(RESUME, self.device)
                 if mid_state["epoch"] > state["epoch"]:
                     state = partial = mid_state
-                    self._check_same_job(mid, partial)
+                    self._check_same_job(run.resume_state, partial)
             self.method.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -168,21 +162,20 @@ class Trainer:
             self.best = dict(state["best"])
             done = state["epoch"] - (1 if partial else 0)
             if self.dist.is_main:
-                self._truncate_log(done)
+                run.truncate_log(done)
                 where = (f"in epoch {partial['epoch']} after step {partial['step']}" if partial
                          else f"after epoch {done}")
                 console.print(f"resuming {self.run_dir} {where}")
             collectives.barrier()
             return done + 1, partial
-        if ckpt.exists():
+        if run.has_started():
             raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume to continue it "
                                   "or choose another name")
         collectives.barrier()  # every rank has looked before rank 0 writes
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
-            (self.run_dir / "log.csv").unlink(missing_ok=True)
-            self._checkpoint(RESUME).unlink(missing_ok=True)
+            run.write_config(self.config.to_yaml())
+            run.remove_log()
+            run.remove_resume_state()
         collectives.barrier()
         return 0, None
 
@@ -246,12 +239,12 @@ class Trainer:
 
     def _warn(self, epoch: int, train_stats: dict[str, float]) -> None:
         """Log what the method finds wrong with an epoch (``WSOLMethod.training_warnings``), at the
-        first epoch where it does; log.csv has every epoch's losses."""
+        first epoch where it does; the training log has every epoch's losses."""
         messages = self.method.training_warnings(train_stats)
         if messages and not self.warned and self.dist.is_main:
             self.warned = True
             for message in messages:
-                log.warning("%s, epoch %d: %s (logged once; log.csv has every epoch)",
+                log.warning("%s, epoch %d: %s (logged once; the run's log has every epoch)",
                             self.run_dir, epoch, message)
 
     def _train_step(self, batch: dict, params: list) -> tuple[int, int, dict[str, float]]:
@@ -276,14 +269,14 @@ class Trainer:
                                     "seen": seen, "correct": correct})  # collective: every rank's
         if not self.dist.is_main:
             return
-        save_checkpoint({
+        self.run_dir.save_checkpoint(RESUME, {
             "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "best": dict(self.best), "epoch": epoch, "step": step, "ranks": ranks,
             "world": self.dist.world,
             "batch_size": self.config.train.batch_size,
             "config": self.config.model_dump(mode="json"), "class_names": self.class_names,
-        }, self._checkpoint(RESUME))
+        })
 
     def _evaluate_and_select(self, epoch: int, train_stats: dict, seconds: float) -> None:
         """Merged (all-rank) valcl accuracy and valpx PxAP decide B-CL and B-LOC on every rank
@@ -297,7 +290,7 @@ class Trainer:
                                self.device, batch_size=t.eval_batch_size,
                                num_workers=t.num_workers, on_bad_sample=t.on_bad_sample,
                                shard=True)
-        accuracy = valcl.accuracy.compute()["accuracy"]
+        accuracy = valcl.accuracy.compute().accuracy
         pxap = valpx.pxap
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                                **train_stats, "valcl_accuracy": accuracy,
@@ -331,9 +324,9 @@ class Trainer:
         self._save("last", epoch, metrics, full=True)
         if not self.dist.is_main:
             return
-        self._checkpoint(RESUME).unlink(missing_ok=True)  # older than last.pt from now on
+        self.run_dir.remove_resume_state()  # older than the last epoch's checkpoint from now on
         row["selected"] = "+".join(saved)
-        self._append_log(row)
+        self.run_dir.append_log(row)
         pxap_text = f"{pxap:.2f}" if pxap is not None else "n/a"
         loss_text = f" loss {train_stats['train_loss']:.4f}" if "train_loss" in train_stats else ""
         console.print(f"epoch {epoch:3d}{loss_text}  valcl acc {accuracy:6.2f}  valpx PxAP "
@@ -350,34 +343,4 @@ class Trainer:
             state.update(optimizer=self.optimizer.state_dict(),
                          scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                          best=dict(self.best))
-        save_checkpoint(state, self._checkpoint(which))
-
-    def _write_log(self, rows: list[dict], fields: list[str]) -> None:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(self.run_dir / "log.csv", text.getvalue())
-
-    def _append_log(self, row: dict[str, Any]) -> None:
-        path = self.run_dir / "log.csv"
-        rows = []
-        if path.is_file():
-            with path.open(newline="") as fh:
-                rows = list(csv.DictReader(fh))
-        rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        fields: list[str] = []
-        for r in rows:
-            fields.extend(k for k in r if k not in fields)
-        self._write_log(rows, fields)
-
-    def _truncate_log(self, last_epoch: int) -> None:
-        path = self.run_dir / "log.csv"
-        if not path.is_file():
-            return
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields, rows = reader.fieldnames or [], [r for r in reader
-                                                     if int(r["epoch"]) <= last_epoch]
-        self._write_log(rows, list(fields))
-
+        self.run_dir.save_checkpoint(which, state)

@@ -1,0 +1,133 @@
+"""The typed results of the experiments built on runs, as the report and the benchmarks read them.
+
+- ``StainShiftResult``: CL and PxAP of the test images re-stained at increasing strengths
+  (``histocam stain-shift``; PixelCAM Figs. 4/5);
+- ``TsneResult``: t-SNE of FG/BG pixel features with the separability J (``histocam tsne``;
+  PixelCAM Figs. 19–24, App. D);
+- ``ThresholdsResult``: share of pixels above each threshold against localisation (``histocam
+  thresholds``; survey Fig. 8);
+- ``PipelineComparison``: a teacher and its seeded student side by side (``histocam pipeline
+  pixelcam``).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from histocam.core.results import PairedTest, Result, Separability
+
+
+class StainShiftCurve(Result):
+    """One checkpoint's CL, PxAP and chance level at each stain-shift level."""
+
+    accuracy: list[float]
+    pxap: list[float | None]
+    chance: list[float | None]
+
+
+class StainShiftResult(Result):
+    definition: str
+    split: str
+    seed: int
+    a: list[float]
+    b: list[float]
+    levels: list[int]
+    strengths: list[float]
+    checkpoints: dict[str, StainShiftCurve]
+
+
+class TsneImage(Result):
+    """One test image's feature-grid cells embedded in 2-D, with their FG labels and its J."""
+
+    id: str
+    label: int
+    class_name: str = Field(alias="class")
+    j: float
+    points: list[list[float]]
+    fg: list[int]
+
+
+class TsneResult(Result):
+    definition: str
+    checkpoint: str
+    split: str
+    seed: int
+    images: list[TsneImage]
+    skipped_small_grid: int
+    separability: Separability
+
+
+class ThresholdSensitivity(Result):
+    """At every 10th threshold: the share of pixels with a score ≥ τ (all, FG, BG), FG Dice and
+    mIoU (percent), with the PxAP and τ* of the evaluation they come from."""
+
+    omitted_when_none = ("share_all_at_tau_star",)
+
+    thresholds: list[float]
+    share_all: list[float]
+    share_fg: list[float]
+    share_bg: list[float]
+    dice_fg: list[float]
+    miou: list[float]
+    share_all_at_half: float = Field(alias="share_all_at_0.5")
+    pxap: float
+    tau_star: float | None
+    share_all_at_tau_star: float | None = None
+
+
+class ThresholdsResult(Result):
+    definition: str
+    split: str
+    checkpoints: dict[str, ThresholdSensitivity]
+
+
+class CheckpointSummary(Result):
+    """One checkpoint of one run of a pipeline on test: PxAP, chance, CL, area rates, J and the
+    per-image AP (image id -> AP, images with foreground)."""
+
+    pxap: float | None
+    chance: float | None
+    accuracy: float
+    tp_area: float | None = Field(alias="TP*")
+    fn_area: float | None = Field(alias="FN*")
+    fp_area: float | None = Field(alias="FP*")
+    tn_area: float | None = Field(alias="TN*")
+    separability: float | None
+    per_image_ap: dict[str, float]
+
+    @property
+    def area_rates(self) -> dict[str, float | None]:
+        return {"TP*": self.tp_area, "FN*": self.fn_area, "FP*": self.fp_area,
+                "TN*": self.tn_area}
+
+
+class InferenceCost(Result):
+    """Milliseconds per image: a plain forward pass, and a forward pass with the map."""
+
+    forward_ms: float
+    forward_and_map_ms: float
+    ratio: float
+
+
+class RoleResults(Result):
+    """The teacher's or the student's results at B-LOC and B-CL, its cost and its run."""
+
+    best_loc: CheckpointSummary = Field(alias="best-loc")
+    best_cl: CheckpointSummary = Field(alias="best-cl")
+    cost: InferenceCost
+    run: str
+
+    def at(self, checkpoint: str) -> CheckpointSummary:
+        """The summary at ``best-loc`` or ``best-cl``."""
+        return {"best-loc": self.best_loc, "best-cl": self.best_cl}[checkpoint]
+
+
+class PipelineComparison(Result):
+    """A pipeline's comparison: the teacher, its student, and the paired t-test of
+    their per-image AP at B-LOC (None with fewer than two shared images)."""
+
+    teacher: RoleResults
+    student: RoleResults
+    teacher_method: str
+    student_method: str
+    paired_ttest_pxap_b_loc: PairedTest | None

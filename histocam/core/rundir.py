@@ -1,0 +1,306 @@
+"""Every path of a run directory, named in this one module (docs/ARCHITECTURE.md, "Runs on disk").
+
+```
+RUN/config.yaml              the resolved RunConfig
+RUN/log.csv                  one row per epoch
+RUN/checkpoints/NAME.pt      best-loc, best-cl, last (atomic; weights-only loading)
+RUN/checkpoints/resume.pt    mid-epoch state for --resume
+RUN/cams/CKPT-SPLIT.npz      stored low-resolution maps (+ .json provenance)
+RUN/metrics/[TAG/]CKPT-SPLIT.json, -per-image.csv, -curves.csv, -curves.png, -maps.npz
+RUN/metrics/EXPERIMENT.json  stain-shift, tsne, thresholds
+```
+
+``RunDir`` hands out these paths and reads and writes the run's own formats (the log, the typed
+evaluation results); ``PipelineDir`` does the same for a pipeline's folder of runs. Nothing else in
+histocam spells a run's file name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from histocam.core.atomic import load_checkpoint, save_checkpoint, write_text_atomic
+from histocam.core.results import EvaluationResult, PerImageRow, read_per_image, write_per_image
+
+#: The checkpoints a run keeps: B-LOC (valpx PxAP), B-CL (valcl accuracy) and the last epoch's.
+CHECKPOINTS = ("best-loc", "best-cl", "last")
+#: The selected checkpoints (the seed papers' model selection).
+SELECTED = ("best-loc", "best-cl")
+LABEL = {"best-loc": "B-LOC", "best-cl": "B-CL", "last": "last"}
+RESUME = "resume"
+Experiment = Literal["stain-shift", "tsne", "thresholds"]
+EXPERIMENTS: tuple[Experiment, ...] = ("stain-shift", "tsne", "thresholds")
+
+
+class RunError(ValueError):
+    """A run directory that is missing, incomplete or unreadable."""
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """The files of one evaluation (one checkpoint on one split of one dataset)."""
+
+    json: Path
+    per_image: Path
+    curves_csv: Path
+    curves_png: Path
+    maps: Path
+
+
+class RunDir:
+    """The directory of one run: its paths, its log, its checkpoints and its results."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # ------------------------------------------------------------------ config and log
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    def is_run(self) -> bool:
+        """The folder holds a run (its resolved config)."""
+        return self.config.is_file()
+
+    def write_config(self, text: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(self.config, text)
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.csv"
+
+    def read_log(self) -> list[dict[str, str]]:
+        """The training log's rows (strings, as written); [] before the first epoch."""
+        if not self.log.is_file():
+            return []
+        with self.log.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def append_log(self, row: dict[str, Any]) -> None:
+        """Add one epoch's row (floats with 6 significant digits); a column that appears later
+        is added to the header, earlier rows leave it empty."""
+        rows: list[dict[str, Any]] = list(self.read_log())
+        rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        fields: list[str] = []
+        for r in rows:
+            fields.extend(k for k in r if k not in fields)
+        self._write_log(rows, fields)
+
+    def truncate_log(self, last_epoch: int) -> None:
+        """Drop the rows after ``last_epoch`` (a resumed run writes them again)."""
+        if not self.log.is_file():
+            return
+        with self.log.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = list(reader.fieldnames or [])
+            rows = [r for r in reader if int(r["epoch"]) <= last_epoch]
+        self._write_log(rows, fields)
+
+    def remove_log(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+    def _write_log(self, rows: list[dict[str, Any]], fields: list[str]) -> None:
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.log, text.getvalue())
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, name: str) -> Path:
+        """``checkpoints/NAME.pt`` for NAME in ``CHECKPOINTS`` or ``RESUME``."""
+        if name not in (*CHECKPOINTS, RESUME):
+            raise RunError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {name!r}")
+        return self.root / "checkpoints" / f"{name}.pt"
+
+    @property
+    def resume_state(self) -> Path:
+        return self.checkpoint(RESUME)
+
+    def has_checkpoint(self, name: str) -> bool:
+        return self.checkpoint(name).is_file()
+
+    def is_trained(self) -> bool:
+        """Both selected checkpoints (B-LOC and B-CL) exist."""
+        return all(self.has_checkpoint(c) for c in SELECTED)
+
+    def has_started(self) -> bool:
+        """An epoch has ended (``last.pt`` exists): the run can be resumed, never restarted."""
+        return self.has_checkpoint("last")
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
+        return save_checkpoint(state, self.checkpoint(name))
+
+    def load_checkpoint(self, name: str, device: Any = "cpu") -> dict[str, Any]:
+        return load_checkpoint(self.checkpoint(name), device)
+
+    def remove_resume_state(self) -> None:
+        self.resume_state.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ stored maps
+    def stored_maps(self, checkpoint: str, split: str) -> Path:
+        """The CAM store of ``checkpoint``'s maps of ``split`` (``histocam cams``); its provenance
+        is the ``.json`` beside it (``histocam.maps.store``)."""
+        self.checkpoint(checkpoint)
+        return self.root / "cams" / f"{checkpoint}-{split}.npz"
+
+    # ------------------------------------------------------------------ evaluations
+    def metrics_dir(self, tag: str | None = None) -> Path:
+        """Where evaluations go: the run's own data, or ``metrics/TAG`` for other data."""
+        return self.root / "metrics" / (tag or "")
+
+    def evaluation(self, checkpoint: str, split: str = "test", tag: str | None = None
+                   ) -> EvaluationFiles:
+        self.checkpoint(checkpoint)
+        stem = self.metrics_dir(tag) / f"{checkpoint}-{split}"
+        return EvaluationFiles(stem.with_name(stem.name + ".json"),
+                               stem.with_name(stem.name + "-per-image.csv"),
+                               stem.with_name(stem.name + "-curves.csv"),
+                               stem.with_name(stem.name + "-curves.png"),
+                               stem.with_name(stem.name + "-maps.npz"))
+
+    def read_evaluation(self, checkpoint: str, split: str = "test", tag: str | None = None
+                        ) -> EvaluationResult | None:
+        return EvaluationResult.read(self.evaluation(checkpoint, split, tag).json)
+
+    def write_evaluation(self, result: EvaluationResult, tag: str | None = None) -> Path:
+        return result.write(self.evaluation(result.checkpoint, result.split, tag).json)
+
+    def read_per_image(self, checkpoint: str, split: str = "test", tag: str | None = None
+                       ) -> list[PerImageRow]:
+        return read_per_image(self.evaluation(checkpoint, split, tag).per_image)
+
+    def write_per_image(self, checkpoint: str, split: str, rows: list[PerImageRow],
+                        tag: str | None = None) -> Path:
+        return write_per_image(self.evaluation(checkpoint, split, tag).per_image, rows)
+
+    def evaluation_is_current(self, checkpoint: str, split: str = "test") -> bool:
+        """The evaluation exists and is newer than its checkpoint (not made before a retrain or
+        a resume)."""
+        json_path, weights = self.evaluation(checkpoint, split).json, self.checkpoint(checkpoint)
+        if not json_path.is_file():
+            return False
+        return not weights.is_file() or json_path.stat().st_mtime >= weights.stat().st_mtime
+
+    def other_data_tags(self) -> list[str]:
+        """The tags of the evaluations on other data, in name order."""
+        root = self.metrics_dir()
+        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+    def tau_star(self, checkpoint: str) -> tuple[float | None, str]:
+        """(τ* of ``checkpoint``, the file it was read from), or (None, why there is none).
+
+        τ* is chosen on valpx by ``histocam evaluate`` and is the same whatever split was
+        evaluated; the test evaluation is read first. An evaluation older than the checkpoint
+        is not used."""
+        weights = self.checkpoint(checkpoint)
+        prefix = f"{checkpoint}-"
+        root = self.metrics_dir()
+        names = sorted((p.name for p in root.glob(f"{prefix}*.json")) if root.is_dir() else [],
+                       key=lambda n: (n != f"{prefix}test.json", n))
+        stale = False
+        for name in names:
+            path = root / name
+            try:
+                result = EvaluationResult.read(path)
+            except (OSError, ValueError):
+                continue
+            if result is None or result.tau_star is None:
+                continue
+            if weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime:
+                stale = True
+                continue
+            return result.tau_star, str(path)
+        if stale:
+            return None, (f"the evaluations in {root} are older than {weights.name}; run "
+                          f"`histocam evaluate {self.root} --checkpoint {checkpoint}` again")
+        return None, (f"no τ* recorded for {checkpoint} in {root} (run `histocam evaluate "
+                      f"{self.root} --checkpoint {checkpoint}`, or pass --threshold)")
+
+    # ------------------------------------------------------------------ experiments
+    def experiment(self, name: Experiment) -> Path:
+        """The result of a robustness experiment (``histocam stain-shift``, ``tsne``,
+        ``thresholds``) on this run."""
+        if name not in EXPERIMENTS:
+            raise RunError(f"experiment must be one of {', '.join(EXPERIMENTS)}, got {name!r}")
+        return self.metrics_dir() / f"{name}.json"
+
+
+class PipelineDir:
+    """The folder of a pipeline (``histocam pipeline pixelcam``): its config, its runs and the
+    comparison of the teacher with its student."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "pipeline.yaml"
+
+    @property
+    def comparison_json(self) -> Path:
+        return self.root / "comparison.json"
+
+    @property
+    def comparison_md(self) -> Path:
+        return self.root / "comparison.md"
+
+    @property
+    def maps_figure(self) -> Path:
+        return self.root / "figures" / "maps.png"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def teacher(self, method: str) -> RunDir:
+        return RunDir(self.root / f"teacher-{method}")
+
+    def student(self, method: str, teacher_method: str) -> RunDir:
+        return RunDir(self.root / f"{method}-{teacher_method}")
+
+
+def runs_in(path: str | Path) -> list[RunDir]:
+    """``path`` as a run, or the runs directly inside it in name order (a pipeline's folder);
+    RunError when it is neither."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run directory")
+    if RunDir(path).is_run():
+        return [RunDir(path)]
+    inner = [RunDir(p) for p in sorted(path.iterdir()) if RunDir(p).is_run()]
+    if not inner:
+        raise RunError(f"{path}: not a run directory (no {RunDir(path).config.name}) and holds no "
+                       "runs")
+    return inner
+
