@@ -22,7 +22,7 @@ import torchvision.transforms.functional as TF
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.maps.normalize import normalize_cam
-from histocam.metrics.pxap import PxAP
+from histocam.metrics import Batch, PxAP
 from histocam.models.backbones import create_encoder
 from histocam.train.loader import make_loader
 from histocam.train.run_config import load_run_config
@@ -64,7 +64,7 @@ def cross_validated(x: torch.Tensor, y: torch.Tensor, folds: int = 5) -> float:
 
 def pxap(maps: torch.Tensor, masks: torch.Tensor) -> float:
     metric = PxAP()
-    metric.update(maps.contiguous(), masks > 0.5)
+    metric.update(Batch(maps=maps.contiguous(), masks=masks > 0.5))
     return metric.compute()
 
 

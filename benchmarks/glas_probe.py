@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from histocam.data.glas import read_glas
-from histocam.metrics import PxAP
+from histocam.metrics import Batch, PxAP
 
 p = argparse.ArgumentParser()
 p.add_argument("--seed", type=int, default=0)
@@ -152,7 +152,7 @@ def maps_of(X, Y, M, force=None):
             )
     S = torch.cat(outs)
     px = PxAP()
-    px.update(S, M > 0)
+    px.update(Batch(maps=S, masks=M > 0))
     tot = px.compute()
     per = {}
     for cl in (0, 1):
@@ -160,7 +160,7 @@ def maps_of(X, Y, M, force=None):
         fg = []
         for k in torch.nonzero(Y == cl).flatten():
             q = PxAP()
-            q.update(S[k : k + 1], M[k : k + 1] > 0)
+            q.update(Batch(maps=S[k : k + 1], masks=M[k : k + 1] > 0))
             aps.append(q.compute())
             fg.append(float(M[k].mean()))
         per[cl] = (100 * np.mean(aps) if max(aps) <= 1 else np.mean(aps), 100 * np.mean(fg))

@@ -23,20 +23,21 @@ from histocam.data.open import open_source
 from histocam.maps.views import VIEWS
 from histocam.metrics.pxap import chance_pxap
 from histocam.runs import Run
-from histocam.runs.evaluation import per_class
+from histocam.runs.evaluation import SplitMetrics
 from histocam.train.split_pass import evaluate_split
 
 
 def scores(method, source, run: Run, class_names: list[str], split: str
            ) -> tuple[float, float, str]:
     """(PxAP, chance, per-class mean image AP / mean FG %) of ``split`` with ``method``'s views."""
-    result = evaluate_split(method, source.dataset(split), run.config.data, torch.device("cpu"),
-                            batch_size=run.config.train.eval_batch_size, tau=0.5)
-    hist = result.histogram
-    classes = per_class(result, class_names)
-    text = "; ".join(f"{name} {c['mean_image_ap']:.1f} / {c['mean_fg_fraction']:.1f}"
+    metrics = SplitMetrics(len(class_names), 0.5, torch.device("cpu"))
+    evaluate_split(method, source.dataset(split), run.config.data, torch.device("cpu"),
+                   metrics.collection(), batch_size=run.config.train.eval_batch_size)
+    hist = metrics.histograms.total()
+    classes = metrics.per_class(class_names)
+    text = "; ".join(f"{name} {c.mean_image_ap:.1f} / {c.mean_fg_fraction:.1f}"
                      for name, c in classes.items())
-    return result.pxap, chance_pxap(hist.fg.cpu().numpy(), hist.bg.cpu().numpy()), text
+    return hist.pxap, chance_pxap(hist.fg.cpu().numpy(), hist.bg.cpu().numpy()), text
 
 
 def main() -> None:

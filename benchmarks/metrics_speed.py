@@ -33,14 +33,14 @@ def batches(n: int, batch: int, size: int = 224):
 
 
 def run_ours(n: int, batch: int) -> dict:
-    from histocam.metrics import PixelHistogram
+    from histocam.metrics import Batch, PixelHistogram
     from histocam.metrics.localization import localization_report
 
     hist = PixelHistogram()
     elapsed = 0.0
     for maps, masks in batches(n, batch):
         t = time.perf_counter()
-        hist.update(maps, masks)
+        hist.update(Batch(maps=maps, masks=masks))
         elapsed += time.perf_counter() - t
     t = time.perf_counter()
     report = localization_report(hist)

@@ -38,7 +38,7 @@ from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform, resize_maps
 from histocam.maps.store import load_cams
 from histocam.maps.views import VIEWS, from_view, to_view
-from histocam.metrics import PxAP
+from histocam.metrics import Batch, PxAP
 from histocam.runs import Run
 from histocam.train.loader import make_loader
 
@@ -71,8 +71,8 @@ def features_and_masks(run: Run, split: str, views: str = "none"):
 
 def pxap(maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor) -> float:
     metric = PxAP()
-    metric.update(resize_maps(maps[:, None], tuple(masks.shape[-2:]))[:, 0].clamp(0, 1), masks,
-                  ignore=ignore & ~masks)
+    metric.update(Batch(maps=resize_maps(maps[:, None], tuple(masks.shape[-2:]))[:, 0].clamp(0, 1),
+                        masks=masks, ignore=ignore & ~masks))
     return metric.compute()
 
 

@@ -60,6 +60,7 @@ def main() -> None:
     args = p.parse_args()
 
     from histocam.data.synth_slide import Blob, write_synth_slide
+    from histocam.metrics import Batch
     from histocam.metrics.pxap import PxAP, chance_pxap
     from histocam.predict import SlideOptions, predict
     from histocam.predict.api import default_tile
@@ -92,8 +93,8 @@ def main() -> None:
     rows = {}
     for tag, ignore in (("", None), ("_tissue", ~tissue)):
         metric = PxAP()
-        metric.update(torch.from_numpy(heat)[None], torch.from_numpy(truth)[None],
-                      ignore=None if ignore is None else torch.from_numpy(ignore)[None])
+        metric.update(Batch(maps=torch.from_numpy(heat)[None], masks=torch.from_numpy(truth)[None],
+                            ignore=None if ignore is None else torch.from_numpy(ignore)[None]))
         rows[f"pxap{tag}"] = metric.compute()
         rows[f"chance{tag}"] = chance_pxap(metric.fg.numpy(), metric.bg.numpy())
     true_region = polygons(made.geojson)

@@ -17,6 +17,7 @@ import torch
 
 from histocam.data.open import open_source
 from histocam.methods import create_method
+from histocam.metrics import PixelHistogram
 from histocam.runs import Run
 from histocam.train.split_pass import evaluate_split
 
@@ -41,10 +42,11 @@ def main(runs: list[str]) -> None:
                         "name": name, "backbone": classifier.backbone.model_dump(),
                         "classifier": classifier.model_dump(exclude={"backbone"})}, len(names))
                     method.load_initial_state(trained.state_dict())
-                result = evaluate_split(method.eval(), test, run.config.data, torch.device("cpu"),
-                                        batch_size=16)
-                scores.setdefault((name, ckpt), []).append(result.pxap)
-                print(f"{path} {ckpt} {name}: {result.pxap:.2f}", flush=True)
+                pixels = PixelHistogram()
+                evaluate_split(method.eval(), test, run.config.data, torch.device("cpu"),
+                               {"pixels": pixels}, batch_size=16)
+                scores.setdefault((name, ckpt), []).append(pixels.pxap)
+                print(f"{path} {ckpt} {name}: {pixels.pxap:.2f}", flush=True)
     print(f"test PxAP over {len(runs)} runs (mean ± std): " + ", ".join(runs))
     print("| maps | B-LOC | B-CL |\n|---|---|---|")
     for name in [own, *TOP_DOWN]:

@@ -31,6 +31,7 @@ from test_metrics_sync import run_ranks
 
 from histocam.core.atomic import load_checkpoint
 from histocam.data.open import open_source
+from histocam.runs.evaluation import SplitMetrics
 from histocam.train import RunConfig, Trainer, build_method
 from histocam.train.seeding import set_deterministic
 from histocam.train.split_pass import evaluate_split
@@ -113,10 +114,12 @@ def _evaluate_rank(rank: int, world: int, cfg: dict, shard: bool):
     torch.manual_seed(0)
     method = build_method(config, 2).eval()
     source = open_source(config.data)
-    r = evaluate_split(method, source.dataset("valpx"), config.data, torch.device("cpu"),
-                       batch_size=2, tau=0.5, shard=shard)
-    return (r.accuracy.matrix.numpy(), r.histogram.fg.numpy(), r.histogram.bg.numpy(),
-            r.predictions, sorted(r.by_class), r.per_image.rows)
+    r = SplitMetrics(2, 0.5, torch.device("cpu"))
+    evaluate_split(method, source.dataset("valpx"), config.data, torch.device("cpu"),
+                   r.collection(), batch_size=2, shard=shard)
+    total = r.histograms.total()
+    return (r.accuracy.matrix.numpy(), total.fg.numpy(), total.bg.numpy(),
+            r.predictions.rows, sorted(r.histograms.by_class), r.per_image.rows)
 
 
 def test_sharded_evaluation_merges_to_the_whole_split(tmp_path: Path) -> None:

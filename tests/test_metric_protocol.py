@@ -26,15 +26,16 @@ from test_metrics_sync import run_ranks
 
 import histocam.metrics
 from histocam.metrics import (
+    Batch,
+    ClassHistograms,
     ClassificationAccuracy,
     Metric,
     PerImageScores,
     PixelHistogram,
+    Predictions,
     PxAP,
     SeparabilityIndex,
 )
-
-Batch = tuple[tuple, dict]
 
 
 @dataclass
@@ -43,58 +44,56 @@ class Case:
     batches: list[Batch]  # at least 2; fed in order
 
 
-def _localisation_batches() -> list[Batch]:
-    """3 images 5×7 (float32, one all-background, one with ignored pixels), 2 images 7×11 (float64),
-    1 image 7×11 with every pixel foreground."""
+def _batches() -> list[Batch]:
+    """Every field of a ``Batch``: 3 images 5×7 (float32, one all-background, one with ignored
+    pixels), 2 images 7×11 (float64, the second without a mask), 1 image 7×11 with every pixel
+    foreground; 3 classes; features on a 3×5 grid."""
     g = torch.Generator().manual_seed(0)
     maps = torch.rand(3, 5, 7, generator=g)
     maps[0, 0, :3] = torch.tensor([0.0, 1.0, 0.5])  # scores on bin edges
     masks = torch.rand(3, 5, 7, generator=g) < 0.4
     masks[1] = False
+    masks[2, :2] = True
     ignore = torch.zeros(3, 5, 7, dtype=torch.bool)
     ignore[2, 1:3, 2:6] = True
-    second = torch.rand(2, 7, 11, generator=g, dtype=torch.float64)
     second_masks = torch.rand(2, 7, 11, generator=g) < 0.3
-    third = torch.rand(1, 7, 11, generator=g)
+    second_masks[1] = False
     return [
-        ((maps, masks, ["a0", "a1", "a2"]), {"ignore": ignore}),
-        ((second, second_masks, ["b0", "b1"]), {}),
-        ((third, torch.ones(1, 7, 11, dtype=torch.bool), ["c0"]), {}),
+        Batch(ids=["a0", "a1", "a2"], labels=torch.tensor([0, 1, 2]),
+              logits=torch.randn(3, 3, generator=g), maps=maps, masks=masks, ignore=ignore,
+              features=torch.randn(3, 4, 3, 5, generator=g)),
+        Batch(ids=["b0", "b1"], labels=torch.tensor([2, 2]), logits=torch.randn(2, 3, generator=g),
+              maps=torch.rand(2, 7, 11, generator=g, dtype=torch.float64), masks=second_masks,
+              annotated=torch.tensor([True, False]), ignore=torch.zeros(2, 7, 11, dtype=torch.bool),
+              features=torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64)),
+        Batch(ids=["c0"], labels=torch.tensor([1]), logits=torch.randn(1, 3, generator=g),
+              maps=torch.rand(1, 7, 11, generator=g), masks=torch.ones(1, 7, 11, dtype=torch.bool),
+              features=torch.randn(1, 4, 3, 5, generator=g)),
     ]
 
 
 def _classification_batches() -> list[Batch]:
+    """Scores, and predicted classes alone (which ``ClassificationAccuracy`` also takes)."""
     g = torch.Generator().manual_seed(1)
     return [
-        ((torch.randn(5, 3, generator=g), torch.tensor([0, 1, 2, 2, 1])), {}),
-        ((torch.tensor([2, 0, 1]), torch.tensor([2, 1, 1])), {}),
-        ((torch.randn(7, 3, generator=g), torch.randint(0, 3, (7,), generator=g)), {}),
-    ]
-
-
-def _separability_batches() -> list[Batch]:
-    g = torch.Generator().manual_seed(2)
-    masks = torch.zeros(3, 7, 11)
-    masks[0, :, :5] = 1
-    masks[1, 2:6, 3:9] = 1  # image 2: no foreground, J is NaN (skipped)
-    second = (torch.rand(2, 7, 11, generator=g) < 0.5).float()
-    return [
-        ((torch.randn(3, 4, 3, 5, generator=g), masks, torch.tensor([0, 1, 1])), {}),
-        ((torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64), second, torch.tensor([1, 0])),
-         {}),
-        ((torch.randn(1, 4, 3, 5, generator=g), masks[:1], torch.tensor([0])), {}),
+        Batch(logits=torch.randn(5, 3, generator=g), labels=torch.tensor([0, 1, 2, 2, 1])),
+        Batch(logits=torch.tensor([2, 0, 1]), labels=torch.tensor([2, 1, 1])),
+        Batch(logits=torch.randn(7, 3, generator=g), labels=torch.randint(0, 3, (7,), generator=g)),
     ]
 
 
 def _cases() -> dict[type, Case]:
-    loc = _localisation_batches()
+    every = _batches()
+    classes = ["benign", "malignant", "other"]
     return {
-        PixelHistogram: Case(PixelHistogram, loc),
-        PxAP: Case(PxAP, loc),
-        PerImageScores: Case(lambda: PerImageScores(tau=0.3), loc),
-        ClassificationAccuracy: Case(lambda: ClassificationAccuracy(3), _classification_batches()),
-        SeparabilityIndex: Case(lambda: SeparabilityIndex(["benign", "malignant"]),
-                                _separability_batches()),
+        PixelHistogram: Case(PixelHistogram, every),
+        PxAP: Case(PxAP, every),
+        PerImageScores: Case(lambda: PerImageScores(tau=0.3), every),
+        ClassHistograms: Case(lambda: ClassHistograms(3), every),
+        ClassificationAccuracy: Case(lambda: ClassificationAccuracy(3),
+                                     _classification_batches() + every),
+        Predictions: Case(Predictions, every),
+        SeparabilityIndex: Case(lambda: SeparabilityIndex(classes), every),
     }
 
 
@@ -113,8 +112,8 @@ def _metric_classes() -> list[type]:
 
 def _fed(case: Case, batches: list[Batch]) -> Metric:
     metric = case.make()
-    for args, kwargs in batches:
-        metric.update(*args, **kwargs)
+    for batch in batches:
+        metric.update(batch)
     return metric
 
 
@@ -149,8 +148,8 @@ METRICS = _metric_classes()
 
 
 def test_every_metric_has_a_case() -> None:
-    assert {PixelHistogram, PxAP, PerImageScores, ClassificationAccuracy, SeparabilityIndex} <= set(
-        METRICS)
+    assert {PixelHistogram, PxAP, PerImageScores, ClassHistograms, ClassificationAccuracy,
+            Predictions, SeparabilityIndex} <= set(METRICS)
     missing = [c.__qualname__ for c in METRICS if c not in _cases()]
     assert not missing, f"add these Metric subclasses to _cases in {__name__}: {missing}"
 
@@ -177,8 +176,8 @@ def test_reset_gives_the_empty_result(cls: type) -> None:
     assert _outcome(metric) != empty
     assert metric.reset() is None
     _assert_same(_outcome(metric), empty)
-    for args, kwargs in case.batches:  # and it accumulates again from scratch
-        metric.update(*args, **kwargs)
+    for batch in case.batches:  # and it accumulates again from scratch
+        metric.update(batch)
     _assert_same(_outcome(metric), _outcome(_fed(case, case.batches)))
 
 

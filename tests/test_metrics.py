@@ -9,6 +9,7 @@ from scipy import stats
 
 from histocam.metrics import (
     THRESHOLDS,
+    Batch,
     ClassificationAccuracy,
     MapError,
     PerImageScores,
@@ -102,8 +103,8 @@ def test_float32_fast_path_is_exact_around_every_edge() -> None:
 def test_pxap_equals_slow_reference(seed: int, dtype) -> None:
     maps, masks = _random_set(seed, dtype=dtype)
     acc = PxAP()
-    acc.update(torch.from_numpy(maps[:3]), torch.from_numpy(masks[:3]))
-    acc.update(torch.from_numpy(maps[3:]), torch.from_numpy(masks[3:]))
+    acc.update(Batch(maps=torch.from_numpy(maps[:3]), masks=torch.from_numpy(masks[:3])))
+    acc.update(Batch(maps=torch.from_numpy(maps[3:]), masks=torch.from_numpy(masks[3:])))
     assert acc.n_images == 5
     fg, bg = reference_histogram(list(maps), list(masks))
     assert np.array_equal(acc.fg.numpy(), fg) and np.array_equal(acc.bg.numpy(), bg)
@@ -113,9 +114,9 @@ def test_pxap_equals_slow_reference(seed: int, dtype) -> None:
 def test_merge_equals_single_accumulator() -> None:
     maps, masks = _random_set(3, n=6, h=5, w=3)
     whole, a, b = PxAP(), PxAP(), PxAP()
-    whole.update(torch.from_numpy(maps), torch.from_numpy(masks))
-    a.update(torch.from_numpy(maps[:2]), torch.from_numpy(masks[:2]))
-    b.update(torch.from_numpy(maps[2:]), torch.from_numpy(masks[2:]))
+    whole.update(Batch(maps=torch.from_numpy(maps), masks=torch.from_numpy(masks)))
+    a.update(Batch(maps=torch.from_numpy(maps[:2]), masks=torch.from_numpy(masks[:2])))
+    b.update(Batch(maps=torch.from_numpy(maps[2:]), masks=torch.from_numpy(masks[2:])))
     a.merge(b)
     assert torch.equal(a.fg, whole.fg) and torch.equal(a.bg, whole.bg) and a.n_images == 6
     assert a.compute() == whole.compute()
@@ -125,13 +126,14 @@ def test_merge_equals_single_accumulator() -> None:
 
 def test_pxap_hand_cases() -> None:
     perfect = PxAP()
-    perfect.update(torch.tensor([[[0.9, 0.1], [0.6, 0.3]]]), torch.tensor([[[1, 0], [1, 0]]]))
+    perfect.update(Batch(maps=torch.tensor([[[0.9, 0.1], [0.6, 0.3]]]),
+                         masks=torch.tensor([[[1, 0], [1, 0]]])))
     assert perfect.compute() == pytest.approx(100.0)
     inverted = PxAP()  # fg scored 0.2, bg 0.8: recall reaches 1 only at precision 1/2
-    inverted.update(torch.tensor([[[0.2, 0.8]]]), torch.tensor([[[1, 0]]]))
+    inverted.update(Batch(maps=torch.tensor([[[0.2, 0.8]]]), masks=torch.tensor([[[1, 0]]])))
     assert inverted.compute() == pytest.approx(50.0)
     empty = PxAP()
-    empty.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
+    empty.update(Batch(maps=torch.zeros(1, 2, 2), masks=torch.zeros(1, 2, 2)))
     with pytest.raises(ValueError, match="without foreground"):
         empty.compute()
 
@@ -139,7 +141,7 @@ def test_pxap_hand_cases() -> None:
 def test_area_rates_hand_case() -> None:
     hist = PixelHistogram()
     mask = torch.tensor([[[1, 1, 0, 0]]])
-    hist.update(torch.full((1, 1, 4), 0.5), mask)
+    hist.update(Batch(maps=torch.full((1, 1, 4), 0.5), masks=mask))
     rates = area_rates(hist)
     # score 0.5 >= τ for τ in {0, …, 0.5}: 501 of 1000 thresholds
     assert rates["TP*"] == pytest.approx(50.1) and rates["FP*"] == pytest.approx(50.1)
@@ -148,7 +150,7 @@ def test_area_rates_hand_case() -> None:
 
 def test_at_threshold_hand_case() -> None:
     hist = PixelHistogram()
-    hist.update(torch.tensor([[[0.9, 0.1], [0.6, 0.3]]]), torch.tensor([[[1, 0], [0, 1]]]))
+    hist.update(Batch(maps=torch.tensor([[[0.9, 0.1], [0.6, 0.3]]]), masks=torch.tensor([[[1, 0], [0, 1]]])))
     r = at_threshold(hist, 0.5)  # predicted fg {0.9, 0.6}: tp 1, fp 1, fn 1, tn 1
     assert r["dice_fg"] == pytest.approx(50.0) and r["dice_bg"] == pytest.approx(50.0)
     assert r["iou_fg"] == pytest.approx(100 / 3) and r["miou"] == pytest.approx(100 / 3)
@@ -161,7 +163,7 @@ def test_at_threshold_hand_case() -> None:
 def test_confusion_curves_equal_loop_reference() -> None:
     maps, masks = _random_set(7)
     hist = PixelHistogram()
-    hist.update(torch.from_numpy(maps), torch.from_numpy(masks))
+    hist.update(Batch(maps=torch.from_numpy(maps), masks=torch.from_numpy(masks)))
     s = maps.astype(np.float64).ravel()
     t = masks.ravel()
     tp_ref = np.array([np.mean(s[t] >= tau) for tau in THRESHOLDS])
@@ -179,13 +181,15 @@ def test_confusion_curves_equal_loop_reference() -> None:
 def test_per_image_scores() -> None:
     maps, masks = _random_set(4)
     per = PerImageScores(tau=0.5)
-    per.update(torch.from_numpy(maps), torch.from_numpy(masks), [f"im{i}" for i in range(5)])
+    per.update(Batch(maps=torch.from_numpy(maps), masks=torch.from_numpy(masks),
+                     ids=[f"im{i}" for i in range(5)]))
     for i in range(5):
         row = per.rows[i]
         assert row["id"] == f"im{i}"
         if masks[i].any():
             single = PxAP()
-            single.update(torch.from_numpy(maps[i : i + 1]), torch.from_numpy(masks[i : i + 1]))
+            single.update(Batch(maps=torch.from_numpy(maps[i : i + 1]),
+                                masks=torch.from_numpy(masks[i : i + 1])))
             assert row["ap"] == pytest.approx(single.compute(), abs=1e-9)
         else:
             assert np.isnan(row["ap"])
@@ -200,23 +204,23 @@ def test_map_validation_names_the_image() -> None:
     maps = torch.rand(3, 5, 7)
     maps[1, 2, 3] = float("nan")
     with pytest.raises(MapError, match="'b'.*non-finite"):
-        hist.update(maps, torch.zeros(3, 5, 7), ids=["a", "b", "c"])
+        hist.update(Batch(maps=maps, masks=torch.zeros(3, 5, 7), ids=["a", "b", "c"]))
     maps = torch.rand(3, 5, 7)
     maps[2, 0, 0] = 1.0001
     with pytest.raises(MapError, match="'c'.*outside \\[0, 1\\]"):
-        hist.update(maps, torch.zeros(3, 5, 7), ids=["a", "b", "c"])
+        hist.update(Batch(maps=maps, masks=torch.zeros(3, 5, 7), ids=["a", "b", "c"]))
     with pytest.raises(MapError, match="shape"):
-        hist.update(torch.rand(3, 5, 7), torch.zeros(3, 5, 6))
+        hist.update(Batch(maps=torch.rand(3, 5, 7), masks=torch.zeros(3, 5, 6)))
     with pytest.raises(MapError, match="B×H×W"):
-        hist.update(torch.rand(5, 7), torch.zeros(5, 7))
+        hist.update(Batch(maps=torch.rand(5, 7), masks=torch.zeros(5, 7)))
     assert hist.n_images == 0  # nothing was half-added
 
 
 def test_classification_accuracy_hand_case() -> None:
     acc = ClassificationAccuracy(3)
-    acc.update(torch.tensor([0, 1, 1, 2, 0]), torch.tensor([0, 1, 2, 2, 1]))
+    acc.update(Batch(logits=torch.tensor([0, 1, 1, 2, 0]), labels=torch.tensor([0, 1, 2, 2, 1])))
     logits = torch.tensor([[0.1, 0.9, 0.0]])
-    acc.update(logits, torch.tensor([1]))
+    acc.update(Batch(logits=logits, labels=torch.tensor([1])))
     out = acc.compute()
     assert out.accuracy == pytest.approx(100 * 4 / 6)
     assert out.per_class == pytest.approx([100.0, 100 * 2 / 3, 50.0])
@@ -263,9 +267,9 @@ def test_chance_is_the_pxap_of_an_all_ones_map_and_the_fg_fraction(shape) -> Non
     g = torch.Generator().manual_seed(shape[0])
     masks = torch.rand(shape, generator=g) < 0.3
     hist = PixelHistogram()
-    hist.update(torch.rand(shape, generator=g), masks)
+    hist.update(Batch(maps=torch.rand(shape, generator=g), masks=masks))
     ones = PxAP()
-    ones.update(torch.ones(shape), masks)
+    ones.update(Batch(maps=torch.ones(shape), masks=masks))
     chance = chance_pxap(hist.fg.numpy(), hist.bg.numpy())
     assert chance == pytest.approx(ones.compute(), abs=1e-12)
     assert chance == pytest.approx(100 * float(masks.double().mean()), abs=1e-9)
@@ -279,14 +283,14 @@ def test_ignored_pixels_hand_case() -> None:
     masks = torch.tensor([[[True, False], [True, False]]])
     ignore = torch.tensor([[[False, True], [False, False]]])
     full, ignored = PxAP(), PxAP()
-    full.update(maps, masks)
-    ignored.update(maps, masks, ignore=ignore)
+    full.update(Batch(maps=maps, masks=masks))
+    ignored.update(Batch(maps=maps, masks=masks, ignore=ignore))
     assert full.compute() == pytest.approx(100 * (0.5 + 2 / 3 * 0.5))
     assert ignored.compute() == pytest.approx(100.0)
     assert (int(ignored.fg.sum()), int(ignored.bg.sum()), ignored.n_images) == (2, 1, 1)
     per = PerImageScores(tau=0.5)
-    per.update(maps, masks, ["x"])
-    per.update(maps, masks, ["x-ignored"], ignore=ignore)
+    per.update(Batch(maps=maps, masks=masks, ids=["x"]))
+    per.update(Batch(maps=maps, masks=masks, ids=["x-ignored"], ignore=ignore))
     # τ = 0.5: prediction {0.9, 0.7, 0.5}: tp 2, fp 1 -> Dice⁺ 4/5; without 0.7: tp 2, fp 0
     assert per.rows[0]["dice_fg"] == pytest.approx(80.0) and per.rows[0]["fg_fraction"] == 0.5
     assert per.rows[1]["ap"] == pytest.approx(100.0) and per.rows[1]["dice_fg"] == pytest.approx(100.0)
@@ -306,21 +310,21 @@ def test_ignored_pixels_equal_scoring_without_them(shape) -> None:
     ignore[-1, :, : shape[2] // 2] = True  # a block
     ids = [f"im{i}" for i in range(shape[0])]
     hist = PixelHistogram()
-    hist.update(maps, masks, ids, ignore=ignore)
+    hist.update(Batch(maps=maps, masks=masks, ids=ids, ignore=ignore))
     kept = PixelHistogram()
-    kept.update(maps[~ignore][None, None], masks[~ignore][None, None])
+    kept.update(Batch(maps=maps[~ignore][None, None], masks=masks[~ignore][None, None]))
     assert torch.equal(hist.fg, kept.fg) and torch.equal(hist.bg, kept.bg)
     assert hist.n_images == shape[0]
     plain, none_ignored = PixelHistogram(), PixelHistogram()
-    plain.update(maps, masks)
-    none_ignored.update(maps, masks, ignore=torch.zeros(shape, dtype=torch.uint8))
+    plain.update(Batch(maps=maps, masks=masks))
+    none_ignored.update(Batch(maps=maps, masks=masks, ignore=torch.zeros(shape, dtype=torch.uint8)))
     assert torch.equal(plain.fg, none_ignored.fg) and torch.equal(plain.bg, none_ignored.bg)
     per = PerImageScores(tau=0.4)
-    per.update(maps, masks, ids, ignore=ignore)
+    per.update(Batch(maps=maps, masks=masks, ids=ids, ignore=ignore))
     for i in range(shape[0]):
         alone = PerImageScores(tau=0.4)
         keep = ~ignore[i]
-        alone.update(maps[i][keep][None, None], masks[i][keep][None, None], [ids[i]])
+        alone.update(Batch(maps=maps[i][keep][None, None], masks=masks[i][keep][None, None], ids=[ids[i]]))
         for key, value in alone.rows[0].items():
             got = per.rows[i][key]
             assert got == value or (np.isnan(value) and np.isnan(got)), (ids[i], key)
@@ -330,9 +334,9 @@ def test_bad_ignore_mask_is_an_error_and_adds_nothing() -> None:
     hist, per = PixelHistogram(), PerImageScores()
     maps, masks = torch.rand(2, 5, 7), torch.zeros(2, 5, 7)
     with pytest.raises(MapError, match="ignore mask shape"):
-        hist.update(maps, masks, ignore=torch.zeros(2, 7, 5, dtype=torch.bool))
+        hist.update(Batch(maps=maps, masks=masks, ignore=torch.zeros(2, 7, 5, dtype=torch.bool)))
     with pytest.raises(MapError, match="bool or \\{0, 1\\}"):
-        per.update(maps, masks, ["a", "b"], ignore=torch.full((2, 5, 7), 2))
+        per.update(Batch(maps=maps, masks=masks, ids=["a", "b"], ignore=torch.full((2, 5, 7), 2)))
     with pytest.raises(MapError, match="bool or \\{0, 1\\}"):
-        hist.update(maps, masks, ignore=torch.zeros(2, 5, 7))  # float: ambiguous, refused
+        hist.update(Batch(maps=maps, masks=masks, ignore=torch.zeros(2, 5, 7)))  # float: ambiguous, refused
     assert hist.n_images == 0 and int(hist.fg.sum() + hist.bg.sum()) == 0 and per.rows == []

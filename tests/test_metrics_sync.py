@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from histocam.metrics import PxAP
+from histocam.metrics import Batch, PxAP
 
 
 def _free_port() -> int:
@@ -71,14 +71,14 @@ def run_ranks(target: Callable, *args: Any, world: int = 2, timeout: float = 120
     return results
 
 
-def _data(rank: int):
+def _data(rank: int) -> Batch:
     g = torch.Generator().manual_seed(rank)
-    return torch.rand(3, 7, 11, generator=g), torch.rand(3, 7, 11, generator=g) > 0.5
+    return Batch(maps=torch.rand(3, 7, 11, generator=g), masks=torch.rand(3, 7, 11, generator=g) > 0.5)
 
 
 def _pxap_rank(rank: int, world: int) -> tuple[float, int]:
     acc = PxAP()
-    acc.update(*_data(rank))
+    acc.update(_data(rank))
     acc.sync()
     return acc.compute(), acc.n_images
 
@@ -87,7 +87,7 @@ def test_sync_sums_counts_across_processes() -> None:
     results = run_ranks(_pxap_rank)
     whole = PxAP()
     for rank in range(2):
-        whole.update(*_data(rank))
+        whole.update(_data(rank))
     for value, n in results:
         assert n == 6
         assert abs(value - whole.compute()) < 1e-9

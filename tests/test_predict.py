@@ -20,7 +20,7 @@ from histocam.core.results import EvaluationResult
 from histocam.data.errors import DataError
 from histocam.data.transforms import resize_image, resize_maps
 from histocam.methods.catalog import create_method
-from histocam.metrics import ClassificationAccuracy, PixelHistogram
+from histocam.metrics import Batch, ClassificationAccuracy, PixelHistogram
 from histocam.metrics.localization import localization_report
 from histocam.predict import Predictor, SlideOptions, predict, predict_slide
 from histocam.runs import Run
@@ -48,8 +48,8 @@ def run_dir(tmp_path_factory) -> Path:
                                    "class_names": ["normal", "tumor"],
                                    "config": cfg.model_dump(mode="json")})
     hist = PixelHistogram()
-    hist.update(torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)),
-                torch.arange(128).reshape(2, 8, 8) % 3 == 0)
+    hist.update(Batch(maps=torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)),
+                      masks=torch.arange(128).reshape(2, 8, 8) % 3 == 0))
     localization = localization_report(hist, hist).model_copy(update={"tau_star_valpx": 0.4})
     run.write_evaluation(EvaluationResult(
         run=str(run), checkpoint="best-loc", split="test", method="cam", data=cfg.data.dataset,

@@ -287,7 +287,7 @@ def test_evaluation_leaves_ignored_pixels_out(tmp_path: Path) -> None:
     from histocam.data.config import DataConfig
     from histocam.data.open import open_source
     from histocam.methods import create_method
-    from histocam.metrics.histogram import PixelHistogram
+    from histocam.metrics import Batch, PerImageScores, PixelHistogram
     from histocam.train.split_pass import evaluate_split
 
     lists, root, fg, box = _ignore_lists(tmp_path)
@@ -295,8 +295,10 @@ def test_evaluation_leaves_ignored_pixels_out(tmp_path: Path) -> None:
     torch.manual_seed(0)
     method = create_method({"name": "cam", "backbone": {"name": "test_resnet"}}, 2).eval()
     kept: dict = {}
-    result = evaluate_split(method, open_source(data).dataset("test"), data, torch.device("cpu"),
-                            tau=0.5, map_sink=kept.__setitem__)
+    histogram = PixelHistogram()
+    evaluate_split(method, open_source(data).dataset("test"), data, torch.device("cpu"),
+                   {"pixels": histogram, "per_image": PerImageScores(0.5)},
+                   map_sink=kept.__setitem__)
     maps = torch.stack([kept[i] for i in ("a.png", "b.png", "c.png")])
     masks = torch.from_numpy(np.stack([_nearest(fg, 16), np.zeros((16, 16), bool),
                                        np.zeros((16, 16), bool)]))
@@ -305,8 +307,8 @@ def test_evaluation_leaves_ignored_pixels_out(tmp_path: Path) -> None:
     expected = PixelHistogram()
     for k in range(3):  # only the kept pixels, image by image (a 1×N "map" of them)
         keep = ~ignore[k]
-        expected.update(maps[k][keep][None, None], masks[k][keep][None, None])
-    assert torch.equal(result.histogram.fg, expected.fg)
-    assert torch.equal(result.histogram.bg, expected.bg)
-    assert int(ignore.sum()) > 0 and int(result.histogram.fg.sum() + result.histogram.bg.sum()) \
+        expected.update(Batch(maps=maps[k][keep][None, None], masks=masks[k][keep][None, None]))
+    assert torch.equal(histogram.fg, expected.fg)
+    assert torch.equal(histogram.bg, expected.bg)
+    assert int(ignore.sum()) > 0 and int(histogram.fg.sum() + histogram.bg.sum()) \
         == 3 * 256 - int(ignore.sum())

@@ -26,6 +26,7 @@ from histocam.experiments.thresholds import sensitivity
 from histocam.experiments.tsne import run_tsne
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.localization import ThresholdCurves
+from histocam.metrics.protocol import Batch
 from histocam.report.gallery import _computed_maps, _stored_maps, pick
 from histocam.report.load import load_results
 from histocam.runs import Run
@@ -265,7 +266,7 @@ def test_threshold_shares_equal_a_pixel_loop() -> None:
     maps = torch.rand(3, 5, 7, generator=gen)
     masks = torch.rand(3, 5, 7, generator=gen) > 0.6
     hist = PixelHistogram()
-    hist.update(maps, masks)
+    hist.update(Batch(maps=maps, masks=masks))
     n_fg, n_bg = int(masks.sum()), int((~masks).sum())
     got = sensitivity(ThresholdCurves.of(hist), n_fg, n_bg, pxap=50.0, tau_star=0.3, step=1)
     for i in (0, 137, 500, 731, 999):

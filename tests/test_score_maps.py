@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.metrics import PixelHistogram, PxAP, best_threshold
+from histocam.metrics import Batch, PixelHistogram, PxAP, best_threshold
 from histocam.metrics.localization import localization_report
 
 
@@ -42,7 +42,7 @@ def test_score_maps_native_equals_accumulator(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     acc = PxAP()
-    acc.update(torch.from_numpy(maps), torch.from_numpy(masks))
+    acc.update(Batch(maps=torch.from_numpy(maps), masks=torch.from_numpy(masks)))
     assert out["pxap"] == pytest.approx(acc.compute()) and out["n_images"] == 4
     assert "tau_star_valpx" not in out and "oracle" in out["oracle_test_tau"]["note"]
 
@@ -56,7 +56,7 @@ def test_score_maps_resizes_to_protocol_size(tmp_path: Path) -> None:
     k = torch.nn.functional.interpolate(torch.from_numpy(masks).float()[:, None], (18, 18),
                                         mode="nearest")[:, 0] > 0.5
     acc = PxAP()
-    acc.update(m.clamp(0, 1), k)
+    acc.update(Batch(maps=m.clamp(0, 1), masks=k))
     assert out["pxap"] == pytest.approx(acc.compute())
     assert out["evaluated_at"] == "18x18"
 
@@ -70,7 +70,7 @@ def test_tau_star_comes_from_valpx_only(tmp_path: Path) -> None:
             "--native"]
     first = json.loads(CliRunner().invoke(app, args).output)
     valpx = PixelHistogram()
-    valpx.update(torch.from_numpy(vmaps), torch.from_numpy(vmasks))
+    valpx.update(Batch(maps=torch.from_numpy(vmaps), masks=torch.from_numpy(vmasks)))
     assert first["tau_star_valpx"] == pytest.approx(best_threshold(valpx))
     # change every test mask: τ* must not move, the test scores must
     for f in kd.iterdir():
@@ -85,7 +85,7 @@ def test_tau_star_comes_from_valpx_only(tmp_path: Path) -> None:
 
 def test_report_without_valpx_has_no_tau_star() -> None:
     hist = PixelHistogram()
-    hist.update(torch.rand(2, 3, 5), torch.rand(2, 3, 5) > 0.5)
+    hist.update(Batch(maps=torch.rand(2, 3, 5), masks=torch.rand(2, 3, 5) > 0.5))
     report = localization_report(hist)
     assert report.tau_star_valpx is None and "tau_star_valpx" not in report.model_dump()
     assert "tau_star_valpx" not in json.loads(report.to_json())

@@ -70,6 +70,7 @@ def test_negative_class_of_the_data_config(tmp_path: Path) -> None:
 def test_run_evaluates_on_other_data_with_its_own_tau(tmp_path: Path) -> None:
     from histocam.data.open import open_source
     from histocam.metrics.confusion import best_threshold
+    from histocam.metrics.histogram import PixelHistogram
     from histocam.train.split_pass import evaluate_split
 
     cfg = _config(tmp_path, "synthetic-colon")
@@ -86,9 +87,10 @@ def test_run_evaluates_on_other_data_with_its_own_tau(tmp_path: Path) -> None:
     assert (cfg.run_dir.root / "metrics" / "best-loc-test.json").is_file()
     # τ* of both is the argmax mIoU of the run's own valpx, recomputed here independently
     method, _ = run.method("best-loc")
-    valpx = evaluate_split(method, open_source(cfg.data).dataset("valpx"), cfg.data,
-                           torch.device("cpu"))
-    tau = best_threshold(valpx.histogram)
+    valpx = PixelHistogram()
+    evaluate_split(method, open_source(cfg.data).dataset("valpx"), cfg.data, torch.device("cpu"),
+                   {"pixels": valpx})
+    tau = best_threshold(valpx)
     assert own.localization.tau_star_valpx == tau
     assert other.localization.tau_star_valpx == tau
     assert own.localization.tau_star_source == "valpx"

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from histocam.cli import app
 from histocam.core.atomic import load_checkpoint, save_checkpoint
 from histocam.core.configs import apply_overrides
-from histocam.metrics import PxAP
+from histocam.metrics import Batch, PixelHistogram, PxAP
 from histocam.runs import Run
 from histocam.train import RunConfig, Trainer, load_run_config
 from histocam.train.seeding import set_deterministic
@@ -119,8 +119,8 @@ def test_evaluate_command_outputs(tmp_path: Path) -> None:
     for c, name in enumerate(["benign", "malignant"]):
         ids = [it["id"] for it in items if int(it["label"]) == c]
         ref = PxAP()
-        ref.update(torch.stack([torch.from_numpy(maps[k.replace("/", "__")]).float()
-                                for k in ids]), torch.stack([masks[k] for k in ids]))
+        ref.update(Batch(maps=torch.stack([torch.from_numpy(maps[k.replace("/", "__")]).float()
+                                for k in ids]), masks=torch.stack([masks[k] for k in ids])))
         got = loc["per_class"][name]
         assert got["n_images"] == len(ids)
         assert got["pxap"] == pytest.approx(ref.compute(), abs=0.05)  # saved maps are float16
@@ -207,8 +207,9 @@ def test_pooling_methods_train_on_shared_glas(tmp_path: Path, name: str) -> None
     from histocam.train.split_pass import evaluate_split
 
     kept = {}
-    result = evaluate_split(method, open_source(cfg.data).dataset("valpx"), cfg.data,
-                            torch.device("cpu"), map_sink=kept.__setitem__)
+    pixels = PixelHistogram()
+    evaluate_split(method, open_source(cfg.data).dataset("valpx"), cfg.data,
+                   torch.device("cpu"), {"pixels": pixels}, map_sink=kept.__setitem__)
     maps = torch.stack(list(kept.values()))
     assert maps.shape[1:] == (64, 64) and torch.isfinite(maps).all()
-    assert maps.min() >= 0 and maps.max() <= 1 and result.pxap is not None
+    assert maps.min() >= 0 and maps.max() <= 1 and pixels.pxap is not None

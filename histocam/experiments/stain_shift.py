@@ -25,6 +25,8 @@ from histocam.core.rundir import SELECTED
 from histocam.data.open import open_source
 from histocam.data.sample import Sample
 from histocam.data.stain import hed_to_rgb, rgb_to_hed
+from histocam.metrics.classification import ClassificationAccuracy
+from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.pxap import chance_pxap
 from histocam.runs.run import Run
 from histocam.train.split_pass import evaluate_split
@@ -99,16 +101,17 @@ def run_stain_shift(run_dir: str | Path, *, checkpoints: tuple[str, ...] = SELEC
     t = run.config.train
     curves = {}
     for ckpt in checkpoints:
-        method, _ = run.method(ckpt, str(dev))
+        method, names = run.method(ckpt, str(dev))
         accuracy, pxap, chance = [], [], []
         for strength in levels:
-            result = evaluate_split(method, RestainedDataset(dataset, shift, strength),
-                                    run.config.data, dev, batch_size=t.eval_batch_size,
-                                    num_workers=t.num_workers)
-            accuracy.append(result.accuracy.compute().accuracy)
-            pxap.append(result.pxap)
-            fg, bg = result.histogram.fg.cpu().numpy(), result.histogram.bg.cpu().numpy()
-            chance.append(chance_pxap(fg, bg) if result.pxap is not None else None)
+            classified, pixels = ClassificationAccuracy(len(names)), PixelHistogram(dev)
+            evaluate_split(method, RestainedDataset(dataset, shift, strength), run.config.data,
+                           dev, {"accuracy": classified, "pixels": pixels},
+                           batch_size=t.eval_batch_size, num_workers=t.num_workers)
+            accuracy.append(classified.compute().accuracy)
+            pxap.append(pixels.pxap)
+            fg, bg = pixels.fg.cpu().numpy(), pixels.bg.cpu().numpy()
+            chance.append(chance_pxap(fg, bg) if pixels.pxap is not None else None)
         curves[ckpt] = StainShiftCurve(accuracy=accuracy, pxap=pxap, chance=chance)
     result = StainShiftResult(
         definition=f"test images re-stained in HED optical-density space, C' = (1 + s·a)⊙C + s·b"

@@ -22,6 +22,7 @@ from histocam.core.devices import resolve_device
 from histocam.core.experiment_results import TsneImage, TsneResult
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
+from histocam.metrics.protocol import Batch
 from histocam.metrics.separability import SeparabilityIndex, separability_index
 from histocam.runs.run import Run
 from histocam.train.loader import make_loader
@@ -70,7 +71,7 @@ def run_tsne(run_dir: str | Path, *, checkpoint: str = "best-loc", n_images: int
             features = method(batch["image"][has].to(dev)).features[-1].float()
             masks, labels = batch["mask"][has].to(dev), batch["label"][has]
             ids = [i for i, h in zip(batch["id"], has.tolist()) if h]
-            overall.update(features, masks, labels)
+            overall.update(Batch(ids=ids, labels=labels, masks=masks, features=features))
             j = separability_index(features, masks).cpu().numpy()
             fg = cell_labels(masks, tuple(features.shape[-2:])).cpu().numpy()
             for k, (image_id, y) in enumerate(zip(ids, labels.tolist())):

@@ -17,6 +17,7 @@ import torch
 from histocam.data.config import DataConfig
 from histocam.data.transforms import JointTransform
 from histocam.maps.normalize import minmax_normalize
+from histocam.metrics.protocol import Batch
 from histocam.metrics.pxap import PxAP, chance_pxap
 
 
@@ -66,7 +67,7 @@ def colour_map_pxap(dataset, data: DataConfig, maps: Sequence[str] = (COLOUR_FLO
         mask, ignore = item["mask"][None] > 0.5, item["ignore"][None]
         for name, meter in meters.items():
             raw = torch.from_numpy(COLOUR_MAPS[name](rgb).astype(np.float32))[None]
-            meter.update(minmax_normalize(raw, relu=False), mask, ignore=ignore)
+            meter.update(Batch(maps=minmax_normalize(raw, relu=False), masks=mask, ignore=ignore))
     first = meters[maps[0]]  # every meter saw the same pixels
     return {"chance": chance_pxap(first.fg.numpy(), first.bg.numpy()),
             **{name: meter.compute() for name, meter in meters.items()}}

@@ -7,14 +7,14 @@ import torch
 
 from histocam.core.collectives import all_reduce_sum, distributed_ready
 from histocam.core.results import Classification
-from histocam.metrics.protocol import Metric
+from histocam.metrics.protocol import Batch, Metric
 
 
 class ClassificationAccuracy(Metric):
     """Streaming K×K confusion matrix (rows = true class, columns = predicted).
 
-    CL of PROTOCOL.md (top-1 accuracy × 100, also per class). ``merge``/``sync`` sum the matrices
-    (integer counts: exact and order-free).
+    CL of docs/protocol.md, "Metrics" (top-1 accuracy × 100, also per class). ``merge``/``sync``
+    sum the matrices (integer counts: exact and order-free).
     """
 
     def __init__(self, num_classes: int) -> None:
@@ -24,8 +24,13 @@ class ClassificationAccuracy(Metric):
     def reset(self) -> None:
         self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
 
-    def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
-        """``predictions``: B class indices, or B×K logits/probabilities (argmax taken)."""
+    needs = frozenset({"logits"})
+
+    def update(self, batch: Batch) -> None:
+        """Every image of the batch: ``logits`` B×K scores (argmax taken) or B class indices,
+        ``labels`` the true classes."""
+        batch.require(self, "logits", "labels")
+        predictions, labels = batch.logits, batch.labels
         if predictions.ndim == 2:
             predictions = predictions.argmax(dim=1)
         labels = labels.to(torch.int64).cpu()

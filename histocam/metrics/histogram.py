@@ -1,10 +1,10 @@
 """Score histograms of foreground and background pixels: the state behind PxAP and confusion rates.
 
-PROTOCOL.md: thresholds τ = 0, 0.001, …, 0.999 (``np.arange(0, 1, 0.001)``, 1000 values), bin edges
-= thresholds + [1, 2, 3] (1002 bins), counts summed over the dataset. ``bin_index`` reproduces
-``np.histogram``'s binning exactly (value v goes to the last edge ≤ v), including values that sit
-on an edge, for float32 maps too: float32 comparisons against float64 edges are made exact by
-rounding each edge *up* to the next float32.
+docs/protocol.md, "Metrics": thresholds τ = 0, 0.001, …, 0.999 (``np.arange(0, 1, 0.001)``, 1000
+values), bin edges = thresholds + [1, 2, 3] (1002 bins), counts summed over the dataset.
+``bin_index`` reproduces ``np.histogram``'s binning exactly (value v goes to the last edge ≤ v),
+including values that sit on an edge, for float32 maps too: float32 comparisons against float64
+edges are made exact by rounding each edge *up* to the next float32.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from histocam.core.collectives import all_reduce_sum, distributed_ready
-from histocam.metrics.protocol import Metric
+from histocam.metrics.protocol import Batch, Metric
 
 THRESHOLDS = np.arange(0, 1, 0.001)
 EDGES = np.concatenate([THRESHOLDS, [1.0, 2.0, 3.0]])
@@ -86,17 +86,26 @@ class PixelHistogram(Metric):
         self.bg = torch.zeros(N_BINS, dtype=torch.int64, device=self.device)
         self.n_images = 0
 
-    def update(self, maps: torch.Tensor, masks: torch.Tensor, ids: Sequence[str] | None = None,
-               ignore: torch.Tensor | None = None) -> None:
-        """Add a batch: ``maps`` B×H×W in [0, 1], ``masks`` B×H×W (bool or {0, 1}).
+    needs = frozenset({"maps"})
+
+    def update(self, batch: Batch) -> None:
+        """Add the batch's annotated images: ``maps`` B×H×W in [0, 1], ``masks`` B×H×W (bool or
+        {0, 1}).
 
         ``ignore`` (optional, B×H×W, bool or {0, 1}): True = the pixel counts neither as foreground
         nor as background, as the 255-valued pixels of the reference evaluator's masks built from
         the ``ignore_path`` column of ``localization.txt`` (wsolevaluation). That reference only
         ignores pixels outside the foreground (``ignore_box & ~foreground``); here every True pixel
         is dropped, so a caller mirroring it passes ``ignore & ~masks`` (histocam's readers already
-        do). Ignored pixels' map values must still be valid maps (PROTOCOL.md, "Maps").
+        do). Ignored pixels' map values must still be valid maps (docs/protocol.md, "Maps").
         """
+        b = batch.localized
+        b.require(self, "maps", "masks")
+        if len(b.maps):
+            self._add(b.maps, b.masks, b.ids, b.ignore)
+
+    def _add(self, maps: torch.Tensor, masks: torch.Tensor, ids: Sequence[str] | None,
+             ignore: torch.Tensor | None) -> None:
         from histocam.metrics.validation import validate_ignore, validate_maps
 
         validate_maps(maps, masks, ids)
@@ -128,6 +137,15 @@ class PixelHistogram(Metric):
             self.fg, self.bg = state[:N_BINS].clone(), state[N_BINS : 2 * N_BINS].clone()
             self.n_images = int(state[-1])
         return self
+
+    @property
+    def pxap(self) -> float | None:
+        """PxAP of the pixels so far, None without foreground pixels."""
+        from histocam.metrics.pxap import pxap_from_histograms
+
+        if int(self.fg.sum()) == 0:
+            return None
+        return pxap_from_histograms(self.fg.cpu().numpy(), self.bg.cpu().numpy())
 
     def compute(self) -> dict:
         """Counts per bin (``EDGES``), totals and PxAP (None when there is no foreground pixel)."""

@@ -17,7 +17,7 @@ import torch
 
 from histocam.metrics.confusion import threshold_index
 from histocam.metrics.histogram import N_BINS, histogram_counts
-from histocam.metrics.protocol import Metric
+from histocam.metrics.protocol import Batch, Metric
 from histocam.metrics.pxap import pxap_from_histograms
 from histocam.metrics.validation import validate_ignore, validate_maps
 
@@ -35,11 +35,20 @@ class PerImageScores(Metric):
     def reset(self) -> None:
         self.rows: list[dict] = []
 
-    def update(self, maps: torch.Tensor, masks: torch.Tensor, ids: Sequence[str],
-               ignore: torch.Tensor | None = None) -> None:
-        """Add one row per image. ``ignore`` (optional, B×H×W, True = pixel excluded) as in
-        ``PixelHistogram.update``: the image's scores, ``fg_fraction`` included, are those of its
-        other pixels (an image with every pixel ignored gets NaN scores and ``fg_fraction`` 0)."""
+    needs = frozenset({"maps"})
+
+    def update(self, batch: Batch) -> None:
+        """Add one row per annotated image of the batch (its ``ids``, ``maps`` and ``masks``).
+        ``ignore`` as in ``PixelHistogram.update``: the image's scores, ``fg_fraction`` included,
+        are those of its other pixels (an image with every pixel ignored gets NaN scores and
+        ``fg_fraction`` 0)."""
+        b = batch.localized
+        b.require(self, "maps", "masks", "ids")
+        if len(b.maps):
+            self._add(b.maps, b.masks, b.ids, b.ignore)
+
+    def _add(self, maps: torch.Tensor, masks: torch.Tensor, ids: Sequence[str],
+             ignore: torch.Tensor | None) -> None:
         validate_maps(maps, masks, ids)
         ignore = validate_ignore(ignore, maps)
         if len(ids) != maps.shape[0]:

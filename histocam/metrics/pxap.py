@@ -1,4 +1,4 @@
-"""PxAP (Choe et al., CVPR 2020; survey eqs. 14–16), exactly as PROTOCOL.md specifies."""
+"""PxAP (Choe et al., CVPR 2020; survey eqs. 14–16), as docs/protocol.md, "Metrics" specifies."""
 
 from __future__ import annotations
 
@@ -38,11 +38,9 @@ def chance_pxap(fg: np.ndarray, bg: np.ndarray) -> float:
 
 
 class PxAP(PixelHistogram):
-    """Streaming PxAP: ``update(maps, masks)`` per batch, ``compute()`` -> PxAP in [0, 100].
-
-    The one metric whose ``compute`` is a float rather than a dict (kept for its callers); like
-    ``pxap_from_histograms`` it raises ``ValueError`` without foreground pixels. ``merge``/``sync``
-    are ``PixelHistogram``'s (summed counts).
+    """Streaming PxAP: ``update(Batch(maps=..., masks=...))`` per batch, ``compute()`` -> PxAP in
+    [0, 100], a float; like ``pxap_from_histograms`` it raises ``ValueError`` without foreground
+    pixels. ``merge``/``sync`` are ``PixelHistogram``'s (summed counts).
     """
 
     def compute(self) -> float:  # type: ignore[override]

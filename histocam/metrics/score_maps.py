@@ -2,8 +2,9 @@
 
 MAPS_DIR holds one ``<id>.npy`` 2-D float map in [0, 1] per image; MASKS_DIR one ``<id>.png`` mask
 (0 = background, > 0 = foreground); a missing mask file means all background. Evaluation follows
-PROTOCOL.md at ``size``×``size`` (maps bilinear, ``align_corners=False``; masks nearest), or at each
-mask's native size with ``native=True``. Every invalid or unmatched file is an error naming it.
+docs/protocol.md, "Metrics" at ``size``×``size`` (maps bilinear, ``align_corners=False``; masks
+nearest), or at each mask's native size with ``native=True``. Every invalid or unmatched file is an
+error naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from histocam.data.transforms import resize_maps, resize_mask
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.localization import localization_report
 from histocam.metrics.per_image import PerImageScores
+from histocam.metrics.protocol import Batch
 from histocam.metrics.validation import MapError, validate_maps
 
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
@@ -82,9 +84,10 @@ def accumulate(maps_dir: Path, masks_dir: Path, size: int | None, per_image: Per
         else:
             m = _resize_map(m, tuple(mask.shape))
         maps, masks = m[None], mask[None] > 0.5
-        hist.update(maps, masks, ids=[image_id])
+        batch = Batch(ids=[image_id], maps=maps, masks=masks)
+        hist.update(batch)
         if per_image is not None:
-            per_image.update(maps, masks, [image_id])
+            per_image.update(batch)
     return hist
 
 

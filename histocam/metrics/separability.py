@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from histocam.core.results import Histogram, Separability
-from histocam.metrics.protocol import Metric
+from histocam.metrics.protocol import Batch, Metric
 
 DEFINITION = ("J = tr(S_B)/tr(S_W) per image over encoder feature-grid cells labelled FG when ≥ 50% "
               "of their pixels are FG (PixelCAM App. D; grid-level labelling is histocam's choice)")
@@ -60,9 +60,16 @@ class SeparabilityIndex(Metric):
         self.values.extend(other.values)
         return self
 
-    def update(self, features: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> None:
-        j = separability_index(features, masks).cpu().numpy()
-        self.values.extend((int(y), float(v)) for y, v in zip(labels.cpu().tolist(), j))
+    needs = frozenset({"features"})
+
+    def update(self, batch: Batch) -> None:
+        """J of each annotated image of the batch (its ``features``, ``masks`` and ``labels``)."""
+        b = batch.localized
+        b.require(self, "features", "masks", "labels")
+        if not len(b.features):
+            return
+        j = separability_index(b.features, b.masks).cpu().numpy()
+        self.values.extend((int(y), float(v)) for y, v in zip(b.labels.cpu().tolist(), j))
 
     def compute(self, bins: int = 20) -> Separability:
         valid = [(y, v) for y, v in self.values if not np.isnan(v)]

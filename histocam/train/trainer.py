@@ -58,6 +58,8 @@ from histocam.data.transforms import JointTransform
 from histocam.maps.store import load_cams
 from histocam.methods.base import WSOLMethod
 from histocam.methods.catalog import create_method
+from histocam.metrics.classification import ClassificationAccuracy
+from histocam.metrics.histogram import PixelHistogram
 from histocam.train import distributed
 from histocam.train.loader import make_train_loader, train_batches
 from histocam.train.run_config import RunConfig
@@ -282,15 +284,15 @@ class Trainer:
         """Merged (all-rank) valcl accuracy and valpx PxAP decide B-CL and B-LOC on every rank
         alike; rank 0 writes."""
         t = self.config.train
-        valcl = evaluate_split(self.method, self.source.dataset("valcl"), self.config.data,
-                               self.device, batch_size=t.eval_batch_size, localize=False,
-                               num_workers=t.num_workers, on_bad_sample=t.on_bad_sample,
-                               shard=True)
-        valpx = evaluate_split(self.method, self.source.dataset("valpx"), self.config.data,
-                               self.device, batch_size=t.eval_batch_size,
-                               num_workers=t.num_workers, on_bad_sample=t.on_bad_sample,
-                               shard=True)
-        accuracy = valcl.accuracy.compute().accuracy
+        options = dict(batch_size=t.eval_batch_size, num_workers=t.num_workers,
+                       on_bad_sample=t.on_bad_sample, shard=True)
+        valcl = ClassificationAccuracy(len(self.class_names))
+        valpx = PixelHistogram(self.device)
+        evaluate_split(self.method, self.source.dataset("valcl"), self.config.data, self.device,
+                       {"accuracy": valcl}, **options)
+        evaluate_split(self.method, self.source.dataset("valpx"), self.config.data, self.device,
+                       {"pixels": valpx}, **options)
+        accuracy = valcl.compute().accuracy
         pxap = valpx.pxap
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                                **train_stats, "valcl_accuracy": accuracy,
@@ -298,11 +300,10 @@ class Trainer:
         for key, split, wanted in (("valcl_pxap", "valcl", t.log_valcl_pxap),
                                    ("test_pxap_trace", "test", t.trace_test_pxap)):
             if wanted:  # logged for later study; never read by the selection below
-                traced = evaluate_split(self.method, self.source.dataset(split), self.config.data,
-                                        self.device, batch_size=t.eval_batch_size,
-                                        num_workers=t.num_workers, on_bad_sample=t.on_bad_sample,
-                                        shard=True).pxap
-                row[key] = traced if traced is not None else ""
+                traced = PixelHistogram(self.device)
+                evaluate_split(self.method, self.source.dataset(split), self.config.data,
+                               self.device, {"pixels": traced}, **options)
+                row[key] = traced.pxap if traced.pxap is not None else ""
         metrics = {"valcl_accuracy": accuracy, "valpx_pxap": pxap}
         saved = []
         if pxap is not None and pxap >= self.best["pxap"]:
