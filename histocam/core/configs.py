@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class StrictModel(BaseModel):
-    """Base of every histocam config: unknown keys are an error, values are validated."""
+    """Base of every histocam config: unknown keys are an error, values are validated once, where
+    the config is built, and a built config is a value: frozen (``model_copy(update=...)`` makes
+    another from parts that are validated already)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ConfigError(ValueError):

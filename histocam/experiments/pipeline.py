@@ -133,8 +133,7 @@ def student_run_config(p: PipelineConfig, teacher: Run) -> RunConfig:
     classifier = teacher.config.method
     if isinstance(classifier, ComposedConfig):  # a top-down teacher: its classifier
         classifier = classifier.classifier
-    # the classifier's own backbone is dropped when RunConfig validates the method again
-    method = s.method.model_copy(update={"backbone": p.backbone, "classifier": classifier})
+    method = s.method.around(classifier, p.backbone)
     run_dir = PipelineDir(p.root).student(method.name, teacher.config.method.name)
     return RunConfig(
         name=run_dir.name, out_dir=p.root, seed=p.seed,
@@ -210,9 +209,10 @@ def train_or_resume(config: RunConfig) -> Run:
     """The trained run of ``config``: trained here unless both selected checkpoints exist,
     resumed when an epoch had ended (under torchrun rank 0 decides for every rank)."""
     run_dir = config.run_dir
-    if not _agreed(run_dir.is_trained()):
-        Trainer(config).fit(resume=_agreed(run_dir.has_started()))
-    return Run(run_dir)
+    if _agreed(run_dir.is_trained()):
+        return Run(run_dir)  # as it was trained: its own config
+    Trainer(config).fit(resume=_agreed(run_dir.has_started()))
+    return Run(run_dir, config=config)
 
 
 def _summary(run: Run, checkpoint: str, device: str) -> CheckpointSummary:

@@ -33,10 +33,10 @@ def register_method(name: str, *, family: str, paper: str, summary: str, map: st
 
 
 def method_config(value: MethodConfig | dict[str, Any] | str) -> MethodConfig:
-    """Parse a method config: a name, a dict with ``name`` and hyper-parameters, or a config
-    (validated again: one built with ``model_copy(update=...)`` has not been)."""
+    """A method config from a name or a dict with ``name`` and hyper-parameters (validated by the
+    registered method's ``Config``); a config is returned as it is (validated when it was built)."""
     if isinstance(value, MethodConfig):
-        value = value.model_dump(mode="json")
+        return value
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:

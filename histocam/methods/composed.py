@@ -1,4 +1,5 @@
-"""Methods composed around a classifier (DESIGN.md: methods as small files on extension points).
+"""Methods composed around a classifier (docs/design.md: methods as small files on extension
+points).
 
 A top-down CAM interrogates a trained image classifier; a seeded student adds a pixel head to one.
 Both own the classifier whole (``self.classifier``: any registered classifier method, e.g. CAM's
@@ -27,18 +28,20 @@ class ComposedConfig(MethodConfig):
     @classmethod
     def _parse_classifier(cls, value):
         config = method_config(value)
-        cls = METHODS.get(config.name)
-        if issubclass(cls, ComposedMethod):
-            raise ValueError(f"the classifier must be a classifier method, not {config.name!r}")
-        if not cls.composable:
-            raise ValueError(f"{config.name!r} cannot be the classifier of another method (its "
-                             "class does not come from a head on the encoder's features)")
         if config.backbone != BackboneConfig():  # the composed method's backbone is the one used
             raise ValueError("set the backbone as method.backbone, not method.classifier.backbone")
         if config.map_tta != "none":  # the composed method makes the map
             raise ValueError("set the test-time views as method.map_tta, not "
                              "method.classifier.map_tta")
-        return config
+        return check_classifier(config)
+
+    def around(self, classifier: MethodConfig, backbone: BackboneConfig) -> ComposedConfig:
+        """This method with ``classifier`` (another run's method: its own backbone and test-time
+        views are dropped, this method's are used) on ``backbone``. The classifier is checked as
+        the field's validator checks it; the rest of this config is validated already."""
+        inner = classifier.model_copy(update={"backbone": BackboneConfig(), "map_tta": "none"})
+        return self.model_copy(update={"classifier": check_classifier(inner),
+                                       "backbone": backbone})
 
     @field_serializer("classifier")
     def _classifier_without_backbone(self, value: MethodConfig, info) -> dict:
@@ -49,6 +52,18 @@ class ComposedConfig(MethodConfig):
 
 def _default_classifier() -> MethodConfig:
     return method_config("cam")
+
+
+def check_classifier(config: MethodConfig) -> MethodConfig:
+    """``config`` when its method can be the classifier of a composed method: a registered
+    classifier method whose class comes from a head on the encoder's features."""
+    cls = METHODS.get(config.name)
+    if issubclass(cls, ComposedMethod):
+        raise ValueError(f"the classifier must be a classifier method, not {config.name!r}")
+    if not cls.composable:
+        raise ValueError(f"{config.name!r} cannot be the classifier of another method (its "
+                         "class does not come from a head on the encoder's features)")
+    return config
 
 
 class ComposedMethod(WSOLMethod):

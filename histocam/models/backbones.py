@@ -26,7 +26,7 @@ file cannot say; set it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import timm
 import torch
@@ -55,11 +55,16 @@ class BackboneConfig(StrictModel):
     normalization: Literal["auto", "imagenet", "inception"] = Field(
         "auto", description="input mean/std of the weights; auto: from the weight source")
 
-    @model_validator(mode="after")
-    def _resolve_normalization(self) -> BackboneConfig:
-        if self.normalization == "auto":
-            self.normalization = default_normalization(self.name, self.pretrained)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_normalization(cls, data: Any) -> Any:
+        """``auto`` becomes the normalisation of the weight source, before the fields are
+        validated (a built config is frozen)."""
+        if isinstance(data, dict) and data.get("normalization", "auto") == "auto":
+            name = data.get("name", cls.model_fields["name"].default)
+            pretrained = data.get("pretrained", cls.model_fields["pretrained"].default)
+            data = {**data, "normalization": default_normalization(name, pretrained)}
+        return data
 
 
 def default_normalization(name: str, pretrained: bool | str | Path) -> str:
