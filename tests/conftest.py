@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny datasets written by the tests themselves."""
+"""Fixtures shared by the tests: the environment every test runs in, and a tiny GlaS-like release.
+What tests share besides fixtures (paths, tiny configs, file writers, the two-process runner) is
+in helpers.py."""
 
 from __future__ import annotations
 
@@ -6,24 +8,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
-from PIL import Image
+import torch
+from helpers import write_mask, write_rgb
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-GLAS_SHARED = SHARED / "data" / "glas-train"
+from histocam.train.seeding import set_deterministic
 
-
-def write_rgb(path: Path, h: int, w: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-    return image
+#: Variables of a launcher (torchrun) that would make a test process join a job of its own.
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                    "MASTER_PORT", "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 
 
-def write_mask(path: Path, mask: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask.astype(np.uint8)).save(path)
+@pytest.fixture(autouse=True)
+def environment(monkeypatch):
+    """Every test: one torch thread in the process and its children (tiny tensors: more threads
+    only contend on shared cores, and subprocesses sum floats in the same order), no launcher
+    variables, no network for weights; deterministic mode off again afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield
+    torch.set_num_threads(threads)
+    set_deterministic(False)
 
 
 @pytest.fixture
@@ -42,25 +50,3 @@ def glas_dir(tmp_path: Path) -> Path:
         rows.append(f"{name},{k}, {grade}, whatever")
     (release / "Grade.csv").write_bytes("\r".join(rows).encode() + b"\r")
     return tmp_path
-
-
-def tissue_rgb(h: int, w: int, seed: int = 0, tissue: np.ndarray | None = None) -> np.ndarray:
-    """White glass with pink, textured tissue where ``tissue`` (default: everywhere)."""
-    rng = np.random.default_rng(seed)
-    pink = np.stack([rng.integers(150, 230, (h, w)), rng.integers(40, 140, (h, w)),
-                     rng.integers(110, 200, (h, w))], axis=2).astype(np.uint8)
-    if tissue is None:
-        return pink
-    return np.where(tissue[..., None], pink, np.uint8(245))
-
-
-def write_slide(path: Path, rgb: np.ndarray, mpp: float = 0.5) -> Path:
-    """A tiled pyramidal TIFF (level 0 and a 4× level as successive pages, as OpenSlide reads
-    generic TIFF)."""
-    per_cm = 1e4 / mpp
-    with tifffile.TiffWriter(path) as tw:
-        tw.write(rgb, tile=(64, 64), photometric="rgb", compression="zlib",
-                 resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
-        tw.write(rgb[::4, ::4], tile=(64, 64), photometric="rgb", compression="zlib",
-                 subfiletype=1, resolution=(per_cm / 4, per_cm / 4), resolutionunit="CENTIMETER")
-    return path

@@ -81,3 +81,62 @@ def test_the_check_fails_on_an_upward_import(tmp_path):
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
 def test_every_module_is_in_a_layer(path):
     layer_of(module_name(path))
+
+
+#: predict/geojson.py names data/geojson.py's GeoJSON writer for the slide code (a re-export).
+SHARED_NAMES = {"geojson.py": ["data/geojson.py", "predict/geojson.py"]}
+
+
+def test_no_two_modules_share_a_file_name():
+    by_name: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name != "__init__.py":
+            by_name.setdefault(path.name, []).append(str(path.relative_to(PACKAGE)))
+    shared = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    assert {name: paths for name, paths in shared.items() if SHARED_NAMES.get(name) != paths} == {}
+
+
+#: What only the run directory's module spells: the file names of a run and of a pipeline.
+RUN_FILE_NAMES = ("config.yaml", "log.csv", "best-loc.pt", "best-cl.pt", "last.pt", "resume.pt",
+                  "checkpoints/", "metrics/", "cams/", "-per-image.csv", "-curves.csv",
+                  "-curves.png", "-maps.npz", "stain-shift.json", "tsne.json", "thresholds.json",
+                  "pipeline.yaml", "comparison.json", "comparison.md", "figures/maps.png")
+RUN_DIRECTORY_MODULE = PACKAGE / "core" / "rundir.py"
+
+
+def test_only_the_run_directory_module_spells_run_file_names():
+    found = [f"{path.relative_to(PACKAGE)}:{i}: {name}"
+             for path in sorted(PACKAGE.rglob("*.py")) if path != RUN_DIRECTORY_MODULE
+             for i, line in enumerate(path.read_text().splitlines(), 1)
+             for name in RUN_FILE_NAMES if name in line]
+    assert found == []
+
+
+#: Keys of the written evaluation results that code would index them with.
+RESULT_KEYS = ("localization", "classification", "separability", "TP*", "FN*", "FP*", "TN*",
+               "at_0.5", "tau_star_valpx", "at_tau_star_valpx", "oracle_test_tau", "per_class",
+               "per_image_ap", "paired_ttest_pxap_b_loc", "checkpoints")
+RESULT_MODULES = {PACKAGE / "core" / "results.py", PACKAGE / "core" / "experiment_results.py"}
+#: QuPath's GeoJSON has a "classification" of its own (the annotations' reader).
+OTHER_FORMATS = {PACKAGE / "data" / "annotations.py"}
+
+
+def test_results_are_read_by_attribute_outside_their_modules():
+    """No ``x["localization"]`` or ``x.get("TP*")`` outside the modules of the typed results
+    (the library and the benchmarks)."""
+    indexing = [f'["{key}"]' for key in RESULT_KEYS] + [f'.get("{key}"' for key in RESULT_KEYS]
+    roots = [PACKAGE, PACKAGE.parent / "benchmarks"]
+    found = [f"{path}:{i}: {token}"
+             for root in roots for path in sorted(root.rglob("*.py"))
+             if path not in RESULT_MODULES | OTHER_FORMATS
+             for i, line in enumerate(path.read_text().splitlines(), 1)
+             for token in indexing if token in line]
+    assert found == []
+
+
+def test_the_guards_find_what_they_look_for(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text('x = result["localization"]\npath = run / "log.csv"\n')
+    text = module.read_text()
+    assert any(f'["{key}"]' in text for key in RESULT_KEYS)
+    assert any(name in text for name in RUN_FILE_NAMES)

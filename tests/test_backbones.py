@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import SHARED
+from helpers import SHARED
 
 from histocam.models import BackboneConfig, BackboneError, create_encoder, pip_weights
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_mask, write_rgb
+from helpers import write_mask, write_rgb
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -13,21 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import one_thread, tiny_run
 from typer.testing import CliRunner
 
 from histocam.cli import app, user_error_message, user_errors
 
 RUNNER = CliRunner()
 
-#: A run config small enough to train in about a second on a CPU core.
-TINY = {
-    "name": "teacher", "seed": 1, "device": "cpu",
-    "data": {"dataset": "synthetic-colon", "resize": 64, "crop": 64, "eval_size": 64,
-             "synthetic": {"size": 64, "n_train": 4, "n_valcl": 2, "n_test": 2,
-                           "valpx_per_class": 1}},
-    "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
-    "train": {"epochs": 1, "batch_size": 2, "eval_batch_size": 4, "num_workers": 0},
-}
+#: The tiny run, smaller still: 4 train images of 64 px.
+TINY = tiny_run(name="teacher", seed=1, device="cpu",
+                data={"resize": 64, "synthetic": {"size": 64, "n_train": 4, "n_valcl": 2,
+                                                  "n_test": 2, "valpx_per_class": 1}},
+                train={"batch_size": 2, "eval_batch_size": 4})
 
 
 def _tiny_yaml(path: Path, out_dir: Path, **changes) -> Path:
@@ -47,20 +44,12 @@ def invoke(args: list) -> object:
     return RUNNER.invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: two threads on two cores shared with other work are ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A trained tiny CAM run (config, checkpoints), shared read-only by the cases."""
     root = tmp_path_factory.mktemp("cli-errors")
-    result = invoke(["train", "-c", _tiny_yaml(root / "run.yaml", root / "runs")])
+    with one_thread():
+        result = invoke(["train", "-c", _tiny_yaml(root / "run.yaml", root / "runs")])
     assert result.exit_code == 0, result.output
     run = root / "runs" / "teacher"
     assert (run / "checkpoints" / "best-loc.pt").is_file()

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from test_metrics_sync import run_ranks
+from helpers import files_under, run_ranks
 
 from histocam.train.distributed import average_gradients, convert_batchnorm
-
-
-def files_under(directory: Path) -> list[str]:
-    """Every file under ``directory``, hidden ones (temporary or part files) included."""
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
 
 
 def _global_bn_rank(rank: int, world: int, x: torch.Tensor, weight: torch.Tensor):

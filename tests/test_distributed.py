@@ -26,35 +26,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_collectives import files_under
-from test_metrics_sync import run_ranks
+from helpers import files_under, run_ranks, tiny_run
 
 from histocam.core.atomic import load_checkpoint
 from histocam.data.open import open_source
 from histocam.runs.evaluation import SplitMetrics
 from histocam.train import RunConfig, Trainer, build_method
-from histocam.train.seeding import set_deterministic
 from histocam.train.split_pass import evaluate_split
 
 
 def tree(tmp_path: Path, name: str) -> dict:
-    return {
-        "name": name, "out_dir": str(tmp_path), "seed": 4, "deterministic": True, "device": "cpu",
-        "data": {"dataset": "synthetic-colon", "resize": 40, "crop": 32, "eval_size": 32,
-                 "synthetic": {"size": 64, "n_train": 12, "n_valcl": 5, "n_test": 2}},
-        "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
-        "train": {"epochs": 2, "batch_size": 4, "num_workers": 0, "lr": 0.002,
-                  "checkpoint_every": None},
-    }
+    return tiny_run(tmp_path, name=name, seed=4, deterministic=True, device="cpu",
+                    data={"resize": 40, "crop": 32, "eval_size": 32,
+                          "synthetic": {"size": 64, "n_train": 12, "n_valcl": 5, "n_test": 2}},
+                    train={"epochs": 2, "lr": 0.002, "checkpoint_every": None})
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    set_deterministic(False)
 
 
 def _log(run_dir: Path) -> list[dict]:
@@ -62,6 +48,7 @@ def _log(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(tmp_path: Path) -> None:
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump(tree(tmp_path, "two")))
@@ -160,6 +147,7 @@ def _train_rank(rank: int, world: int, cfg: dict, resume: bool, stop_at: tuple |
     return "done"
 
 
+@pytest.mark.slow
 def test_two_process_mid_epoch_resume_equals_uninterrupted(tmp_path: Path) -> None:
     """Each rank's generators and partial epoch sums are saved and restored (a resume that gave
     every rank rank 0's sums would log another epoch-2 loss with the same weights)."""

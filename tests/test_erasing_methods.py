@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_run
 
 from histocam.methods import create_method
 from histocam.methods.acol import erase_region
@@ -327,13 +328,9 @@ def test_spg_rejects_stages_that_are_not_below_the_last() -> None:
 
 def test_cutmix_trains_one_epoch_through_the_trainer(tmp_path: Path) -> None:
     """The trainer's path through ``prepare_batch`` and the soft-label loss, from a config."""
-    cfg = RunConfig.model_validate({
-        "name": "cutmix", "out_dir": str(tmp_path), "seed": 0,
-        "data": {"dataset": "synthetic-colon", "resize": 72, "crop": 64, "eval_size": 64,
-                 "synthetic": {"size": 72, "n_train": 8, "n_valcl": 4, "n_test": 4}},
-        "method": {"name": "cutmix", "backbone": TINY},
-        "train": {"epochs": 1, "batch_size": 4, "num_workers": 0, "lr": 0.01},
-    })
+    cfg = RunConfig.model_validate(tiny_run(
+        tmp_path, name="cutmix", method={"name": "cutmix"}, data={"synthetic": {"n_valcl": 4}},
+        train={"lr": 0.01}))
     Trainer(cfg).fit()
     rows = (cfg.run_dir.root / "log.csv").read_text().splitlines()
     assert len(rows) == 3 and "train_loss" in rows[0]  # header, epoch 0 (no training), epoch 1

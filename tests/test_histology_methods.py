@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_pipeline
 
 from histocam.methods import create_method
 from histocam.methods.decoder import UNetDecoder
@@ -254,19 +255,16 @@ def test_maxmin_needs_softmax_posteriors() -> None:
 
 
 # ---------------------------------------------------------------- NEGEV through the pipeline
+@pytest.mark.slow
 def test_negev_pipeline_keeps_the_teacher_classifier_and_selects_on_localization(
         tmp_path: Path) -> None:
     from histocam.core.atomic import load_checkpoint
     from histocam.experiments.pipeline import PipelineConfig, run_pipeline
 
     tiny = {"epochs": 2, "batch_size": 4, "num_workers": 0}
-    p = PipelineConfig.model_validate({
-        "name": "p", "out_dir": str(tmp_path), "seed": 0,
-        "teacher": {"method": {"name": "cam"}, "train": tiny},
-        "student": {"method": {"name": "negev"}, "train": tiny},
-        "data": {"dataset": "synthetic-node", "resize": 72, "crop": 64, "eval_size": 64,
-                 "synthetic": {"size": 72, "n_train": 8, "n_valcl": 6, "n_test": 4}},
-        "backbone": {"name": "test_resnet"}})
+    p = PipelineConfig.model_validate(tiny_pipeline(
+        tmp_path, teacher={"method": {"name": "cam"}, "train": tiny},
+        student={"method": {"name": "negev"}, "train": tiny}, data={"dataset": "synthetic-node"}))
     results = run_pipeline(p, progress=False)
     assert results.student_method == "negev"
     assert "cam + NEGEV" in (p.root / "comparison.md").read_text()

@@ -1,7 +1,7 @@
 """Every ``Metric`` of histocam.metrics obeys one protocol (histocam.metrics.protocol): merging
 split data is exact, ``reset`` empties, and ``sync`` over two real ``torch.distributed`` processes
 (gloo, loopback) gives every rank the single-process result (the reference code's multi-GPU sync
-did nothing; PROTOCOL.md known bugs).
+did nothing; docs/protocol.md, "Deviations from the papers").
 
 The metric classes are discovered (``Metric.__subclasses__``, recursively, after importing every
 module of the package), so a new metric without an entry in ``_cases`` fails
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import run_ranks
 from pydantic import BaseModel
-from test_metrics_sync import run_ranks
 
 import histocam.metrics
 from histocam.metrics import (

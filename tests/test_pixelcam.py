@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_pipeline
 
-from histocam.methods import create_method
+from histocam.methods import MethodOutput, create_method
 from histocam.methods.sampling import (
     IGNORE,
     expected_seeds,
@@ -24,12 +25,11 @@ def test_pb_sampler_counts_without_replacement() -> None:
     g = torch.Generator().manual_seed(0)
     # binary maps: the foreground and background draws cannot meet, so every image gets exactly
     # n of each (a draw with replacement would give fewer distinct pixels)
-    cams = (torch.rand(3, 7, 11, generator=g) > 0.5).float()
-    for _ in range(20):
-        labels = sample_pseudo_labels(cams, 5, "pb", generator=g)
-        assert labels.shape == (3, 7, 11)
-        assert ((labels == 1).sum((1, 2)) == 5).all() and ((labels == 0).sum((1, 2)) == 5).all()
-        assert bool((cams[labels == 1] == 1).all()) and bool((cams[labels == 0] == 0).all())
+    cams = (torch.rand(3, 7, 11, generator=g) > 0.5).float().repeat(20, 1, 1)  # 20 draws each
+    labels = sample_pseudo_labels(cams, 5, "pb", generator=g)
+    assert labels.shape == (60, 7, 11)
+    assert ((labels == 1).sum((1, 2)) == 5).all() and ((labels == 0).sum((1, 2)) == 5).all()
+    assert bool((cams[labels == 1] == 1).all()) and bool((cams[labels == 0] == 0).all())
 
 
 def test_each_image_draws_its_own_number_of_seeds() -> None:
@@ -47,12 +47,8 @@ def test_pb_foreground_draws_follow_the_map() -> None:
     cams = torch.full((1, 10, 10), 0.01)
     cams[0, :5, :5] = 1.0  # 25 pixels hold 25 / (25 + 0.75) = 97% of the foreground mass
     g = torch.Generator().manual_seed(1)
-    hits = torch.zeros(10, 10)
-    bg_hits = torch.zeros(10, 10)
-    for _ in range(400):
-        labels = sample_pseudo_labels(cams, 3, "pb", generator=g)[0]
-        hits += labels == 1
-        bg_hits += labels == 0
+    labels = sample_pseudo_labels(cams.repeat(400, 1, 1), 3, "pb", generator=g)  # 400 draws
+    hits, bg_hits = (labels == 1).sum(0), (labels == 0).sum(0)
     share = float(hits[:5, :5].sum() / hits.sum())
     assert share > 0.9
     # background ∝ 1 − CAM: the quadrant (1 − CAM = 0) is never drawn as background
@@ -97,13 +93,13 @@ def test_fully_negative_images_get_background_only() -> None:
 @pytest.mark.parametrize("sampler", ["pb", "th"])
 def test_expected_seeds_are_the_frequencies_of_the_drawn_ones(sampler: str) -> None:
     """``expected_seeds`` against 3000 draws of ``sample_pseudo_labels`` on 7×11 maps (n = 1 and
-    2; exact at n = 1, within sampling error at n = 2), and per image about n seeds per region."""
+    2; exact at n = 1, within sampling error at n = 2), and per image about n seeds per region.
+    The draws are one batch of 3000 copies of the 3 maps (each row draws on its own)."""
     g = torch.Generator().manual_seed(0)
     cams = torch.rand(3, 7, 11, generator=g)
     for n in (1, 2):
-        counts = torch.zeros(3, 2, 7, 11)
-        for _ in range(3000):
-            counts += one_hot_seeds(sample_pseudo_labels(cams, n, sampler, generator=g))
+        drawn = sample_pseudo_labels(cams.repeat(3000, 1, 1), n, sampler, generator=g)
+        counts = one_hot_seeds(drawn).view(3000, 3, 2, 7, 11).sum(0)
         expected = expected_seeds(cams, n, sampler)
         assert expected.shape == (3, 2, 7, 11)
         assert float((counts / 3000 - expected).abs().max()) < 0.03, (sampler, n)
@@ -138,9 +134,20 @@ def test_expected_seeds_of_fully_negative_images() -> None:
     assert bool((everything[0, 0] == 1).all()) and torch.equal(everything[1], seeds[1])
 
 
+def _tiled(out: MethodOutput, k: int) -> MethodOutput:
+    """``out`` for a batch of ``k`` copies of its images, one after the other."""
+    def tile(t):
+        return t.repeat(k, *[1] * (t.dim() - 1)) if torch.is_tensor(t) else t
+
+    return MethodOutput(tile(out.logits), [tile(f) for f in out.features], tile(out.maps),
+                        {key: tile(v) for key, v in out.extras.items()})
+
+
 def test_the_expected_seed_loss_is_the_mean_of_the_drawn_ones() -> None:
     """PixelCAM with ``seeds: expected`` on a fixed output: its pixel loss equals the average over
-    many steps of the drawn seeds' loss (n = 1: the inclusion probabilities are exact)."""
+    many steps of the drawn seeds' loss (n = 1: the inclusion probabilities are exact). 4000 steps
+    are 40 batches of 100 copies of the step's 3 images (each copy draws its own seeds): a
+    batch's loss is the mean of 100 steps' losses."""
     torch.manual_seed(0)
     cfg = {"name": "pixelcam", "n": 1, "loss_resolution": "low", "backbone": {"name": "test_resnet"}}
     drawn = create_method(cfg, 2)
@@ -153,9 +160,14 @@ def test_the_expected_seed_loss_is_the_mean_of_the_drawn_ones() -> None:
         h, w = out.extras["pixel_logits"].shape[-2:]
         batch = {"label": torch.tensor([0, 1, 1]), "cam": torch.rand(3, h, w)}
         exact, parts = expected.loss(batch, out)
-        losses = torch.tensor([drawn.loss(batch, out)[1]["pixel"] for _ in range(4000)])
-    assert parts["pixel"] == pytest.approx(float(losses.mean()), abs=4 * float(losses.std()) / 63)
-    assert parts["pixel"] != pytest.approx(float(losses[0]), rel=1e-3)  # drawn ones do vary
+        copies = {"label": batch["label"].repeat(100), "cam": batch["cam"].repeat(100, 1, 1)}
+        chunks = torch.tensor([drawn.loss(copies, _tiled(out, 100))[1]["pixel"]
+                               for _ in range(40)])
+        one_step = drawn.loss(batch, out)[1]["pixel"]
+    # the standard error of the mean of 4000 steps: std of a 100-step mean / √40
+    assert parts["pixel"] == pytest.approx(float(chunks.mean()),
+                                           abs=4 * float(chunks.std()) / math.sqrt(40))
+    assert parts["pixel"] != pytest.approx(one_step, rel=1e-3)  # drawn ones do vary
 
 
 def test_linear_head_adds_exactly_two_times_d_plus_one_parameters() -> None:
@@ -208,22 +220,26 @@ def test_pixelcam_map_is_a_probability_without_minmax() -> None:
 def _tiny_pipeline(tmp_path: Path, **extra) -> dict:
     from histocam.experiments.pipeline import PipelineConfig
 
-    tiny = {"epochs": 1, "batch_size": 4, "num_workers": 0}
-    return PipelineConfig.model_validate({
-        "name": "p", "out_dir": str(tmp_path), "seed": 0,
-        "teacher": {"method": {"name": "gradcampp"}, "train": tiny},
-        "student": {"train": tiny},
-        "data": {"dataset": "synthetic-colon", "resize": 72, "crop": 64, "eval_size": 64,
-                 "synthetic": {"size": 72, "n_train": 8, "n_valcl": 6, "n_test": 4}},
-        "backbone": {"name": "test_resnet"}, **extra})
+    return PipelineConfig.model_validate(tiny_pipeline(
+        tmp_path, teacher={"method": {"name": "gradcampp"}}, **extra))
 
 
-def test_pipeline_end_to_end_and_cam_store(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_pipeline_end_to_end_and_cam_store(tmp_path: Path, monkeypatch) -> None:
     from histocam.experiments.pipeline import run_pipeline
     from histocam.maps.store import CAMStoreError, load_cams, store_is_current
+    from histocam.methods.pixelcam import PixelCAMConfig
 
+    validated = []  # every validation of the student's config, from a dict or by its constructor
+    validate, init = PixelCAMConfig.model_validate.__func__, PixelCAMConfig.__init__
+    monkeypatch.setattr(PixelCAMConfig, "model_validate", classmethod(
+        lambda cls, *a, **k: validated.append("model_validate") or validate(cls, *a, **k)))
+    monkeypatch.setattr(PixelCAMConfig, "__init__",
+                        lambda self, **k: validated.append("__init__") or init(self, **k))
     p = _tiny_pipeline(tmp_path)
     results = run_pipeline(p, progress=False)
+    assert validated == ["model_validate"]  # where the pipeline config is built, and only there
+    assert p.student.method.n == 5
     for role in ("teacher", "student"):
         for ckpt in ("best-loc", "best-cl"):
             assert 0 <= getattr(results, role).at(ckpt).pxap <= 100
@@ -368,6 +384,7 @@ def test_a_pixel_head_above_the_uninformed_loss_is_reported() -> None:
     assert "1.30×" in message and "head_lr_multiplier" in message
 
 
+@pytest.mark.slow
 def test_a_diverging_pixel_head_is_logged_once(tmp_path: Path, caplog) -> None:
     from histocam.experiments.pipeline import run_pipeline
 

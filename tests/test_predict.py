@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import tissue_rgb, write_slide
+from helpers import tiny_run, tissue_rgb, write_slide
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -33,12 +33,9 @@ def run_dir(tmp_path_factory) -> Path:
     """A run directory of a (randomly initialised, seeded) CAM on synthetic-node at eval size 64,
     with both checkpoints and a recorded τ*: what the trainer and `histocam evaluate` leave."""
     root = tmp_path_factory.mktemp("runs")
-    cfg = RunConfig.model_validate({
-        "name": "r", "out_dir": str(root), "seed": 1,
-        "data": {"dataset": "synthetic-node", "resize": 72, "crop": 64, "eval_size": 64,
-                 "synthetic": {"size": 72, "n_train": 8, "n_valcl": 4, "n_test": 4}},
-        "method": {"name": "cam", "backbone": {"name": "test_resnet", "pretrained": False}},
-        "train": {"epochs": 1, "batch_size": 4, "num_workers": 0}})
+    cfg = RunConfig.model_validate(tiny_run(
+        root, name="r", seed=1, data={"dataset": "synthetic-node", "synthetic": {"n_valcl": 4}},
+        method={"backbone": {"pretrained": False}}))
     run = cfg.run_dir
     run.write_config(cfg.to_yaml())
     for k, name in enumerate(("best-loc", "best-cl", "last")):

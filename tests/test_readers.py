@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import GLAS_SHARED, SHARED, write_mask, write_rgb
+from helpers import GLAS_SHARED, SHARED, write_mask, write_rgb
 
 from histocam.data import DataConfig, DataError, Sample, open_dataset, open_source
 from histocam.data.check import check_source

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_thread, tiny_run
 from typer.testing import CliRunner
 
 from histocam.cli import app
@@ -38,13 +39,9 @@ EVIL = "<img src=x onerror=alert(1)>"
 
 def tiny_config(out: Path, name: str, seed: int) -> RunConfig:
     # eval_size 96: a 3×3 feature grid for the t-SNE (the test backbone has stride 32)
-    return RunConfig.model_validate({
-        "name": name, "out_dir": str(out), "seed": seed, "deterministic": True,
-        "data": {"dataset": "synthetic-colon", "resize": 72, "crop": 64, "eval_size": 96,
-                 "synthetic": {"size": 72, "n_train": 8, "n_valcl": 6, "n_test": 6}},
-        "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
-        "train": {"epochs": 1, "batch_size": 4, "num_workers": 0, "lr": 0.05},
-    })
+    return RunConfig.model_validate(tiny_run(
+        out, name=name, seed=seed, deterministic=True,
+        data={"eval_size": 96, "synthetic": {"n_test": 6}}, train={"lr": 0.05}))
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +49,7 @@ def runs(tmp_path_factory) -> Iterator[dict]:
     """Two trained, evaluated runs (one named with HTML), the experiments on the first, the report."""
     root = tmp_path_factory.mktemp("report")
     dirs = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a busy machine
-    try:
+    with one_thread():
         for name, seed in (("plain", 0), (EVIL, 1)):
             cfg = tiny_config(root / "runs", name, seed)
             Trainer(cfg).fit()
@@ -74,10 +69,7 @@ def runs(tmp_path_factory) -> Iterator[dict]:
                                           str(out), "--gallery", "2"])
         assert result.exit_code == 0, result.output
         assert result.output.strip() == f"report: {out}"
-        yield {"plain": plain, "evil": evil, "report": out, "html": out.read_text()}
-    finally:
-        set_deterministic(False)
-        torch.set_num_threads(threads)
+    yield {"plain": plain, "evil": evil, "report": out, "html": out.read_text()}
 
 
 class Collector(HTMLParser):
@@ -125,6 +117,7 @@ def parse(text: str) -> Collector:
     return c
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_escapes_names(runs) -> None:
     page = parse(runs["html"])
     assert page.scripts == 0 and "img" in page.tags and page.images
@@ -139,6 +132,7 @@ def test_report_is_self_contained_and_escapes_names(runs) -> None:
     assert runs["report"].stat().st_size < 5_000_000
 
 
+@pytest.mark.slow
 def test_comparison_table_and_paired_tests_match_stored_scores(runs) -> None:
     page = parse(runs["html"])
     rows = page.rows["comparison"][1:]
@@ -163,6 +157,7 @@ def test_comparison_table_and_paired_tests_match_stored_scores(runs) -> None:
     assert float(test[5]) == pytest.approx(t, abs=0.006)
 
 
+@pytest.mark.slow
 def test_report_opens_in_headless_chromium(runs, tmp_path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
@@ -206,6 +201,7 @@ def test_report_opens_in_headless_chromium(runs, tmp_path) -> None:
         assert shot.size[0] > 0 and shot.size[1] > 0
 
 
+@pytest.mark.slow
 def test_out_of_distribution_evaluation_is_listed(runs) -> None:
     page = parse(runs["html"])
     rows = [r for table_rows in page.rows.values() for r in table_rows
@@ -218,6 +214,7 @@ def test_out_of_distribution_evaluation_is_listed(runs) -> None:
                      f"{stored['localization']['pxap']:.1f}"]]
 
 
+@pytest.mark.slow
 def test_stain_shift_level_zero_is_the_plain_evaluation(runs) -> None:
     plain = runs["plain"]
     shift = json.loads((plain.dir.root / "metrics" / "stain-shift.json").read_text())
@@ -250,6 +247,7 @@ def test_restaining_matches_the_optical_density_formula() -> None:
     assert np.abs(got.astype(int) - image).mean() > 5  # a visible shift
 
 
+@pytest.mark.slow
 def test_restained_dataset_keeps_masks_labels_and_ids(runs) -> None:
     from histocam.data.open import open_source
 
@@ -281,6 +279,7 @@ def test_threshold_shares_equal_a_pixel_loop() -> None:
         sensitivity(ThresholdCurves.of(hist), 0, 0, pxap=50.0, tau_star=None)
 
 
+@pytest.mark.slow
 def test_thresholds_json_matches_the_stored_curves(runs) -> None:
     plain = runs["plain"]
     data = json.loads((plain.dir.root / "metrics" / "thresholds.json").read_text())
@@ -294,6 +293,7 @@ def test_thresholds_json_matches_the_stored_curves(runs) -> None:
     assert got["share_all_at_0.5"] == pytest.approx(share, abs=0.5)  # maps stored in float16
 
 
+@pytest.mark.slow
 def test_tsne_points_and_separability(runs) -> None:
     plain = runs["plain"]
     data = json.loads((plain.dir.root / "metrics" / "tsne.json").read_text())
@@ -325,6 +325,7 @@ def test_gallery_picks_best_worst_random_once() -> None:
                                                                    ("worst", "n0", "iou_bg")]
 
 
+@pytest.mark.slow
 def test_gallery_maps_from_the_checkpoint_equal_the_stored_ones(runs) -> None:
     from histocam.data.open import open_source
     from histocam.data.transforms import JointTransform

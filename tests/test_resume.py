@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import tiny_run
 from typer.testing import CliRunner
 
 from histocam.cli import app
@@ -28,7 +29,7 @@ from histocam.core import atomic
 from histocam.core.atomic import load_checkpoint, save_checkpoint
 from histocam.train import RunConfig, Trainer
 from histocam.train.loader import train_batches
-from histocam.train.seeding import rng_state, sample_seed, set_deterministic, set_rng_state
+from histocam.train.seeding import rng_state, sample_seed, set_rng_state
 
 KILL_EPOCH, KILL_STEP = 2, 2  # of 3 steps per epoch: a SIGKILL right after resume.pt of step 2
 
@@ -49,24 +50,14 @@ DRIVER = textwrap.dedent(f"""
 
 
 def tree(tmp_path: Path, name: str, num_workers: int = 0) -> dict:
-    return {
-        "name": name, "out_dir": str(tmp_path), "seed": 5, "deterministic": True, "device": "cpu",
-        "data": {"dataset": "synthetic-colon", "resize": 40, "crop": 32, "eval_size": 32,
-                 "color_jitter": True, "stain_augment": 0.1,
-                 "synthetic": {"size": 64, "n_train": 12, "n_valcl": 4, "n_test": 2}},
-        "method": {"name": "has", "backbone": {"name": "test_resnet"}},
-        "train": {"epochs": 2, "batch_size": 4, "num_workers": num_workers, "lr": 0.05,
-                  "checkpoint_every": 1},
-    }
+    return tiny_run(tmp_path, name=name, seed=5, deterministic=True, device="cpu",
+                    data={"resize": 40, "crop": 32, "eval_size": 32, "color_jitter": True,
+                          "stain_augment": 0.1,
+                          "synthetic": {"size": 64, "n_train": 12, "n_valcl": 4, "n_test": 2}},
+                    method={"name": "has"},
+                    train={"epochs": 2, "num_workers": num_workers, "lr": 0.05,
+                           "checkpoint_every": 1})
 
-
-@pytest.fixture(autouse=True)
-def _restore_determinism():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1): same float sums
-    yield
-    torch.set_num_threads(threads)
-    set_deterministic(False)
 
 
 def _log(run_dir: Path) -> list[dict]:
@@ -74,6 +65,7 @@ def _log(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     full = RunConfig.model_validate(tree(tmp_path, "full"))
     Trainer(full).fit()
@@ -201,6 +193,7 @@ def test_full_disk_mid_write_keeps_the_previous_checkpoint(tmp_path: Path, monke
         save_checkpoint({"w": torch.zeros(10_000)}, path.parent / "new.pt")
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_is_one_error_line_and_resumes(tmp_path: Path, monkeypatch) -> None:
     cfg = tree(tmp_path, "disk")
     cfg["train"].update(epochs=1, checkpoint_every=None)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import SHARED, tissue_rgb, write_slide
+from helpers import SHARED, tissue_rgb, write_slide
 
 from histocam.predict import Predictor, SlideOptions, predict_slide
 from histocam.predict.export import level_shapes, write_pyramid

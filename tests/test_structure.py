@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_run
 
 from histocam.methods.cam import CAM
 from histocam.models.backbones import create_encoder
@@ -17,12 +18,9 @@ from histocam.train import RunConfig, Trainer
 
 
 def _config(tmp_path: Path, dataset: str = "synthetic-node", epochs: int = 1) -> RunConfig:
-    return RunConfig.model_validate({
-        "name": "r", "out_dir": str(tmp_path), "seed": 1,
-        "data": {"dataset": dataset, "resize": 72, "crop": 64, "eval_size": 64,
-                 "synthetic": {"size": 72, "n_train": 8, "n_valcl": 4, "n_test": 4}},
-        "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
-        "train": {"epochs": epochs, "batch_size": 4, "num_workers": 0}})
+    return RunConfig.model_validate(tiny_run(
+        tmp_path, name="r", seed=1, data={"dataset": dataset, "synthetic": {"n_valcl": 4}},
+        train={"epochs": epochs}))
 
 
 def test_trainer_calls_every_hook_and_supplies_negative(tmp_path: Path, monkeypatch) -> None:
@@ -67,6 +65,7 @@ def test_negative_class_of_the_data_config(tmp_path: Path) -> None:
         negative_class(DataConfig(dataset="synthetic-node", negative_class="tumour"), names)
 
 
+@pytest.mark.slow
 def test_run_evaluates_on_other_data_with_its_own_tau(tmp_path: Path) -> None:
     from histocam.data.open import open_source
     from histocam.metrics.confusion import best_threshold
@@ -142,10 +141,11 @@ def test_output_stride_is_refused_for_a_vit() -> None:
         create_encoder(BackboneConfig(name="test_vit", output_stride=16))
 
 
-@pytest.mark.skipif(not __import__("conftest").GLAS_SHARED.is_dir(),
+@pytest.mark.skipif(not __import__("helpers").GLAS_SHARED.is_dir(),
                     reason="shared GlaS copy absent")
+@pytest.mark.slow
 def test_a_synthetic_run_evaluates_on_glas(tmp_path: Path) -> None:
-    from conftest import GLAS_SHARED
+    from helpers import GLAS_SHARED
 
     cfg = _config(tmp_path, "synthetic-colon")
     Trainer(cfg).fit()

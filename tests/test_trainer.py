@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_rgb
+from helpers import tiny_run, write_rgb
 from typer.testing import CliRunner
 
 from histocam.cli import app
@@ -18,7 +18,6 @@ from histocam.core.configs import apply_overrides
 from histocam.metrics import Batch, PixelHistogram, PxAP
 from histocam.runs import Run
 from histocam.train import RunConfig, Trainer, load_run_config
-from histocam.train.seeding import set_deterministic
 
 
 class EvilPayload:
@@ -26,19 +25,11 @@ class EvilPayload:
 
 
 def tiny_config(tmp_path: Path, name: str = "r", **train) -> RunConfig:
-    return RunConfig.model_validate({
-        "name": name, "out_dir": str(tmp_path), "seed": 3, "deterministic": True,
-        "data": {"dataset": "synthetic-colon", "resize": 72, "crop": 64, "eval_size": 64,
-                 "synthetic": {"size": 72, "n_train": 12, "n_valcl": 8, "n_test": 6}},
-        "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
-        "train": {"epochs": 3, "batch_size": 4, "num_workers": 0, "lr": 0.05, **train},
-    })
+    return RunConfig.model_validate(tiny_run(
+        tmp_path, name=name, seed=3, deterministic=True,
+        data={"synthetic": {"n_train": 12, "n_valcl": 8, "n_test": 6}},
+        train={"epochs": 3, "lr": 0.05, **train}))
 
-
-@pytest.fixture(autouse=True)
-def _restore_determinism():
-    yield
-    set_deterministic(False)
 
 
 def _log(run_dir: Path) -> list[dict]:
@@ -46,6 +37,7 @@ def _log(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_training_writes_run_directory_and_selects(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     best = Trainer(cfg).fit()
@@ -66,6 +58,7 @@ def test_training_writes_run_directory_and_selects(tmp_path: Path) -> None:
     assert names == ["benign", "malignant"] and Run(run).config.method.name == "cam"
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     full = tiny_config(tmp_path, "full")
     Trainer(full).fit()
@@ -89,6 +82,7 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
         Trainer(cfg).fit()
 
 
+@pytest.mark.slow
 def test_evaluate_command_outputs(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, epochs=1)
     Trainer(cfg).fit()
@@ -188,17 +182,17 @@ def test_cli_train(tmp_path: Path) -> None:
 POOLING = ["cam", "gap", "maxpool", "lse", "wildcat", "deepmil", "prm"]
 
 
-@pytest.mark.skipif(not __import__("conftest").GLAS_SHARED.is_dir(),
+@pytest.mark.skipif(not __import__("helpers").GLAS_SHARED.is_dir(),
                     reason="shared GlaS copy absent")
+@pytest.mark.slow
 @pytest.mark.parametrize("name", POOLING)
 def test_pooling_methods_train_on_shared_glas(tmp_path: Path, name: str) -> None:
-    from conftest import GLAS_SHARED
+    from helpers import GLAS_SHARED
 
-    cfg = RunConfig.model_validate({
-        "name": name, "out_dir": str(tmp_path),
-        "data": {"dataset": str(GLAS_SHARED), "resize": 72, "crop": 64, "eval_size": 64},
-        "method": {"name": name, "backbone": {"name": "test_resnet"}},
-        "train": {"epochs": 1, "batch_size": 6, "num_workers": 0, "max_steps_per_epoch": 2}})
+    tree = tiny_run(tmp_path, name=name, method={"name": name},
+                    train={"batch_size": 6, "max_steps_per_epoch": 2})
+    tree["data"] = {"dataset": str(GLAS_SHARED), "resize": 72, "crop": 64, "eval_size": 64}
+    cfg = RunConfig.model_validate(tree)
     Trainer(cfg).fit()
     for ckpt in ("best-loc", "best-cl", "last"):
         assert cfg.run_dir.checkpoint(ckpt).is_file()

@@ -26,15 +26,6 @@ DEIT = "deit_tiny_patch16_224"
 DEIT_DISTILLED = "deit_tiny_distilled_patch16_224"  # two prefix tokens: class and distillation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: with one intra-op thread, thread synchronisation stops dominating on busy
-    cores (25× faster here); restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @functools.cache
 def _encoder(backbone: str):

@@ -128,7 +128,7 @@ class SplitMetrics:
         found = {"accuracy": self.accuracy, "histograms": self.histograms,
                  "per_image": self.per_image, "predictions": self.predictions}
         if self.separability is not None:
-            found["separability"] = self.separability
+            found["separability_index"] = self.separability
         return found
 
     def localization(self, valpx: PixelHistogram | None,
