@@ -8,7 +8,7 @@
    test accuracy and the PxAP of its CAM (class-1 map = w·f, class-0 map = −w·f), overall and per
    class; plus a hand-made map (pixel darkness box-blurred over 9 px) per class.
 
-Usage: python benchmarks/colon_diagnosis.py [key=value overrides of benchmarks/configs/colon.yaml]
+Usage: python benchmarks/probes/colon_diagnosis.py [key=value overrides of benchmarks/configs/colon.yaml]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fast GlaS recipe probe (issue #12): the levers of a weakly supervised GlaS map, measured quickly.
+"""Fast GlaS recipe probe: the levers of a weakly supervised GlaS map, measured quickly.
 
 Decodes and resizes the GlaS images once and keeps them in memory; EfficientNet-Lite0 (shared
 ImageNet weights) with a CAM (GAP), DeepMIL or top-k (WILDCAT-like, one modality) head; softmax CE
@@ -8,7 +8,7 @@ the mean per-image AP / mean foreground % (the per-image chance level); with ``m
 same with the malignant / benign map forced for every image. Exploration only: the recipe's numbers
 come from ``histocam train`` with benchmarks/configs/glas*.yaml (RESULTS.md).
 
-  python benchmarks/glas_probe.py --size 448 --crop 224 --eval 448 --method topk --loss bce
+  python benchmarks/probes/glas_probe.py --size 448 --crop 224 --eval 448 --method topk --loss bce
 """
 
 import argparse

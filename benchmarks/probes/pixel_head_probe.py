@@ -21,7 +21,7 @@ with the same ``map_tta`` would make it; ``--views`` scores both with another se
 (the seeds stay the stored maps'). The head is fitted on the images' own features.
 
 Usage:
-  python benchmarks/pixel_head_probe.py runs/exp/glas/cam-s0 runs/exp/glas/cam-s1 ...
+  python benchmarks/probes/pixel_head_probe.py runs/exp/glas/cam-s0 runs/exp/glas/cam-s1 ...
   [--l2 0.1 0.01] [--views d8]
 """
 
@@ -147,7 +147,7 @@ def main() -> None:
         print(path, {k: round(v, 1) for k, v in rows[path].items()}, flush=True)
     columns = list(next(iter(rows.values())))
     print("\nTest PxAP of a converged linear pixel head on the frozen teacher encoder "
-          "(benchmarks/pixel_head_probe.py)")
+          "(benchmarks/probes/pixel_head_probe.py)")
     print("| run | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for path, row in rows.items():

@@ -12,7 +12,7 @@ fraction. Printed per class: the mean over images of both shares next to those c
 (images without foreground count for the BG share only), and the same for the ``th`` sampler
 (uniform inside / outside the map's Otsu region).
 
-Usage: python benchmarks/seed_accuracy.py RUN [RUN ...]
+Usage: python benchmarks/probes/seed_accuracy.py RUN [RUN ...]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ checkpoints), e.g. of a CAM or a WILDCAT run. A top-down method is a classifier 
 row is what training the top-down method would give. B-LOC differs from the protocol: the
 checkpoint was selected with the classifier's own map rather than each method's.
 
-Usage: python benchmarks/topdown_on_classifier.py runs/exp/glas/cam-s0 runs/exp/glas/cam-s1 ...
+Usage: python benchmarks/probes/topdown_on_classifier.py runs/exp/glas/cam-s0 runs/exp/glas/cam-s1 ...
 """
 
 from __future__ import annotations

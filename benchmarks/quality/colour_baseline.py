@@ -8,8 +8,8 @@ valcl images, at the evaluation size of the configuration (the GlaS recipe,
 ``benchmarks/configs/glas.yaml``: 448×448, split seed 0; ``colon.yaml``: 336×336).
 
 Usage:
-  python benchmarks/colour_baseline.py [--config benchmarks/configs/glas.yaml] [--set key=value ...]
-  python benchmarks/colour_baseline.py --config benchmarks/configs/colon.yaml
+  python benchmarks/quality/colour_baseline.py [--config benchmarks/configs/glas.yaml] [--set key=value ...]
+  python benchmarks/quality/colour_baseline.py --config benchmarks/configs/colon.yaml
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 (B-LOC and B-CL).
 
 For each teacher and seed it runs ``histocam pipeline pixelcam`` with the teacher run
-``<out_dir>/<teacher>-s<seed>`` (trained by benchmarks/train_teachers.sh; trained here if missing)
+``<out_dir>/<teacher>-s<seed>`` (trained by benchmarks/quality/train_teachers.sh; trained here if missing)
 and the student config ``benchmarks/configs/pixelcam-<dataset>.yaml`` (or ``--config``, e.g.
 ``negev-node.yaml``), then aggregates the pipelines' comparisons. Finished pipelines are reused.
 
 Usage:
-  bash benchmarks/train_teachers.sh "cam deepmil gradcampp layercam" "colon glas" "0 1 2"
-  python benchmarks/pixelcam_vs_teacher.py --dataset colon --teachers cam deepmil gradcampp \
+  bash benchmarks/quality/train_teachers.sh "cam deepmil gradcampp layercam" "colon glas" "0 1 2"
+  python benchmarks/quality/pixelcam_vs_teacher.py --dataset colon --teachers cam deepmil gradcampp \
       layercam --seeds 0 1 2 [--set student.method.n=10 ...]
 """
 

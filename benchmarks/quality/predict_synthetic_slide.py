@@ -1,4 +1,4 @@
-"""End-to-end check of `histocam predict` on a synthetic slide with a known tumour region (#16).
+"""End-to-end check of `histocam predict` on a synthetic slide with a known tumour region.
 
 Writes a synthetic slide (``histocam data synth-slide``: synthetic-node tissue rendered at the run's
 own tile size, so level 0 is the scale the run was trained at), predicts it with RUN (a run trained
@@ -11,7 +11,7 @@ on synthetic-node, with τ* recorded by ``histocam evaluate RUN --checkpoint bes
 - ``iou``: IoU of the τ* region polygons (``STEM.region.geojson``) with the true tumour polygons
   (``STEM.geojson``), by shapely in level-0 pixel coordinates, with both GeoJSON files checked valid.
 
-  python benchmarks/predict_synthetic_slide.py RUN --size 3072x2304 --seed 0 [--out DIR]
+  python benchmarks/quality/predict_synthetic_slide.py RUN --size 3072x2304 --seed 0 [--out DIR]
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Robustness of a teacher and its PixelCAM, several seeds (issue #17): stain shift (PixelCAM
+"""Robustness of a teacher and its PixelCAM, several seeds: stain shift (PixelCAM
 Figs. 4/5 and 9/10) and out-of-distribution transfer (PixelCAM Table 3).
 
 For each seed, the pipeline ``<out_dir>/<tag>-<teacher>-s<seed>`` written by
-``benchmarks/pixelcam_vs_teacher.py`` holds a teacher run and its student run. For both runs and
+``benchmarks/quality/pixelcam_vs_teacher.py`` holds a teacher run and its student run. For both runs and
 both selections (B-LOC, B-CL) this script runs
 
 - ``histocam stain-shift`` (the test images re-stained at 10 increasing strengths along one fixed
@@ -14,9 +14,9 @@ then prints mean ± std over seeds as markdown tables and draws PxAP and CL agai
 strength (mean line, ± std band) into ``--figure``.
 
 Usage (synthetic-node, CAM teacher, 3 seeds; about 1 h on 2 CPU cores including training):
-  bash benchmarks/train_teachers.sh cam node "0 1 2"
-  python benchmarks/pixelcam_vs_teacher.py --dataset node --teachers cam --seeds 0 1 2
-  python benchmarks/robustness.py --dataset node --teacher cam --seeds 0 1 2 \
+  bash benchmarks/quality/train_teachers.sh cam node "0 1 2"
+  python benchmarks/quality/pixelcam_vs_teacher.py --dataset node --teachers cam --seeds 0 1 2
+  python benchmarks/quality/robustness.py --dataset node --teacher cam --seeds 0 1 2 \
       --ood synthetic-colon --figure benchmarks/figures/robustness-node.png
 """
 

@@ -2,8 +2,8 @@
 # The PixelCAM-vs-teacher benchmark as recorded in benchmarks/RESULTS.md: four teachers x 3 seeds
 # on synthetic-colon, GlaS and synthetic-node (CPU-2, about 2.5 hours; finished runs are reused).
 set -euo pipefail
-bash benchmarks/train_teachers.sh "cam deepmil gradcampp layercam" "colon glas node" "0 1 2"
+bash benchmarks/quality/train_teachers.sh "cam deepmil gradcampp layercam" "colon glas node" "0 1 2"
 for dataset in colon glas node; do
-  python benchmarks/pixelcam_vs_teacher.py --dataset "$dataset" --seeds 0 1 2 \
+  python benchmarks/quality/pixelcam_vs_teacher.py --dataset "$dataset" --seeds 0 1 2 \
     | tee "runs/exp/pixelcam-$dataset.md"
 done

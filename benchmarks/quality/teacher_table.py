@@ -8,8 +8,8 @@ paper's F1⁺ / F1⁻ (its eqs. 14–15: foreground and background Dice, pooled 
 τ* chosen on valpx.
 
 Usage (GlaS protocol, benchmarks/configs/glas.yaml):
-  bash benchmarks/train_teachers.sh "cam deepmil gradcampp layercam" glas "0 1 2"
-  python benchmarks/teacher_table.py runs/exp/glas --methods cam deepmil gradcampp layercam
+  bash benchmarks/quality/train_teachers.sh "cam deepmil gradcampp layercam" glas "0 1 2"
+  python benchmarks/quality/teacher_table.py runs/exp/glas --methods cam deepmil gradcampp layercam
 """
 
 from __future__ import annotations

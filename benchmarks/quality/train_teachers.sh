@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Train the teacher/baseline runs used by benchmarks/pixelcam_vs_teacher.py (skips finished runs).
-# Usage: bash benchmarks/train_teachers.sh "cam deepmil" "colon glas" "0 1 2"
+# Train the teacher/baseline runs used by benchmarks/quality/pixelcam_vs_teacher.py (skips finished runs).
+# Usage: bash benchmarks/quality/train_teachers.sh "cam deepmil" "colon glas" "0 1 2"
 set -euo pipefail
 methods=${1:-"cam deepmil gradcampp layercam"}
 datasets=${2:-"colon glas"}

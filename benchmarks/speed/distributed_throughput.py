@@ -11,7 +11,7 @@ process with all the cores vs N processes sharing them, i.e. what data paralleli
 machine (gradient all-reduce and BatchNorm synchronisation included). Timings are only meaningful on
 an otherwise idle machine: on a shared one, other jobs' load dominates the difference.
 
-Usage: python benchmarks/distributed_throughput.py [--procs 1 2] [--model test_resnet]
+Usage: python benchmarks/speed/distributed_throughput.py [--procs 1 2] [--model test_resnet]
        [--size 64] [--batch 16] [--n-train 128] [--device cpu|cuda] [--threads T]
 """
 

@@ -5,7 +5,7 @@ Reference approach: per-image ``np.histogram`` of foreground and background scor
 reference evaluator (wsolevaluation) does, then the same formulas. Both see the same maps; map
 generation is not timed. Each approach runs in its own subprocess to report its own peak RSS.
 
-Usage: python benchmarks/metrics_speed.py [--n 15664] [--batch 64]
+Usage: python benchmarks/speed/metrics_speed.py [--n 15664] [--batch 64]
 """
 
 from __future__ import annotations

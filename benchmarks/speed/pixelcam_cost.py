@@ -1,4 +1,4 @@
-"""Inference cost of class + map (issue #7, #14; PixelCAM App. G / Table 11).
+"""Inference cost of class + map (PixelCAM App. G / Table 11).
 
 Same backbone, random weights (timing only), eval mode, no autograd bookkeeping except where a
 method needs gradients: (a) the plain classifier forward (CAM/GAP head), (b) PixelCAM's
@@ -8,7 +8,7 @@ the classifier on the masked image: two encoder passes), (f) U-Net. All measured
 run. Targets: (b)/(a) <= 1.05; the paper reports (c)/(b) = 4.6 and NEGEV 10–12 ms vs PixelCAM
 8.8 ms (NEGEV/PixelCAM ≈ 1.2) on a GPU.
 
-Usage: python benchmarks/pixelcam_cost.py [--backbone resnet50] [--size 224] [--batch 16]
+Usage: python benchmarks/speed/pixelcam_cost.py [--backbone resnet50] [--size 224] [--batch 16]
        [--device cuda]  (on a GPU each timed call ends with a device synchronisation; the paper's
        Table 11 times one 224x224 image: --batch 1)
 """

@@ -1,4 +1,4 @@
-"""Peak memory of `histocam predict` on a whole slide vs the slide's size (issue #16).
+"""Peak memory of `histocam predict` on a whole slide vs the slide's size.
 
 Writes a synthetic tiled pyramidal TIFF of SIZE×SIZE pixels (white glass with discs of textured
 pink tissue covering about ``--tissue`` of the area, written tile by tile: the slide is never in
@@ -7,7 +7,7 @@ the model is not what is measured) and predicts the slide in a fresh process per
 the peak resident set size (``ru_maxrss``), the tiles and the time. The slide's RGB at level 0
 would take 3·SIZE² bytes.
 
-  python benchmarks/predict_memory.py --sizes 8000 32000 --tile 256
+  python benchmarks/speed/predict_memory.py --sizes 8000 32000 --tile 256
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Speed of `histocam predict` on a slide vs the raw model on the same tiles in memory (#16).
+"""Speed of `histocam predict` on a slide vs the raw model on the same tiles in memory.
 
 Writes a synthetic slide (``histocam data synth-slide``, at the run's tile size), predicts it with
 RUN, and then runs the same ``Predictor`` (labels and maps of the map checkpoint, the work of one
@@ -11,11 +11,11 @@ eval size, as the slide's DataLoader gives them — in batches of the same size.
 - ``slide_end_to_end_tiles_per_s``: tiles / seconds of the whole ``predict`` call (tissue
   detection, inference, stitching, pyramidal TIFF, overlay, GeoJSON);
 - ``raw_tiles_per_s``: the model alone on the in-memory tiles (one warm-up batch first);
-- ``ratio`` = slide / raw (issue #16 asks ≥ 0.8) and ``ratio_end_to_end``.
+- ``ratio`` = slide / raw (the target: ≥ 0.8) and ``ratio_end_to_end``.
 
 One run of each; on a shared machine the timings are noisy.
 
-  python benchmarks/predict_speed.py RUN --size 2048 --workers 2 [--batch-size 32] [--device cpu]
+  python benchmarks/speed/predict_speed.py RUN --size 2048 --workers 2 [--batch-size 32] [--device cpu]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Time ``histocam report`` on 10 runs of 120 test images and measure the file (issue #17's target:
+"""Time ``histocam report`` on 10 runs of 120 test images and measure the file (the target:
 under 30 s on 2 cores, under 20 MB).
 
 The 10 runs are copies of one trained run (its checkpoints hard-linked, its metrics and experiment
@@ -6,8 +6,8 @@ results copied), so every run has the same content as a real one: test metrics a
 checkpoints, curves, per-image APs, and whichever experiments (stain shift, t-SNE, thresholds) the
 source run holds. Prints wall and CPU seconds of ``build_report`` and the file size.
 
-Usage: python benchmarks/report_speed.py RUN [--copies 10]
-  e.g. RUN = runs/exp/node/cam-s0 after benchmarks/robustness.py (120 test tiles, stain shift)
+Usage: python benchmarks/speed/report_speed.py RUN [--copies 10]
+  e.g. RUN = runs/exp/node/cam-s0 after benchmarks/quality/robustness.py (120 test tiles, stain shift)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Synthetic H&E generation speed on one CPU core, and the foreground-fraction distribution.
 
-Usage: python benchmarks/synthetic_speed.py [--n 200] [--size 256]
-Target (issue #3): >= 30 images/s at 256×256 on one core, per domain.
+Usage: python benchmarks/speed/synthetic_speed.py [--n 200] [--size 256]
+Target: >= 30 images/s at 256×256 on one core, per domain.
 """
 
 from __future__ import annotations

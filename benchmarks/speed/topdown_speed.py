@@ -3,11 +3,11 @@ of every histocam method relative to one plain forward.
 
 Part 1: maps for a batch of ``--batch`` images at 224 on resnet18 and resnet50 (random init, eval
 mode, last stage as target; LayerCAM on the last stage, as grad-cam's default), best of
-``--repeats``; target (issue #6): >= 3x faster for GradCAM++ and LayerCAM on CPU.
+``--repeats``; target: >= 3x faster for GradCAM++ and LayerCAM on CPU.
 Part 2: per-image cost of each method / one plain forward of the same batch (survey Table 4,
 PixelCAM Table 11); the confidence family on a batch of 1 (one forward per channel).
 
-Usage: python benchmarks/topdown_speed.py [--batch 32] [--repeats 2] [--models resnet18 resnet50]
+Usage: python benchmarks/speed/topdown_speed.py [--batch 32] [--repeats 2] [--models resnet18 resnet50]
 """
 
 from __future__ import annotations

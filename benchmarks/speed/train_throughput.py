@@ -4,9 +4,9 @@ Same model, optimizer, batch and image size in one run: (a) images/s of forward 
 on random tensors already in memory; (b) the same with batches from histocam's loader (reading,
 decoding, joint transforms, colour jitter, collation; ``num_workers`` worker processes), for
 on-disk data (PNG files in the WSOL list layout) and for synthetic images rendered on the fly.
-Target (issue #4): (b)/(a) >= 0.85.
+Target: (b)/(a) >= 0.85.
 
-Usage: python benchmarks/train_throughput.py [--model resnet18] [--size 224] [--steps 12]
+Usage: python benchmarks/speed/train_throughput.py [--model resnet18] [--size 224] [--steps 12]
 """
 
 from __future__ import annotations
