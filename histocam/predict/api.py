@@ -14,7 +14,6 @@ from pathlib import Path
 
 from histocam.core.devices import command_device
 from histocam.core.launch import launch
-from histocam.data.open import negative_class
 from histocam.predict.images import ImageOutputs, predict_images
 from histocam.predict.inputs import collect_inputs, unique_stems
 from histocam.predict.predictor import Predictor
@@ -51,7 +50,7 @@ def predict(run: str | Path | Run, inputs: list[str | Path], out: str | Path, *,
     predictor = Predictor.from_run(run, checkpoint, device=device, map_class=map_class,
                                    threshold=threshold)
     out = Path(out)
-    batch = batch_size or run.config.train.eval_batch_size
+    batch = batch_size or predictor.batch_size
     result = PredictResult(rank=rank, world_size=world)
     image_outputs = image_outputs or ImageOutputs()
     if image_outputs.regions and predictor.tau is None:
@@ -65,13 +64,9 @@ def predict(run: str | Path | Run, inputs: list[str | Path], out: str | Path, *,
             stems=unique_stems(found.images)[rank::world])
     options = replace(slide_options or SlideOptions(), batch_size=batch, num_workers=num_workers,
                       progress=progress)
-    positive = None
-    names = predictor.class_names
-    negative = negative_class(run.config.data, names)
-    if negative is not None and len(names) == 2:
-        positive = 1 - negative
+    tile = default_tile(run)
     stems = unique_stems(found.slides)
     for path, stem in list(zip(found.slides, stems))[rank::world]:
-        result.slides.append(predict_slide(predictor, path, out, stem, options, default_tile(run),
-                                           positive))
+        result.slides.append(predict_slide(predictor, path, out, stem, options, tile,
+                                           predictor.positive_class))
     return result

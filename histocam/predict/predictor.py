@@ -1,10 +1,11 @@
 """A trained run ready to predict: checkpoint choice, the map's class, τ*, one call per batch.
 
-Checkpoints (the survey's model selection, PROTOCOL.md): ``best-loc`` (B-LOC, chosen on valpx
-PxAP) gives maps and labels; ``best-cl`` (B-CL, chosen on valcl accuracy) gives both too; ``both``
-takes the labels from B-CL and the maps from B-LOC (two forward passes). τ* is the threshold the
-evaluation chose on the run's valpx for the map checkpoint (argmax mIoU, ``histocam evaluate``):
-``Run.tau_star`` reads it from the run's evaluations, only from one newer than the checkpoint.
+Checkpoints (the survey's model selection, docs/protocol.md, "Model selection"): ``best-loc``
+(B-LOC, chosen on valpx PxAP) gives maps and labels; ``best-cl`` (B-CL, chosen on valcl accuracy)
+gives both too; ``both`` takes the labels from B-CL and the maps from B-LOC (two forward passes). τ*
+is the threshold the evaluation chose on the run's valpx for the map checkpoint (argmax mIoU,
+``histocam evaluate``): ``Run.tau_star`` reads it from the run's evaluations, only from one newer
+than the checkpoint.
 
 The map's class: ``auto`` is the run's positive class when its data has a fully negative class
 and two classes (synthetic-node, CAMELYON16: the tumour map, whatever the prediction), otherwise
@@ -41,6 +42,8 @@ class Predictor:
     label_checkpoint: str
     tau: float | None
     tau_source: str
+    positive_class: int | None = None  # the class that is not the data's fully negative one
+    batch_size: int = 64  # the run's evaluation batch size
     source: str = ""  # the run directory, recorded with a slide's partial results
 
     @classmethod
@@ -62,9 +65,11 @@ class Predictor:
             tau, source = float(threshold), "--threshold"
         else:
             tau, source = run.tau_star(map_ckpt)
-        return cls(map_method, label_method, list(names), resolve_map_class(run, names, map_class),
-                   run.config.data.eval_size, dev, map_ckpt, label_ckpt, tau, source,
-                   str(run.dir.root.resolve()))
+        positive = positive_class(run, names)
+        return cls(map_method, label_method, list(names),
+                   positive if map_class == "auto" else resolve_map_class(names, map_class),
+                   run.config.data.eval_size, dev, map_ckpt, label_ckpt, tau, source, positive,
+                   run.config.train.eval_batch_size, str(run.dir.root.resolve()))
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,16 +89,19 @@ class Predictor:
         return probs, classes.cpu(), maps.detach().float().cpu()
 
 
-def resolve_map_class(run: Run, class_names: list[str], map_class: str) -> int | None:
-    """The class index of the maps (module docstring), or None for each input's prediction."""
+def resolve_map_class(class_names: list[str], map_class: str) -> int | None:
+    """The class index of the maps named by ``map_class`` (a class name; ``predicted``: None for
+    each input's prediction). ``auto`` is ``positive_class`` (module docstring)."""
     if map_class == "predicted":
         return None
-    if map_class != "auto":
-        if map_class not in class_names:
-            raise ValueError(f"--map-class {map_class!r} is not a class of the run "
-                             f"({', '.join(class_names)}; or auto, predicted)")
-        return class_names.index(map_class)
+    if map_class not in class_names:
+        raise ValueError(f"--map-class {map_class!r} is not a class of the run "
+                         f"({', '.join(class_names)}; or auto, predicted)")
+    return class_names.index(map_class)
+
+
+def positive_class(run: Run, class_names: list[str]) -> int | None:
+    """The positive class of a two-class run whose data has a fully negative class (the tumour
+    class of synthetic-node and CAMELYON16), else None."""
     negative = negative_class(run.config.data, class_names)
-    if negative is not None and len(class_names) == 2:
-        return 1 - negative
-    return None
+    return 1 - negative if negative is not None and len(class_names) == 2 else None
