@@ -48,7 +48,8 @@ class SyntheticConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    """Which dataset, how to split it, and the PROTOCOL.md pre-processing sizes."""
+    """Which dataset, how to split it, and the pre-processing sizes (docs/protocol.md,
+    "Preprocessing")."""
 
     dataset: str = Field(
         "synthetic-colon",

@@ -3,8 +3,8 @@
 ``Warwick QU Dataset (Released 2016_07_08)/`` holds ``train_*.bmp``, ``testA_*.bmp``,
 ``testB_*.bmp``, their ``*_anno.bmp`` instance masks (any label > 0 = gland = foreground, in both
 classes) and ``Grade.csv`` (lines end in CR only; column 3 is the GlaS grade, benign/malignant).
-Encoding benign 0 / malignant 1 (PROTOCOL.md). Train images are split into train/valcl by seed with
-valpx = 3 per class from valcl; testA + testB form the test split.
+Encoding benign 0 / malignant 1 (docs/protocol.md, "Data and splits"). Train images are split into
+train/valcl by seed with valpx = 3 per class from valcl; testA + testB form the test split.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deterministic stratified splits and the B-LOC subset (PROTOCOL.md, "Data and splits").
+"""Deterministic stratified splits and the B-LOC subset (docs/protocol.md, "Data and splits").
 
 Used when a dataset comes without split lists. Every draw depends only on the seed and the sample
 ids (sorted first), never on the order in which files were listed.

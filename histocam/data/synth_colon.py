@@ -7,12 +7,12 @@ epithelium with random orientation and more size variation, few goblet cells. St
 cytoplasm have similar colours (``contrast`` scales the difference), so the evidence is
 morphological rather than a colour blob.
 
-Version 2 of the renderer takes away the tile-global shortcut that version 1 left: both classes have the
-same epithelial thickness distribution, lumen secretion and nuclear darkness, and malignant nuclei
-are sparser (``MALIGNANT_AREA_PER_NUCLEUS``) so that the haematoxylin mass per epithelial pixel
-matches the benign basal band's. A logistic regression on 9 global colour statistics separated the
-classes at 96.9% in version 1 and at 57.5% here (5-fold CV, 160 tiles); what is left to tell them
-apart is the arrangement and shape of nuclei and glands, which is local to the glands, as in GlaS.
+No tile-global statistic tells the classes apart: both have the same epithelial thickness
+distribution, lumen secretion and nuclear darkness, and malignant nuclei are sparser
+(``MALIGNANT_AREA_PER_NUCLEUS``) so that the haematoxylin mass per epithelial pixel matches the benign
+basal band's (a logistic regression on global colour statistics: benchmarks/probes/colon_diagnosis.py).
+What tells them apart is the arrangement and shape of nuclei and glands, which is local to the
+glands, as in GlaS. ``generator_version`` (``histocam.data.synthetic``) numbers the renderer.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from histocam.data.synth_common import (
 
 #: Epithelial pixels per malignant nucleus (×scale²): the malignant nuclear mass per epithelial
 #: pixel matches the benign basal band's, so that the classes do not differ in how much haematoxylin
-#: a tile holds (measured in benchmarks/colon_diagnosis.py, part 2).
+#: a tile holds (measured in benchmarks/probes/colon_diagnosis.py, part 2).
 MALIGNANT_AREA_PER_NUCLEUS = 95.0
 
 COLON_STYLE = StainStyle(unit(H_SOURCE), unit(E_SOURCE), gain_h=1.0, gain_e=1.0)

@@ -1,4 +1,4 @@
-"""Joint image / mask / pseudo-label-map transforms (PROTOCOL.md, "Preprocessing").
+"""Joint image / mask / pseudo-label-map transforms (docs/protocol.md, "Preprocessing").
 
 Train: resize to ``resize``² -> random crop ``crop`` -> random horizontal and vertical flips ->
 ColorJitter(.5, .5, .5, .05) [-> optional HED stain augmentation]. Images stay RGB in [0, 1]: the

@@ -2,17 +2,14 @@
 
 Trains a CAM teacher on synthetic-node (CAMELYON-like tiles: tumour regions in lymph-node tissue,
 normal tiles without foreground), stores its B-LOC CAMs, trains PixelCAM from them, evaluates both
-on test (B-LOC and B-CL, τ* from valpx) and prints the comparison table with the chance level; the
-run directory holds both runs, ``comparison.md`` and ``figures/maps.png`` (image | mask | teacher
-map | PixelCAM map). EfficientNet-Lite0 with the ImageNet weights that ``pip`` installed
-(``pretrained: imagenet``, nothing downloaded at run time), the data and learning rates of
-``benchmarks/configs/node.yaml`` and ``pixelcam-node.yaml`` (whose 3-seed results are in
-``benchmarks/RESULTS.md``) but 10 epochs instead of 6: with 6 the demo's seed picked an untrained
-teacher at B-LOC (CL 50%) and PixelCAM stayed at chance (RESULTS, "histocam demo").
-synthetic-node is the embedded domain where PixelCAM's gain is largest at CPU budgets (about +24
-PxAP over 3 seeds; on synthetic-colon, as on GlaS, the teachers are weaker and the gain about +5,
-see RESULTS), so it is the one that shows clearly what PixelCAM adds. Five to eleven minutes on
-two CPU cores, depending on the CPU (benchmarks/RESULTS.md).
+on test (B-LOC and B-CL, τ* from valpx), prints the comparison table with the chance level and
+writes the report; the pipeline's folder (``PipelineDir``) holds both runs, the table, a figure of
+test images with both maps, and the report. EfficientNet-Lite0 with the ImageNet weights that
+``pip`` installed (``pretrained: imagenet``, nothing downloaded at run time), the data and learning
+rates of ``benchmarks/configs/node.yaml`` and ``pixelcam-node.yaml``, 10 epochs each.
+synthetic-node is the embedded domain where PixelCAM's gain over its teacher is largest at CPU
+budgets, so it is the one that shows clearly what PixelCAM adds (what the demo gives, and in how
+long: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -32,8 +29,7 @@ console = Console()
 def demo_config(out: Path, n_train: int = 240, seed: int = 0, epochs: int = 10) -> PipelineConfig:
     teacher = {"epochs": epochs, "batch_size": 32, "lr": 0.01, "lr_step": max(epochs - 2, 1),
                "num_workers": 2}
-    # PixelCAM's 1×1 pixel head at the encoder's rate (×1): at ×10 its loss was unstable
-    # (benchmarks/configs/pixelcam-node.yaml)
+    # PixelCAM's 1×1 pixel head at the encoder's rate (×1), as benchmarks/configs/pixelcam-node.yaml
     pixelcam = {**teacher, "head_lr_multiplier": 1.0}
     return PipelineConfig.model_validate({
         "name": "demo", "out_dir": str(out), "seed": seed,

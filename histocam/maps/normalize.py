@@ -1,4 +1,4 @@
-"""The one implementation of the protocol's map post-processing (PROTOCOL.md, "Maps").
+"""The one implementation of the protocol's map post-processing (docs/protocol.md, "Maps").
 
 CAM and Grad-CAM family: ReLU -> per-image min–max at low resolution (a constant map becomes all
 zeros, never NaN) -> bilinear upsampling (``align_corners=False``) to the input size. Built-in pooling
@@ -14,7 +14,7 @@ from histocam.data.transforms import resize_maps
 
 def minmax_normalize(cams: torch.Tensor, relu: bool) -> torch.Tensor:
     """Per-image min–max of B×h×w maps to [0, 1] (constant maps -> 0). A map holding NaN or ±inf is
-    an error (PROTOCOL.md), never silently a zero map."""
+    an error (docs/protocol.md, "Maps"), never silently a zero map."""
     flat = cams.reshape(cams.shape[0], -1)
     bad = ~torch.isfinite(flat).all(dim=1)
     if bool(bad.any()):

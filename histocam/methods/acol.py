@@ -18,7 +18,7 @@ stored in A's units (``fused_maps``) so that the protocol's min–max gives max(
 ``eval_erase: given`` (default) computes B̃_c on features erased for c itself, so the map of c
 depends on c alone, as in Choe et al.'s code; ``predicted`` erases the predicted class's
 region whatever class the map is asked for (identical when the prediction is right). No ReLU before
-min–max (PROTOCOL.md: a built-in map). δ from the survey's grid {0.5, …, 0.9}: 0.6, ACoL's own.
+min–max (docs/protocol.md, "Maps": a built-in map). δ from the survey's grid {0.5, …, 0.9}: 0.6, ACoL's own.
 """
 
 from __future__ import annotations

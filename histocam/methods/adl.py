@@ -11,7 +11,7 @@ stages (forward hooks on ``encoder.stage_modules()``):
   otherwise (one draw per iteration for the whole batch, ADL §3); the output is F ⊙ M.
 
 In evaluation mode the layer is the identity. The network is CAM's (GAP + linear, cam.py) and the
-map is the class activation map, min–max without ReLU (PROTOCOL.md lists ADL among the built-in
+map is the class activation map, min–max without ReLU (docs/protocol.md, "Maps", lists ADL among the built-in
 maps). Where: ADL puts the layers after high-level blocks (ResNet50 in Choe et al.'s benchmark code,
 CVPR 2020: after the first block of the 3rd stage, after the first and the last block of the 4th);
 here they act on whole stage outputs, by default the last two (``stages: [-2, -1]``). Defaults

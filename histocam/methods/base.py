@@ -1,4 +1,4 @@
-"""The method interface (DESIGN.md): every WSOL method answers forward, loss and localize.
+"""The method interface (docs/design.md): every WSOL method answers forward, loss and localize.
 
 A method is an encoder (``histocam.models``) plus a head plus a loss plus a way to produce a map.
 Subclasses set ``Config`` (their typed hyper-parameters), build their head in ``build_head`` and

@@ -1,7 +1,8 @@
 """CAM (Zhou et al., CVPR 2016, eq. 1–2): features -> global average pooling -> linear classifier;
 the map of class c is Σ_k W[c, k] · F_k (bias excluded), followed by the protocol's ReLU and
 min–max. The weight row is indexed by the class directly: the head has exactly K rows, no extra
-background row (the off-by-one of the reference code, PROTOCOL.md)."""
+background row (the off-by-one of the reference code, docs/protocol.md,
+"Deviations from the papers")."""
 
 from __future__ import annotations
 

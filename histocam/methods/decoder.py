@@ -1,4 +1,5 @@
-"""The U-Net-style decoder shared by NEGEV and the U-Net upper bound (PROTOCOL.md "NEGEV").
+"""The U-Net-style decoder shared by NEGEV and the U-Net upper bound (docs/protocol.md,
+"Method facts").
 
 From the deepest encoder stage up: bilinear upsampling to the next shallower stage's size,
 concatenation with that stage (the skip connection), two 3×3 convolutions with BatchNorm and ReLU;

@@ -1,4 +1,5 @@
-"""Deep MIL attention pooling (Ilse et al., ICML 2018, eqs. 8–9; PROTOCOL.md "DeepMIL").
+"""Deep MIL attention pooling (Ilse et al., ICML 2018, eqs. 8–9; docs/protocol.md, "Method
+facts").
 
 Per class c: attention logits a_c = w_cᵀ (tanh(V_c F) ⊙ sigm(U_c F)) (gated) or w_cᵀ tanh(V_c F),
 with V_c, U_c 1×1 convolutions d -> 128; softmax over positions; bag embedding z_c = Σ_n a_c,n F_n;

@@ -1,27 +1,28 @@
-"""Max-Min uncertainty (Belharbi et al., IEEE TMI 2022, eqs. 3–12; PROTOCOL.md "Max-Min").
+"""Max-Min uncertainty (Belharbi et al., IEEE TMI 2022, eqs. 3–12; docs/protocol.md,
+"Method facts").
 
-A localiser M and a classifier C share one encoder. M is a WILDCAT head (modalities per class,
-kmax, kmin, α; dropout before its 1×1 convolution; §3.3(a)) that also classifies the full image X
-(CE, "to boost the gradient at M"). Its mask is the winning class map made differentiable as the
-sum of the class maps weighted by M's posterior p̂ on X, min–max normalised per image (eq. 12's σ
-presumes maps in [0, 1]; the paper does not say how they get there), bilinear to the input, and
-pseudo-binarised by eq. 12: M⁺ = sigmoid(ω (M − σ)); M⁻ = 1 − M⁺ (σ fixed; PROTOCOL.md notes
-the authors' code moves it from 0.15 to 0.2, which the paper does not describe). C (a WILDCAT
-head of its own on the shared encoder) classifies the foreground X⁺ = X ⊙ M⁺ and the background
-X⁻ = X ⊙ M⁻, masked in the encoder's normalised space (a hidden pixel is the weights' mean colour,
-i.e. zero input).
+A localiser M and a classifier C share one encoder. M is a WILDCAT head (modalities per class, kmax,
+kmin, α; dropout before its 1×1 convolution; §3.3(a)) that also classifies the full image X (CE, "to
+boost the gradient at M"). Its mask is the winning class map made differentiable as the sum of the
+class maps weighted by M's posterior p̂ on X, min–max normalised per image (eq. 12's σ presumes maps
+in [0, 1]; the paper does not say how they get there), bilinear to the input, and pseudo-binarised
+by eq. 12: M⁺ = sigmoid(ω (M − σ)); M⁻ = 1 − M⁺ (σ fixed; docs/protocol.md, "Method facts", notes
+the authors' code moves it from 0.15 to 0.2, which the paper does not describe). C (a WILDCAT head
+of its own on the shared encoder) classifies the foreground X⁺ = X ⊙ M⁺ and the background X⁻ = X ⊙
+M⁻, masked in the encoder's normalised space (a hidden pixel is the weights' mean colour, i.e. zero
+input).
 The loss (eq. 7, plus M's own CE):
     H(p, p̂⁺) + λ R(p̂⁻) − (1/t) [log s⁺ + log s⁻] + H(p, p̂_M),
 with R = −H(p̂⁻) (EEM, eq. 4) or H(q, p̂⁻) with q uniform (SEM, eq. 6), s± = Σ_z M±(z) (eqs. 10–11)
-and t the log-barrier parameter: t₀, × growth after every epoch, capped (GlaS: 5, 1.01, 10).
-Every term is active with its own weight: the authors' port in the survey's code multiplies some
-of them by zero (PROTOCOL.md, known bugs), which is not reproduced here. ``size_term: false`` drops
-the barrier (ablation). Inference (Algorithm 1): the map is M⁺ and the class is argmax p̂⁺, C on X⁺.
-The evaluated map is the protocol's (PROTOCOL.md "Maps": Max-Min is a built-in map): M⁺ at the
-feature resolution, min–max per image, then bilinear; ``map_normalization: none`` gives M⁺ itself
-at the input size, as it masks X.
-A method composed around a classifier (top-down CAMs, seeded students) cannot take Max-Min as its
-classifier: its class comes from a second pass on the masked image, not from a head on the features.
+and t the log-barrier parameter: t₀, × growth after every epoch, capped (GlaS: 5, 1.01, 10). Every
+term is active with its own weight: the authors' port in the survey's code multiplies some of them
+by zero (docs/protocol.md, "Deviations from the papers"), which is not reproduced here;
+``size_term: false`` drops the barrier (ablation). Inference (Algorithm 1): the map is M⁺ and the
+class is argmax p̂⁺, C on X⁺. The evaluated map is the protocol's (docs/protocol.md, "Maps": Max-Min
+is a built-in map): M⁺ at the feature resolution, min–max per image, then bilinear;
+``map_normalization: none`` gives M⁺ itself at the input size, as it masks X. A method composed
+around a classifier (top-down CAMs, seeded students) cannot take Max-Min as its classifier: its
+class comes from a second pass on the masked image, not from a head on the features.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""NEGEV: negative evidence (Belharbi et al., MIDL 2022, eqs. 1–4; PROTOCOL.md "NEGEV").
+"""NEGEV: negative evidence (Belharbi et al., MIDL 2022, eqs. 1–4; docs/protocol.md,
+"Method facts").
 
 A pretrained WSOL classifier g (the teacher's method, started from its B-CL checkpoint by the run
 layer) is frozen entirely: encoder and head weights and BatchNorm statistics; it classifies. A

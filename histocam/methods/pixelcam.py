@@ -1,4 +1,5 @@
-"""PixelCAM (Guichemerre et al., MIDL 2025, eqs. 1–3; PROTOCOL.md "PixelCAM").
+"""PixelCAM (Guichemerre et al., MIDL 2025, eqs. 1–3; docs/protocol.md,
+"Method facts").
 
 A seeded student (``histocam.methods.student``) whose pixel head f is a linear foreground/background
 classifier (1×1 convolution d -> 2, or the 3-layer variant of App. J.1, ``head: mlp3``) on the shared

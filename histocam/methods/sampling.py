@@ -1,4 +1,5 @@
-"""Pseudo-label pixel sampling from teacher CAMs (PixelCAM App. J.3; NEGEV §2; PROTOCOL.md).
+"""Pseudo-label pixel sampling from teacher CAMs (PixelCAM App. J.3; NEGEV §2; docs/protocol.md,
+"Method facts").
 
 Each sampler turns B×H×W teacher maps in [0, 1] into B×H×W pseudo labels: 1 = foreground seed,
 0 = background seed, ``IGNORE`` = unlabelled.

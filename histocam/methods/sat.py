@@ -25,7 +25,7 @@ Values the abstract does not give, taken from the authors' code: r = 0.25 (their
 ``area_target``), λ_a = λ_n = 1, the Gaussian kernel (``smoothing_kernel``), the spatial token drawn
 from a truncated normal (std 0.02), and one n for both the re-weighted blocks and the averaged
 maps (their code hard-codes blocks 9–11 of 12 for both). The spatial token and the convolution form
-the head (they train at the head's learning rate). The map is min–max normalised (PROTOCOL.md).
+the head (they train at the head's learning rate). The map is min–max normalised (docs/protocol.md, "Maps").
 SAT is installed in its encoder by forward hooks (class docstring), so a method composed around
 SAT (sharing its encoder) runs SAT's pass.
 """

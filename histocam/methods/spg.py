@@ -3,7 +3,7 @@
 Networks (F_s: the encoder's stage s; all maps are compared at the input resolution H×W):
 
 - SPG-A: a 1×1 convolution of the last stage to K class maps, scored by global average pooling
-  (the classifier; its map of class c is the method's map, min–max without ReLU, PROTOCOL.md);
+  (the classifier; its map of class c is the method's map, min–max without ReLU, docs/protocol.md, "Maps");
 - SPG-B: two branches on intermediate stages, B1 on ``b1_stage`` and B2 on ``b2_stage``: each its
   own 3×3 convolution (``b_channels``, ReLU), then shared layers (3×3 convolution, ReLU, 1×1
   convolution to one logit map);

@@ -7,9 +7,9 @@ the teacher's stored maps: loss = image loss of the classifier + λ · Σ_{p ∈
 is. The trainer supplies the stored map of each image as ``batch["cam"]`` (``needs_cams``) and, for
 datasets with a fully negative class (``DataConfig.negative_class``), ``batch["negative"]``; the
 seeds are redrawn at every step (``histocam.methods.sampling``), or with ``seeds: expected`` every
-pixel is weighted by its probability of being drawn (our option: the same loss in expectation, without
-the sampling noise; benchmarks/RESULTS.md, session 12). The map is the softmax foreground
-probability of the pixel head, bilinear to the input, without min–max.
+pixel is weighted by its probability of being drawn (our option: the same loss in expectation,
+without the sampling noise; docs/protocol.md, "Deviations from the papers"). The map is the softmax
+foreground probability of the pixel head, bilinear to the input, without min–max.
 
 A subclass says what the pixel head is (``build_head``) and which features it reads
 (``pixel_features``: the last stage for PixelCAM's linear classifier; all stages for a decoder).
@@ -122,12 +122,10 @@ class SeededStudent(ComposedMethod):
         """Report a pixel head whose epoch loss on its seeds is above that of a head saying ½
         everywhere by more than ``DIVERGING_RATIO``: it overshoots rather than learns.
 
-        On GlaS with EfficientNet-Lite0 (last-stage features of norm ≈ 51) the pixel head at lr 0.01
-        did exactly this, epoch after epoch, and lost to its teacher; at lr 1e-4 its loss stays just
-        below chance and it gains (benchmarks/RESULTS.md, session 10). On synthetic-node, whose
-        features have the same norm but whose teacher maps (hence seeds) are far better, 0.01
-        learns: the right rate is not a function of the feature scale alone, so the symptom is what
-        is checked."""
+        One SGD step moves a seed's logit by about lr · ‖F_p‖² · |p − y'|, so a rate that suits
+        one encoder's features and one teacher's seeds overshoots with others; the rate that
+        learns depends on both (benchmarks/RESULTS.md), so the symptom, not the
+        feature scale, is what is checked."""
         pixel, chance = stats.get("train_pixel"), stats.get("train_pixel_chance")
         if pixel is None or not chance or pixel <= DIVERGING_RATIO * chance:
             return []

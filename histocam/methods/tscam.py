@@ -14,7 +14,7 @@ next) and N = h·w patch tokens:
 The three parts are named as in the paper's framework (its Fig. 3); its text was not at hand
 here, so its equation numbers are not cited. Choices left open, taken from the authors' code: the
 convolution is 3×3 with padding 1 (``head_kernel``); A* is a mean over blocks (their code sums, a
-constant factor that min–max removes). The map is min–max normalised without ReLU (PROTOCOL.md).
+constant factor that min–max removes). The map is min–max normalised without ReLU (docs/protocol.md, "Maps").
 A method composed around TS-CAM (``head_forward`` on encoder features) gets its logits, which need
 no attention, but no built-in map.
 """

@@ -4,7 +4,8 @@ Per threshold τ: TP(τ) = |s ≥ τ ∩ T=1| / |T=1|, FN = 1 − TP, FP(τ) = |
 TN = 1 − FP. The "area" rates TP*, FN*, FP*, TN* (eqs. 21–24) are 100 × the area under each curve;
 with the fixed step of 0.001 that is 100 × their mean over the 1000 thresholds.
 The operating threshold τ* = argmax_τ mIoU(τ), mIoU = ½(IoU_fg + IoU_bg), must be chosen on the
-B-LOC set (valpx) and applied to test (PROTOCOL.md); the test set's own argmax is an oracle.
+B-LOC set (valpx) and applied to test (docs/protocol.md, "Metrics"); the test set's own argmax is
+an oracle.
 F1⁺/F1⁻ are the foreground/background Dice (Max-Min paper eqs. 14–15), here pooled over pixels.
 """
 

@@ -13,7 +13,7 @@ every metric keeps a mergeable state:
   ``compute()`` equals the ``compute()`` of one instance fed all the data, in the same order);
 - ``sync()`` merges the states of all ranks of the default process group, so that afterwards every
   rank holds the same, whole-split state (the reference code's multi-GPU "sync" did nothing and
-  every rank reported its own shard's metrics; PROTOCOL.md, "Known bugs of the reference code").
+  every rank reported its own shard's metrics; docs/protocol.md, "Deviations from the papers").
 
 Two kinds of state, two collectives (``histocam.core.collectives``):
 

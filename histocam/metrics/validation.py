@@ -1,4 +1,5 @@
-"""Boundary checks for maps entering the metrics (PROTOCOL.md, "Maps"): errors, never silent fixes."""
+"""Boundary checks for maps entering the metrics (docs/protocol.md, "Maps"): errors, never silent
+fixes."""
 
 from __future__ import annotations
 

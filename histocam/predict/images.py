@@ -1,10 +1,10 @@
 """Prediction on image files: the predicted class and probabilities, the map, overlays, regions.
 
-Each image is read as RGB (``histocam.data.io.read_image``), resized to the run's evaluation size
-as in evaluation (PROTOCOL.md), and given to the predictor; its map (the method's own, in [0, 1])
-is resized bilinearly back to the image's size. Per image ``STEM``: ``STEM.map.npy`` (float16,
-H×W), ``STEM.map.png`` (8-bit, round(255·p)), ``STEM.overlay.png`` (the heatmap blended on the
-image) and, with a threshold (τ*), ``STEM.region.png`` (map ≥ τ, 0/255) and
+Each image is read as RGB (``histocam.data.io.read_image``), resized to the run's evaluation size as
+in evaluation (docs/protocol.md, "Preprocessing"), and given to the predictor; its map (the method's
+own, in [0, 1]) is resized bilinearly back to the image's size. Per image ``STEM``: ``STEM.map.npy``
+(float16, H×W), ``STEM.map.png`` (8-bit, round(255·p)), ``STEM.overlay.png`` (the heatmap blended on
+the image) and, with a threshold (τ*), ``STEM.region.png`` (map ≥ τ, 0/255) and
 ``STEM.region.geojson`` (its polygons in pixel coordinates). One ``predictions.csv`` lists every
 image with its predicted class and class probabilities.
 """

@@ -127,8 +127,7 @@ def _computed_maps(results: RunResults, checkpoint: str, items: list[dict], devi
 
 @contextmanager
 def one_cpu_thread():
-    """torch on one CPU thread for the gallery's few images: more threads only contend (the
-    report of 10 runs took 3× the CPU time with two threads on two busy cores)."""
+    """torch on one CPU thread for the gallery's few images: more threads only contend."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -99,8 +99,8 @@ class Run:
         state = self.state(checkpoint, dev)
         # the weights come from the checkpoint: fetch or read no other weight source
         method = create_method(self.config.method.for_inference(), len(state["class_names"]))
-        try:  # a composed method also loads its classifier's weights alone: top-down runs saved
-            method.load_initial_state(state["model"])  # before methods were composed still load
+        try:  # a composed method also takes the weights of its classifier alone (a classifier run)
+            method.load_initial_state(state["model"])
         except RuntimeError as exc:
             raise RunError(f"{self.checkpoint_path(checkpoint)}: weights do not match the run's "
                            f"method ({_first_line(exc)})") from None
