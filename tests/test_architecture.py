@@ -100,7 +100,8 @@ def test_no_two_modules_share_a_file_name():
 RUN_FILE_NAMES = ("config.yaml", "log.csv", "best-loc.pt", "best-cl.pt", "last.pt", "resume.pt",
                   "checkpoints/", "metrics/", "cams/", "-per-image.csv", "-curves.csv",
                   "-curves.png", "-maps.npz", "stain-shift.json", "tsne.json", "thresholds.json",
-                  "pipeline.yaml", "comparison.json", "comparison.md", "figures/maps.png")
+                  "pipeline.yaml", "comparison.json", "comparison.md", "figures/maps.png",
+                  "crossval.json", "crossval.md")
 RUN_DIRECTORY_MODULE = PACKAGE / "core" / "rundir.py"
 
 

@@ -1,4 +1,4 @@
-"""The bad-input battery of the command line (issue #13).
+"""The bad-input battery of the command line.
 
 Every case exits with status 2 and prints one line ``error: ...`` on stderr that names the thing
 given (a path, key or name) and the problem; no traceback. One tiny trained run is shared.

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_mask, write_rgb
+from helpers import tiny_run, write_mask, write_rgb
 from typer.testing import CliRunner
 
 from histocam.cli import app
+from histocam.core.experiment_results import CrossvalResult
 from histocam.data.open import open_source
 from histocam.experiments.crossval import crossval_table, fold_tree, run_crossval
 from histocam.runs import Run
@@ -38,13 +39,10 @@ def _patients_csv(root: Path, n_patients: int = 6, per_patient: int = 2) -> Path
 
 
 def _tree(csv_path: Path, out: Path, **train) -> dict:
-    return {
-        "name": "cv", "out_dir": str(out), "deterministic": True,
-        "data": {"dataset": str(csv_path), "resize": 36, "crop": 32, "eval_size": 32,
-                 "valpx_per_class": 1, "valcl_fraction": 0.25},
-        "method": {"name": "cam", "backbone": {"name": "test_resnet"}},
-        "train": {"epochs": 1, "batch_size": 4, "num_workers": 0, "lr": 0.05, **train},
-    }
+    tree = tiny_run(out, name="cv", deterministic=True, train={"lr": 0.05, **train})
+    tree["data"] = {"dataset": str(csv_path), "resize": 36, "crop": 32, "eval_size": 32,
+                    "valpx_per_class": 1, "valcl_fraction": 0.25}
+    return tree
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +54,10 @@ def done(tmp_path_factory) -> tuple[dict, dict, list[str]]:
     return tree, run_crossval(tree, folds=2, seeds=[0], say=lines.append), lines
 
 
+@pytest.mark.slow
 def test_crossval_trains_every_fold_and_reuses_finished_runs(done) -> None:
     tree, summary, lines = done
-    assert [(r["fold"], r["seed"]) for r in summary["runs"]] == [(0, 0), (1, 0)]
+    assert [(r.fold, r.seed) for r in summary.runs] == [(0, 0), (1, 0)]
     assert lines[0].startswith("[1/2] fold 0, seed 0")
     root = Path(tree["out_dir"]) / "cv"
     tested = []
@@ -71,20 +70,25 @@ def test_crossval_trains_every_fold_and_reuses_finished_runs(done) -> None:
         assert not groups["train"] & groups["valcl"]
         tested += source.dataset("test").ids
         # each checkpoint's summary is the run's own metrics file
-        stored = json.loads((run.dir / "metrics" / "best-loc-test.json").read_text())
-        assert summary["runs"][fold]["model"]["best-loc"]["pxap"] == stored["localization"]["pxap"]
-        assert set(summary["floors"][fold]) == {"chance", "darkness"}
-        assert summary["floors"][fold]["chance"] == pytest.approx(
-            stored["localization"]["chance"])
+        stored = json.loads((run.dir.root / "metrics" / "best-loc-test.json").read_text())
+        assert summary.runs[fold].model["best-loc"].pxap == stored["localization"]["pxap"]
+        assert set(summary.floors[fold].model_dump()) == {"chance", "darkness"}
+        assert summary.floors[fold].chance == pytest.approx(stored["localization"]["chance"])
     assert sorted(tested) == sorted(f"p{p}_{j}.png" for p in range(6) for j in range(2))
     stamps = {p: p.stat().st_mtime_ns for p in root.glob("fold*-s0/*/*.*")}
     again = run_crossval(tree, folds=2, seeds=[0], say=lambda _: None)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing trained or evaluated
-    assert again["runs"] == json.loads(json.dumps(summary["runs"]))
+    assert again.runs == summary.runs
+    written = json.loads((root / "crossval.json").read_text())
+    assert written == json.loads(summary.to_json()) and list(written) == [
+        "config", "folds", "seeds", "pipeline", "floors", "runs"]
+    assert list(written["runs"][0]["model"]["best-loc"]) == [
+        "pxap", "chance", "accuracy", "per_class", "per_image_ap"]
     table = (root / "crossval.md").read_text()
     assert "colour floor" in table and "chance" in table
 
 
+@pytest.mark.slow
 def test_crossval_refuses_a_run_trained_with_other_settings(done) -> None:
     tree = json.loads(json.dumps(done[0]))
     tree["train"]["lr"] = 0.01
@@ -92,6 +96,7 @@ def test_crossval_refuses_a_run_trained_with_other_settings(done) -> None:
         run_crossval(tree, folds=2, seeds=[0], say=lambda _: None)
 
 
+@pytest.mark.slow
 def test_cli_crossval_prints_the_table(done, tmp_path: Path) -> None:
     import yaml
 
@@ -100,12 +105,12 @@ def test_cli_crossval_prints_the_table(done, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["crossval", "-c", str(config), "--seeds", "0", "--folds",
                                       "2", "train.epochs=1"])  # finished: reused
     assert result.exit_code == 0, result.output
-    assert "| model | B-LOC |" in result.output and "crossval.{json,md}" in result.output
+    assert "| model | B-LOC |" in result.output and "crossval.json" in result.output
     bad = CliRunner().invoke(app, ["crossval", "-c", str(config), "--seeds", "a,b"])
     assert bad.exit_code == 2 and "error: --seeds 'a,b'" in bad.output
 
 
-def _summary(pxaps: dict[tuple[int, int], float], pipeline: bool = False) -> dict:
+def _summary(pxaps: dict[tuple[int, int], float], pipeline: bool = False) -> CrossvalResult:
     runs = []
     for (fold, seed), value in pxaps.items():
         result = {"pxap": value, "chance": 50.0, "accuracy": 80.0 + fold,
@@ -124,9 +129,10 @@ def _summary(pxaps: dict[tuple[int, int], float], pipeline: bool = False) -> dic
             entry["model"] = {"best-loc": result, "best-cl": result}
         runs.append(entry)
     seeds = sorted({s for _, s in pxaps})
-    return {"folds": 2, "seeds": seeds, "pipeline": pipeline, "runs": runs,
-            "floors": {"0": {"chance": 50.0, "darkness": 60.0},
-                       "1": {"chance": 52.0, "darkness": 64.0}}}
+    return CrossvalResult.model_validate({
+        "config": {}, "folds": 2, "seeds": seeds, "pipeline": pipeline, "runs": runs,
+        "floors": {"0": {"chance": 50.0, "darkness": 60.0},
+                   "1": {"chance": 52.0, "darkness": 64.0}}})
 
 
 def test_the_table_is_the_mean_over_seeds_per_fold_then_over_folds() -> None:
@@ -160,6 +166,7 @@ def test_fold_tree_names_each_run_and_its_teacher() -> None:
     assert tree["data"] == {"dataset": "x.csv"}  # the base config is left as it was
 
 
+@pytest.mark.slow
 def test_traced_curves_are_logged_and_never_select(tmp_path: Path) -> None:
     from histocam.train import RunConfig, Trainer
 
@@ -167,12 +174,11 @@ def test_traced_curves_are_logged_and_never_select(tmp_path: Path) -> None:
                            log_valcl_pxap=True, trace_test_pxap=True), 0, 2, 0, None)
     config = RunConfig.model_validate(tree)
     Trainer(config).fit()
-    with (config.run_dir / "log.csv").open() as fh:
+    with (config.run_dir.root / "log.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert all(r["valcl_pxap"] and r["test_pxap_trace"] for r in rows)
     last = Run(config.run_dir).evaluate("last", "test")
-    assert float(rows[-1]["test_pxap_trace"]) == pytest.approx(last["localization"]["pxap"],
-                                                               abs=1e-4)
+    assert float(rows[-1]["test_pxap_trace"]) == pytest.approx(last.localization.pxap, abs=1e-4)
     plain = RunConfig.model_validate({**tree, "name": "plain", "train": {
         **tree["train"], "log_valcl_pxap": False, "trace_test_pxap": False}})
     Trainer(plain).fit()

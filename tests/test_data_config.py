@@ -1,4 +1,4 @@
-"""The data config rejects keys the chosen dataset would not read (issue #13), never ignores them."""
+"""The data config rejects keys the chosen dataset would not read, never ignores them."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_synthetic_rejects_keys_it_does_not_read(dataset: str, key: str, value, 
 
 
 def test_synthetic_valpx_per_class_was_silently_ignored_before() -> None:
-    """The symptom of the issue: data.valpx_per_class had no effect on synthetic-colon's valpx."""
+    """data.valpx_per_class of a synthetic dataset is an error naming data.synthetic.valpx_per_class."""
     with pytest.raises(ValidationError, match=r"data\.synthetic\.valpx_per_class"):
         open_dataset(DataConfig(dataset="synthetic-colon", valpx_per_class=1), "valpx")
     with pytest.raises(ValidationError, match="split_seed"):

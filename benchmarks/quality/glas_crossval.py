@@ -1,7 +1,7 @@
 """The GlaS study over patient-disjoint folds: every crossval folder of one root, side by side.
 
-Reads ``ROOT/<name>/crossval.json`` (written by ``histocam crossval``; the commands are in
-``benchmarks/quality/glas_crossval.sh``) and prints, as markdown:
+Reads the summary of every cross-validation folder ``ROOT/<name>`` (written by ``histocam
+crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and prints, as markdown:
 
 1. every teacher and student at B-LOC and B-CL: test PxAP as mean ± std over the folds (each fold
    the mean of its seeds), over all runs, chance, the colour floor (darkness map) and CL;
@@ -20,49 +20,39 @@ Usage: python benchmarks/quality/glas_crossval.py runs/cv [--figure docs/glas-pe
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import statistics
 from pathlib import Path
 
+from tables import mean_std
+
+from histocam.core.experiment_results import CrossvalResult
+from histocam.core.rundir import LABEL, SELECTED, CrossvalDir, RunDir
 from histocam.metrics.stats import paired_ttest
 
-LABEL = {"best-loc": "B-LOC", "best-cl": "B-CL", "last": "last"}
+
+def floors(summary: CrossvalResult) -> tuple[float, float]:
+    fl = summary.floors.values()
+    return statistics.mean(f.chance for f in fl), statistics.mean(f.darkness for f in fl)
 
 
-def mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.1f}" if values else "n/a"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def fold_means(summary: dict, role: str, ckpt: str, key: str = "pxap") -> list[float]:
-    runs = summary["runs"]
-    return [statistics.mean(r[role][ckpt][key] for r in runs if r["fold"] == f)
-            for f in range(summary["folds"])]
-
-
-def floors(summary: dict) -> tuple[float, float]:
-    fl = summary["floors"].values()
-    return statistics.mean(f["chance"] for f in fl), statistics.mean(f["darkness"] for f in fl)
-
-
-def load(root: Path) -> dict[str, dict]:
+def load(root: Path) -> dict[str, CrossvalResult]:
     out = {}
-    for path in sorted(root.glob("*/crossval.json")):
-        out[path.parent.name] = json.loads(path.read_text())
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        summary = CrossvalResult.read(CrossvalDir(folder).summary_json)
+        if summary is not None:
+            out[folder.name] = summary
     return out
 
 
-def roles(name: str, summary: dict) -> list[tuple[str, str]]:
-    if summary["pipeline"]:
-        methods = summary["runs"][0]["methods"]
-        return [("teacher", methods["teacher"]), ("student", f"{methods['student']} on "
-                                                              f"{methods['teacher']}")]
+def roles(name: str, summary: CrossvalResult) -> list[tuple[str, str]]:
+    if summary.pipeline:
+        methods = summary.runs[0].methods
+        return [("teacher", methods.teacher), ("student", f"{methods.student} on "
+                                                          f"{methods.teacher}")]
     return [("model", name)]
 
 
-def model_table(studies: dict[str, dict], setting: str) -> list[str]:
+def model_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]:
     lines = ["| setting | model | selection | PxAP over folds | over runs (n) | chance | colour floor "
              "| PxAP − floor | CL |", "|---|---|---|---|---|---|---|---|---|"]
     seen = set()
@@ -72,56 +62,56 @@ def model_table(studies: dict[str, dict], setting: str) -> list[str]:
             if label in seen:  # a teacher folder is also every student folder's teacher
                 continue
             seen.add(label)
-            for ckpt in ("best-loc", "best-cl"):
-                px = fold_means(s, role, ckpt)
-                every = [r[role][ckpt]["pxap"] for r in s["runs"]]
-                cl = fold_means(s, role, ckpt, "accuracy")
+            for ckpt in SELECTED:
+                px = s.fold_means(role, ckpt)
+                every = [r.role(role)[ckpt].pxap for r in s.runs]
+                cl = s.fold_means(role, ckpt, "accuracy")
                 lines.append(f"| {setting} | {label} | {LABEL[ckpt]} | {mean_std(px)} | "
                              f"{mean_std(every)} ({len(every)}) | {chance:.1f} | {floor:.1f} | "
                              f"{statistics.mean(px) - floor:+.1f} | {mean_std(cl)} |")
     return lines
 
 
-def student_table(studies: dict[str, dict]) -> list[str]:
+def student_table(studies: dict[str, CrossvalResult]) -> list[str]:
     lines = ["| student | selection | Δ PxAP over folds | runs that gain | per seed: per-image Δ, p "
              "(n) |", "|---|---|---|---|---|"]
     for name, s in studies.items():
-        if not s["pipeline"]:
+        if not s.pipeline:
             continue
         label = roles(name, s)[1][1]
-        for ckpt in ("best-loc", "best-cl"):
-            delta = [a - b for a, b in zip(fold_means(s, "student", ckpt),
-                                           fold_means(s, "teacher", ckpt))]
-            per_run = [r["student"][ckpt]["pxap"] - r["teacher"][ckpt]["pxap"] for r in s["runs"]]
+        for ckpt in SELECTED:
+            delta = [a - b for a, b in zip(s.fold_means("student", ckpt),
+                                           s.fold_means("teacher", ckpt))]
+            per_run = [r.student[ckpt].pxap - r.teacher[ckpt].pxap for r in s.runs]
             tests = []
-            for seed in s["seeds"]:
-                mine = [r for r in s["runs"] if r["seed"] == seed]
-                a = {i: v for r in mine for i, v in r["teacher"][ckpt]["per_image_ap"].items()}
-                b = {i: v for r in mine for i, v in r["student"][ckpt]["per_image_ap"].items()}
+            for seed in s.seeds:
+                mine = [r for r in s.runs if r.seed == seed]
+                a = {i: v for r in mine for i, v in r.teacher[ckpt].per_image_ap.items()}
+                b = {i: v for r in mine for i, v in r.student[ckpt].per_image_ap.items()}
                 shared = sorted(set(a) & set(b))
                 t = paired_ttest([a[i] for i in shared], [b[i] for i in shared])
-                tests.append(f"{t['mean_difference']:+.1f}, {t['p']:.2g} ({t['n']})")
+                tests.append(f"{t.mean_difference:+.1f}, {t.p:.2g} ({t.n})")
             gains = sum(d > 0 for d in per_run)
             lines.append(f"| {label} | {LABEL[ckpt]} | {mean_std(delta)} | {gains} of "
                          f"{len(per_run)} | {'; '.join(tests)} |")
     return lines
 
 
-def selection_table(studies: dict[str, dict]) -> list[str]:
+def selection_table(studies: dict[str, CrossvalResult]) -> list[str]:
     lines = ["| model | B-LOC | B-CL | last | B-LOC worse than last on test | B-LOC − last "
              "(mean over runs) |", "|---|---|---|---|---|---|"]
     for name, s in studies.items():
-        if s["pipeline"] or "last" not in s["runs"][0]["model"]:
+        if s.pipeline or "last" not in s.runs[0].model:
             continue
-        cells = [mean_std(fold_means(s, "model", c)) for c in ("best-loc", "best-cl", "last")]
-        diff = [r["model"]["best-loc"]["pxap"] - r["model"]["last"]["pxap"] for r in s["runs"]]
+        cells = [mean_std(s.fold_means("model", c)) for c in (*SELECTED, "last")]
+        diff = [r.model["best-loc"].pxap - r.model["last"].pxap for r in s.runs]
         worse = sum(d < 0 for d in diff)
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {worse} of {len(diff)} | {statistics.mean(diff):+.1f} |")
     return lines
 
 
-def class_table(studies: dict[str, dict]) -> list[str]:
+def class_table(studies: dict[str, CrossvalResult]) -> list[str]:
     lines = ["| model | selection | class | PxAP | chance | mean image AP | mean foreground % |",
              "|---|---|---|---|---|---|---|"]
     seen = set()
@@ -130,9 +120,9 @@ def class_table(studies: dict[str, dict]) -> list[str]:
             if label in seen:
                 continue
             seen.add(label)
-            for ckpt in ("best-loc", "best-cl"):
-                for cls in s["runs"][0][role][ckpt]["per_class"]:
-                    cell = {k: [r[role][ckpt]["per_class"][cls][k] for r in s["runs"]]
+            for ckpt in SELECTED:
+                for cls in s.runs[0].role(role)[ckpt].per_class:
+                    cell = {k: [getattr(r.role(role)[ckpt].per_class[cls], k) for r in s.runs]
                             for k in ("pxap", "chance", "mean_image_ap", "mean_fg_fraction")}
                     lines.append(f"| {label} | {LABEL[ckpt]} | {cls} | {mean_std(cell['pxap'])} | "
                                  f"{statistics.mean(cell['chance']):.1f} | "
@@ -141,30 +131,27 @@ def class_table(studies: dict[str, dict]) -> list[str]:
     return lines
 
 
-def per_image_rows(folder: Path, pattern: str) -> list[dict]:
-    """Per-image rows (id, label, ap, fg_fraction) of the B-LOC test evaluations of a folder."""
-    rows = []
-    for path in sorted(folder.glob(pattern)):
-        with path.open() as fh:
-            rows += [r for r in csv.DictReader(fh) if r["ap"] not in ("", "nan")]
-    return rows
+def per_image_rows(folder: Path) -> list:
+    """Per-image rows with an AP of the B-LOC test evaluations of a cross-validation folder."""
+    return [r for run in CrossvalDir(folder).folds()
+            for r in RunDir(run).read_per_image("best-loc") if r.ap is not None and r.ap == r.ap]
 
 
-def scatter(root: Path, studies: dict[str, dict], out: Path) -> None:
+def scatter(root: Path, studies: dict[str, CrossvalResult], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(n, s) for n, s in studies.items() if not s["pipeline"]][:4]
+    panels = [(n, s) for n, s in studies.items() if not s.pipeline][:4]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (name, _) in zip(axes[0], panels):
-        rows = per_image_rows(root / name, "fold*-s*/metrics/best-loc-test-per-image.csv")
-        for label, colour in (("0", "tab:blue"), ("1", "tab:red")):
-            mine = [r for r in rows if r["label"] == label]
-            ax.scatter([100 * float(r["fg_fraction"]) for r in mine],
-                       [float(r["ap"]) for r in mine], s=9, alpha=0.6, color=colour,
-                       label=("benign" if label == "0" else "malignant") + f" (n = {len(mine)})")
+        rows = per_image_rows(root / name)
+        for label, colour in ((0, "tab:blue"), (1, "tab:red")):
+            mine = [r for r in rows if r.label == label]
+            ax.scatter([100 * r.fg_fraction for r in mine], [r.ap for r in mine], s=9, alpha=0.6,
+                       color=colour,
+                       label=("benign" if label == 0 else "malignant") + f" (n = {len(mine)})")
         ax.plot([0, 100], [0, 100], color="grey", lw=0.8, ls="--", label="chance (AP = FG %)")
         ax.set(title=f"{name}, B-LOC", xlabel="foreground % of the image",
                ylabel="per-image AP", xlim=(0, 100), ylim=(0, 100))
@@ -181,10 +168,10 @@ def main() -> None:
     args = parser.parse_args()
     ours, paper = load(args.root), load(args.root / "paper")
     if not ours:
-        raise SystemExit(f"{args.root}: no <name>/crossval.json (run histocam crossval first)")
+        raise SystemExit(f"{args.root}: no cross-validation folder (run histocam crossval first)")
     some = next(iter(ours.values()))
-    print(f"GlaS, {some['folds']} patient-disjoint folds of the 85 train images, seeds "
-          f"{some['seeds']}; PxAP per fold = mean over seeds.\n")
+    print(f"GlaS, {some.folds} patient-disjoint folds of the 85 train images, seeds "
+          f"{some.seeds}; PxAP per fold = mean over seeds.\n")
     out = model_table(ours, "histocam")
     if paper:
         out += model_table(paper, "paper")[2:]

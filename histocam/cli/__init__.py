@@ -254,7 +254,7 @@ def crossval(
     chance and the colour floor beside every PxAP (KEY=VALUE overrides as for train). Finished
     runs are reused and unfinished ones resumed."""
     from histocam.core.configs import load_config_tree
-    from histocam.experiments.crossval import crossval_table, run_crossval
+    from histocam.experiments.crossval import crossval_dir, crossval_table, run_crossval
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -265,8 +265,8 @@ def crossval(
     tree = load_config_tree(config, list(ctx.args))
     summary = run_crossval(tree, folds, seed_list, teacher_runs, say=typer.echo)
     typer.echo(crossval_table(summary))
-    typer.echo(f"\nwritten: {Path(tree.get('out_dir', 'runs')) / tree.get('name', 'crossval')}"
-               "/crossval.{json,md}")
+    folder = crossval_dir(tree)
+    typer.echo(f"\nwritten: {folder.summary_json}, {folder.summary_md}")
 
 
 @app.command("score-maps")

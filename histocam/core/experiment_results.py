@@ -7,10 +7,14 @@
 - ``ThresholdsResult``: share of pixels above each threshold against localisation (``histocam
   thresholds``; survey Fig. 8);
 - ``PipelineComparison``: a teacher and its seeded student side by side (``histocam pipeline
-  pixelcam``).
+  pixelcam``);
+- ``CrossvalResult``: a config over group-disjoint folds × seeds (``histocam crossval``).
 """
 
 from __future__ import annotations
+
+import statistics
+from typing import Any
 
 from pydantic import Field
 
@@ -131,3 +135,83 @@ class PipelineComparison(Result):
     teacher_method: str
     student_method: str
     paired_ttest_pxap_b_loc: PairedTest | None
+
+
+class ClassSummary(Result):
+    """One class of one evaluation: PxAP and chance on its images, mean per-image AP and mean
+    foreground percentage (``ClassLocalization`` without the image count)."""
+
+    pxap: float
+    chance: float
+    mean_image_ap: float | None
+    mean_fg_fraction: float | None
+
+
+class FoldCheckpoint(Result):
+    """One checkpoint of one model of one fold and seed on that fold's test split."""
+
+    pxap: float | None
+    chance: float | None
+    accuracy: float
+    per_class: dict[str, ClassSummary]
+    per_image_ap: dict[str, float]
+
+
+class PipelineMethods(Result):
+    teacher: str
+    student: str
+
+
+class FoldRun(Result):
+    """One fold and seed: a run config's model (B-LOC, B-CL, last), or a pipeline's teacher and
+    student (B-LOC, B-CL) with their methods; each by checkpoint name."""
+
+    omitted_when_none = ("model", "teacher", "student", "methods")
+
+    fold: int
+    seed: int
+    model: dict[str, FoldCheckpoint] | None = None
+    teacher: dict[str, FoldCheckpoint] | None = None
+    student: dict[str, FoldCheckpoint] | None = None
+    methods: PipelineMethods | None = None
+
+    def role(self, name: str) -> dict[str, FoldCheckpoint]:
+        """``model``, ``teacher`` or ``student``: its checkpoints."""
+        found = {"model": self.model, "teacher": self.teacher, "student": self.student}[name]
+        if found is None:
+            raise KeyError(f"this fold's run has no {name}")
+        return found
+
+
+class FoldFloor(Result):
+    """A fold's test split: the PxAP of an all-ones map and of the darkness map."""
+
+    chance: float
+    darkness: float
+
+
+class CrossvalResult(Result):
+    """A cross-validation over group-disjoint folds × seeds (``histocam crossval``): the config,
+    the floors of each fold's test split, and every fold's run."""
+
+    config: dict[str, Any]
+    folds: int
+    seeds: list[int]
+    pipeline: bool
+    floors: dict[int, FoldFloor]
+    runs: list[FoldRun]
+
+    @property
+    def roles(self) -> list[str]:
+        return ["teacher", "student"] if self.pipeline else ["model"]
+
+    def fold_means(self, role: str, checkpoint: str, key: str = "pxap") -> list[float]:
+        """Per fold, the mean over its seeds of ``key`` (``pxap``, ``accuracy``) at
+        ``checkpoint``."""
+        return [statistics.mean(float(getattr(r.role(role)[checkpoint], key))
+                                for r in self.runs if r.fold == f) for f in range(self.folds)]
+
+    def class_means(self, role: str, checkpoint: str, class_name: str, key: str) -> list[float]:
+        """Per fold, the mean over its seeds of one class's ``key``."""
+        return [statistics.mean(float(getattr(r.role(role)[checkpoint].per_class[class_name], key))
+                                for r in self.runs if r.fold == f) for f in range(self.folds)]

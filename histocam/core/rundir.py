@@ -304,3 +304,30 @@ def runs_in(path: str | Path) -> list[RunDir]:
                        "runs")
     return inner
 
+
+
+class CrossvalDir:
+    """The folder of a cross-validation (``histocam crossval``): one run or pipeline folder per
+    fold and seed, and the summary as JSON and as a markdown table."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def fold(self, fold: int, seed: int) -> Path:
+        """The run (or pipeline) folder of ``fold`` trained with ``seed``."""
+        return self.root / f"fold{fold}-s{seed}"
+
+    def folds(self) -> list[Path]:
+        """The fold folders present, in name order."""
+        return sorted(p for p in self.root.glob("fold*-s*") if p.is_dir())
+
+    @property
+    def summary_json(self) -> Path:
+        return self.root / "crossval.json"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.root / "crossval.md"

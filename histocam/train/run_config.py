@@ -38,10 +38,11 @@ class TrainConfig(StrictModel):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
     log_valcl_pxap: bool = Field(
         False, description="also log, each epoch, the PxAP of every valcl image that has a mask "
-        "(valcl_pxap in log.csv): a larger pixel-labelled set than valpx, for studying selection")
+        "(valcl_pxap in the run's log): a larger pixel-labelled set than valpx, for studying "
+        "selection")
     trace_test_pxap: bool = Field(
         False, description="also log, each epoch, the PxAP of the test split (test_pxap_trace in "
-        "log.csv), to study after training how a selection rule transfers to unseen images; the "
+        "the run's log), to study after training how a selection rule transfers to unseen images; the "
         "trainer never reads it and selects on valcl/valpx only")
     checkpoint_every: int | None = Field(
         500, ge=1, description="also save the resume state every this many training steps, so "
