@@ -31,7 +31,7 @@ def test_synthetic_rejects_keys_it_does_not_read(dataset: str, key: str, value, 
         DataConfig(dataset=dataset, **{key: value})
 
 
-def test_synthetic_valpx_per_class_was_silently_ignored_before() -> None:
+def test_synthetic_valpx_per_class_is_an_error_naming_the_synthetic_key() -> None:
     """data.valpx_per_class of a synthetic dataset is an error naming data.synthetic.valpx_per_class."""
     with pytest.raises(ValidationError, match=r"data\.synthetic\.valpx_per_class"):
         open_dataset(DataConfig(dataset="synthetic-colon", valpx_per_class=1), "valpx")
