@@ -152,11 +152,7 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
     current); the data, backbone and classifier are the teacher's."""
     from histocam.core import collectives
     from histocam.core.configs import apply_overrides
-    from histocam.experiments.pipeline import (
-        PipelineConfig,
-        ensure_teacher_maps,
-        student_run_config,
-    )
+    from histocam.experiments.pipeline import PipelineConfig, student_run_config
     from histocam.runs import Run
     from histocam.train import Trainer
 
@@ -175,7 +171,7 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
         "student": {"method": {"name": method}, "train": base.train.model_dump(mode="json")},
         "teacher_run": str(teacher_run)}, args)
     p = PipelineConfig.model_validate(tree)
-    ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device)  # makes the group
+    teacher.stored_maps(p.student.teacher_maps, device=p.device)  # makes the group
     cfg = student_run_config(p, teacher)
     cfg = cfg.model_copy(update={"name": name or f"{cfg.name}-{teacher.dir.name}"})
     Trainer(cfg).fit()  # joins it

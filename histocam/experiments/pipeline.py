@@ -34,7 +34,6 @@ from histocam.core.results import PairedTest
 from histocam.core.rundir import LABEL, SELECTED, PipelineDir
 from histocam.data.config import DataConfig
 from histocam.experiments.map_figure import save_map_figure
-from histocam.maps.store import store_is_current
 from histocam.methods.base import MethodConfig
 from histocam.methods.catalog import method_config
 from histocam.methods.composed import ComposedConfig
@@ -42,7 +41,6 @@ from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
 from histocam.runs.run import Run
 from histocam.train.run_config import RunConfig, RunIdentity, TrainConfig
-from histocam.train.trainer import Trainer
 
 
 class StageConfig(StrictModel):
@@ -184,9 +182,9 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> PipelineComparison
     if p.teacher_run is not None:  # used as it is: never trained here
         teacher = Run(p.teacher_run).require_trained()
     else:
-        teacher = train_or_resume(teacher_run_config(p))
-    ensure_teacher_maps(teacher, p.student.teacher_maps, p.data, p.device, progress)
-    student = train_or_resume(student_run_config(p, teacher))
+        teacher = Run.train(teacher_run_config(p))
+    teacher.stored_maps(p.student.teacher_maps, device=p.device, progress=progress)
+    student = Run.train(student_run_config(p, teacher))
     summaries = {role: {ckpt: _summary(run, ckpt, p.device) for ckpt in SELECTED}
                  for role, run in (("teacher", teacher), ("student", student))}
     comparison = None
@@ -205,16 +203,6 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> PipelineComparison
     return collectives.from_main(comparison)
 
 
-def train_or_resume(config: RunConfig) -> Run:
-    """The trained run of ``config``: trained here unless both selected checkpoints exist,
-    resumed when an epoch had ended (under torchrun rank 0 decides for every rank)."""
-    run_dir = config.run_dir
-    if _agreed(run_dir.is_trained()):
-        return Run(run_dir)  # as it was trained: its own config
-    Trainer(config).fit(resume=_agreed(run_dir.has_started()))
-    return Run(run_dir, config=config)
-
-
 def _summary(run: Run, checkpoint: str, device: str) -> CheckpointSummary:
     """Test metrics of ``checkpoint`` (evaluated with J) and its per-image AP."""
     result = run.evaluate(checkpoint, "test", device=device, separability=True)
@@ -226,23 +214,6 @@ def _summary(run: Run, checkpoint: str, device: str) -> CheckpointSummary:
         separability=result.separability.mean,
         per_image_ap={r.id: r.ap for r in run.dir.read_per_image(checkpoint, "test")
                       if r.ap is not None and not math.isnan(r.ap)})
-
-
-def _agreed(flag: bool) -> bool:
-    """Rank 0's answer on every rank (a collective): the ranks take the same branch even if their
-    views of the run directories differ."""
-    return bool(collectives.from_main(flag))
-
-
-def ensure_teacher_maps(teacher: Run, checkpoint: str, data: DataConfig, device: str,
-                        progress: bool = True) -> Path:
-    """The teacher's stored maps of the training images, exported unless current for ``data``
-    (under torchrun a collective: the ranks export together, rank 0 writes the store)."""
-    collectives.setup(command_device(device))
-    cams = teacher.dir.stored_maps(checkpoint, "train")
-    if not _agreed(store_is_current(cams, data, "train")):  # missing, or made for older data
-        teacher.export_cams(checkpoint, "train", device=device, progress=progress)
-    return cams
 
 
 def _ttest(teacher: RoleResults, student: RoleResults) -> PairedTest | None:

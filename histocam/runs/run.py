@@ -26,12 +26,19 @@ from histocam.core.rundir import CHECKPOINTS, RunDir, RunError
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
-from histocam.maps.store import ShardedNpzWriter, config_hash, dataset_identity, provenance_path
+from histocam.maps.store import (
+    ShardedNpzWriter,
+    config_hash,
+    dataset_identity,
+    provenance_path,
+    store_is_current,
+)
 from histocam.methods.base import WSOLMethod
 from histocam.methods.catalog import create_method
 from histocam.runs.evaluation import evaluate_run
 from histocam.train.loader import make_loader
 from histocam.train.run_config import RunConfig
+from histocam.train.trainer import Trainer
 
 __all__ = ["CHECKPOINTS", "Run", "RunError"]
 
@@ -58,6 +65,17 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r}, method={self.config.method.name!r})"
+
+    @classmethod
+    def train(cls, config: RunConfig) -> Run:
+        """The trained run of ``config``: trained here unless both selected checkpoints exist
+        (then the run as it was trained, with its own config), resumed when an epoch has ended.
+        Under torchrun (a collective) rank 0 decides for every rank."""
+        run_dir = config.run_dir
+        if collectives.from_main(run_dir.is_trained()):
+            return cls(run_dir)
+        Trainer(config).fit(resume=bool(collectives.from_main(run_dir.has_started())))
+        return cls(run_dir, config=config)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, checkpoint: str) -> Path:
@@ -133,6 +151,17 @@ class Run:
         return f"{name}-{dataset_identity(config)[:8]}"
 
     # ------------------------------------------------------------------ maps
+    def stored_maps(self, checkpoint: str = "best-loc", split: str = "train", *,
+                    device: str = "auto", progress: bool = False) -> Path:
+        """The store of ``checkpoint``'s maps of ``split``, exported unless it is current for the
+        run's data (a collective under torchrun: the ranks join the job's process group, rank 0
+        decides, the ranks export together)."""
+        collectives.setup(command_device(device))
+        npz = self.dir.stored_maps(checkpoint, split)
+        if not collectives.from_main(store_is_current(npz, self.config.data, split)):
+            self.export_cams(checkpoint, split, device=device, progress=progress)
+        return npz
+
     def export_cams(self, checkpoint: str = "best-loc", split: str = "train", *,
                     device: str = "auto", batch_size: int | None = None,
                     progress: bool = False) -> Path:
