@@ -133,8 +133,9 @@ def class_table(studies: dict[str, CrossvalResult]) -> list[str]:
 
 def per_image_rows(folder: Path) -> list:
     """Per-image rows with an AP of the B-LOC test evaluations of a cross-validation folder."""
-    return [r for run in CrossvalDir(folder).folds()
-            for r in RunDir(run).read_per_image("best-loc") if r.ap is not None and r.ap == r.ap]
+    results = [RunDir(run).read_evaluation("best-loc") for run in CrossvalDir(folder).folds()]
+    return [r for result in results if result is not None for r in result.per_image
+            if r.ap is not None and r.ap == r.ap]
 
 
 def scatter(root: Path, studies: dict[str, CrossvalResult], out: Path) -> None:

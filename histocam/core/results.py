@@ -5,8 +5,8 @@ returns and writes (``RunDir.evaluation``): the classification (CL), the
 localisation (PxAP and its chance level, the area rates TP*/FN*/FP*/TN* of survey eqs. 21–24,
 operating points at 0.5, at τ* chosen on valpx and at the test set's own oracle τ, per-class PxAP,
 per-image means) and, when asked, the separability J (PixelCAM App. D). Every reader (trainer,
-predictor, experiments, report, benchmarks) reads them by attribute. ``PerImageRow`` is one line of
-the per-image CSV beside it.
+predictor, experiments, report, benchmarks) reads them by attribute. Its rows per image
+(``PerImageRow``) are the per-image CSV beside it.
 
 Keys that are not Python names keep their written spelling as aliases (``TP*``, ``at_0.5``). A
 field listed in ``omitted_when_none`` is left out of the file when it is None, so a file says only
@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -184,35 +185,6 @@ class ClassMapping(Result):
     mapping: str = "by index"
 
 
-class EvaluationResult(Result):
-    """One checkpoint of one run evaluated on one split."""
-
-    omitted_when_none = ("class_names", "localization", "separability")
-
-    run: str
-    checkpoint: str
-    split: str
-    method: str
-    data: str
-    classification: Classification
-    class_names: ClassMapping | None = None
-    localization: Localization | None = None
-    separability: Separability | None = None
-
-    @property
-    def accuracy(self) -> float:
-        return self.classification.accuracy
-
-    @property
-    def pxap(self) -> float | None:
-        return self.localization.pxap if self.localization is not None else None
-
-    @property
-    def tau_star(self) -> float | None:
-        """τ* chosen on the run's valpx, or None (no valpx foreground, no localisation)."""
-        return self.localization.tau_star_valpx if self.localization is not None else None
-
-
 class PairedTest(Result):
     """A paired two-sided Student t-test of b − a (PixelCAM Table 2)."""
 
@@ -250,6 +222,41 @@ class PerImageRow(Result):
 
 
 PER_IMAGE_FIELDS = list(PerImageRow.model_fields)
+
+
+class EvaluationResult(Result):
+    """One checkpoint of one run evaluated on one split."""
+
+    omitted_when_none = ("class_names", "localization", "separability")
+
+    run: str
+    checkpoint: str
+    split: str
+    method: str
+    data: str
+    classification: Classification
+    class_names: ClassMapping | None = None
+    localization: Localization | None = None
+    separability: Separability | None = None
+    #: one row per image, written as the per-image CSV beside the result (not in its JSON)
+    per_image: list[PerImageRow] = Field(default_factory=list, exclude=True)
+
+    @property
+    def accuracy(self) -> float:
+        return self.classification.accuracy
+
+    @property
+    def pxap(self) -> float | None:
+        return self.localization.pxap if self.localization is not None else None
+
+    @property
+    def tau_star(self) -> float | None:
+        """τ* chosen on the run's valpx, or None (no valpx foreground, no localisation)."""
+        return self.localization.tau_star_valpx if self.localization is not None else None
+
+    def image_ap(self) -> dict[str, float]:
+        """image id -> AP of the images where it is defined (a mask with foreground)."""
+        return {r.id: r.ap for r in self.per_image if r.ap is not None and not math.isnan(r.ap)}
 
 
 def write_per_image(path: str | Path, rows: list[PerImageRow]) -> Path:

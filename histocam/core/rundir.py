@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from histocam.core.atomic import load_checkpoint, save_checkpoint, write_text_atomic
-from histocam.core.results import EvaluationResult, PerImageRow, read_per_image, write_per_image
+from histocam.core.results import EvaluationResult, read_per_image, write_per_image
 
 #: The checkpoints a run keeps: B-LOC (valpx PxAP), B-CL (valcl accuracy) and the last epoch's.
 CHECKPOINTS = ("best-loc", "best-cl", "last")
@@ -185,18 +185,19 @@ class RunDir:
 
     def read_evaluation(self, checkpoint: str, split: str = "test", tag: str | None = None
                         ) -> EvaluationResult | None:
-        return EvaluationResult.read(self.evaluation(checkpoint, split, tag).json)
+        """The stored evaluation with its rows per image, None when there is none."""
+        files = self.evaluation(checkpoint, split, tag)
+        result = EvaluationResult.read(files.json)
+        if result is None:
+            return None
+        return result.model_copy(update={"per_image": read_per_image(files.per_image)})
 
     def write_evaluation(self, result: EvaluationResult, tag: str | None = None) -> Path:
-        return result.write(self.evaluation(result.checkpoint, result.split, tag).json)
-
-    def read_per_image(self, checkpoint: str, split: str = "test", tag: str | None = None
-                       ) -> list[PerImageRow]:
-        return read_per_image(self.evaluation(checkpoint, split, tag).per_image)
-
-    def write_per_image(self, checkpoint: str, split: str, rows: list[PerImageRow],
-                        tag: str | None = None) -> Path:
-        return write_per_image(self.evaluation(checkpoint, split, tag).per_image, rows)
+        """The result's rows per image, then the result (its JSON last: an evaluation whose JSON
+        exists is complete)."""
+        files = self.evaluation(result.checkpoint, result.split, tag)
+        write_per_image(files.per_image, result.per_image)
+        return result.write(files.json)
 
     def evaluation_is_current(self, checkpoint: str, split: str = "test") -> bool:
         """The evaluation exists and is newer than its checkpoint (not made before a retrain or

@@ -19,7 +19,6 @@ image is in exactly one fold's test split, so one seed's folds pair all of them)
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -86,11 +85,6 @@ def _per_class(result: EvaluationResult) -> dict[str, ClassSummary]:
             for name, c in per_class.items()}
 
 
-def _per_image_ap(run: Run, checkpoint: str) -> dict[str, float]:
-    return {r.id: r.ap for r in run.dir.read_per_image(checkpoint)
-            if r.ap is not None and not math.isnan(r.ap)}
-
-
 def evaluated(run: Run, checkpoint: str) -> FoldCheckpoint:
     """A checkpoint on the fold's test split (its evaluation reused when newer than the
     checkpoint) with its per-image AP."""
@@ -98,7 +92,7 @@ def evaluated(run: Run, checkpoint: str) -> FoldCheckpoint:
     loc = result.localization
     return FoldCheckpoint(pxap=result.pxap, chance=loc.chance if loc is not None else None,
                           accuracy=result.accuracy, per_class=_per_class(result),
-                          per_image_ap=_per_image_ap(run, checkpoint))
+                          per_image_ap=result.image_ap())
 
 
 def _train_run(tree: dict) -> dict[str, Any]:

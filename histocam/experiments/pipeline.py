@@ -12,7 +12,6 @@ Under torchrun every stage is distributed (one process group) and rank 0 alone w
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -212,8 +211,7 @@ def _summary(run: Run, checkpoint: str, device: str) -> CheckpointSummary:
         accuracy=result.accuracy, **(loc.area_rates if loc is not None else
                                      dict.fromkeys(("TP*", "FN*", "FP*", "TN*"))),
         separability=result.separability.mean,
-        per_image_ap={r.id: r.ap for r in run.dir.read_per_image(checkpoint, "test")
-                      if r.ap is not None and not math.isnan(r.ap)})
+        per_image_ap=result.image_ap())
 
 
 def _ttest(teacher: RoleResults, student: RoleResults) -> PairedTest | None:

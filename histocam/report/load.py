@@ -83,7 +83,7 @@ def load_results(directory: str | Path, split: str = "test") -> RunResults:
             continue
         evaluation = files.evaluation(ckpt, split)
         results.test[ckpt] = CheckpointResults(
-            ckpt, result, files.read_per_image(ckpt, split),
+            ckpt, result, result.per_image,
             read_threshold_curves(evaluation.curves_csv),
             evaluation.maps if evaluation.maps.is_file() else None)
     for tag in files.other_data_tags():

@@ -101,7 +101,8 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
                      if tag is not None else None),
         localization=metrics.localization(valpx if tau is not None else None,
                                           source.class_names),
-        separability=metrics.separability.compute() if metrics.separability else None)
+        separability=metrics.separability.compute() if metrics.separability else None,
+        per_image=metrics.rows())
     if collectives.is_main():
         _write(run, tag, evaluation, metrics)
     collectives.barrier()  # the files exist before any rank goes on (e.g. to read them)
@@ -173,11 +174,10 @@ class SplitMetrics:
 
 
 def _write(run: Run, tag: str | None, evaluation: EvaluationResult, metrics: SplitMetrics) -> None:
-    """The evaluation's files: curves (with localisation), per-image CSV, the result's JSON."""
+    """The evaluation's files: curves (with localisation), then the result and its rows."""
     files = run.dir.evaluation(evaluation.checkpoint, evaluation.split, tag)
     if evaluation.localization is not None:
         title = f"{evaluation.method} {evaluation.checkpoint} {evaluation.split}"
         write_threshold_curves(metrics.histograms.total(), files.curves_csv, files.curves_png,
                                title=title)
-    run.dir.write_per_image(evaluation.checkpoint, evaluation.split, metrics.rows(), tag)
     run.dir.write_evaluation(evaluation, tag)
