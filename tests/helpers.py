@@ -5,7 +5,8 @@ two-process runner of the distributed tests. Fixtures are in conftest.py."""
 from __future__ import annotations
 
 import copy
-import socket
+import shutil
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,12 +118,6 @@ def files_under(directory: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- two processes, one gloo group
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_method() -> str:
     """``fork`` where it is safe: children start in well under a second instead of re-importing
     torch and histocam (~5 s each, more on a loaded machine). ``spawn`` after CUDA is initialised
@@ -132,10 +127,10 @@ def _start_method() -> str:
     return "spawn"
 
 
-def _rank_main(rank: int, world: int, port: int, target: Callable, args: tuple, out) -> None:
+def _rank_main(rank: int, world: int, store: str, target: Callable, args: tuple, out) -> None:
     try:
         torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                                 world_size=world)
         try:
             result = target(rank, world, *args)
@@ -148,11 +143,13 @@ def _rank_main(rank: int, world: int, port: int, target: Callable, args: tuple, 
 
 def run_ranks(target: Callable, *args: Any, world: int = 2, timeout: float = 120) -> list[Any]:
     """``[target(rank, world, *args) for each rank]``, each rank in its own process of one gloo
-    process group; a rank's exception fails the caller with that rank's traceback."""
+    process group; a rank's exception fails the caller with that rank's traceback. The ranks meet
+    through a file of their own (a TCP port chosen free can be taken by another job on a shared
+    machine before the ranks meet on it)."""
     ctx = mp.get_context(_start_method())
     queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, world, port, target, args, queue))
+    store = Path(tempfile.mkdtemp(prefix="histocam-ranks-")) / "store"
+    procs = [ctx.Process(target=_rank_main, args=(r, world, str(store), target, args, queue))
              for r in range(world)]
     for p in procs:
         p.start()
@@ -163,6 +160,7 @@ def run_ranks(target: Callable, *args: Any, world: int = 2, timeout: float = 120
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
+        shutil.rmtree(store.parent, ignore_errors=True)
     results: list[Any] = [None] * world
     for rank, ok, value in replies:
         assert ok, f"rank {rank} failed:\n{value}"
