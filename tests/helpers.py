@@ -132,8 +132,10 @@ def _rank_main(rank: int, world: int, store: str, target: Callable, args: tuple,
         torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                                 world_size=world)
+        dist.barrier()  # every rank connected before any rank can leave
         try:
             result = target(rank, world, *args)
+            dist.barrier()  # no rank leaves while another still talks to it
         finally:
             dist.destroy_process_group()
         out.put((rank, True, result))
@@ -161,8 +163,10 @@ def run_ranks(target: Callable, *args: Any, world: int = 2, timeout: float = 120
             if p.is_alive():
                 p.kill()
         shutil.rmtree(store.parent, ignore_errors=True)
+    replies.sort(key=lambda reply: reply[0])
+    failed = [f"rank {rank} failed:\n{value}" for rank, ok, value in replies if not ok]
+    assert not failed, "\n".join(failed)
     results: list[Any] = [None] * world
-    for rank, ok, value in replies:
-        assert ok, f"rank {rank} failed:\n{value}"
+    for rank, _, value in replies:
         results[rank] = value
     return results
