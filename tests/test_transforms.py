@@ -95,3 +95,70 @@ def test_hed_augment_changes_stain_only_within_bounds() -> None:
             fit = np.polyfit(x.numpy(), y.numpy(), 1)
             assert 0.95 - 1e-6 <= fit[0] <= 1.05 + 1e-6
             assert abs(fit[1]) <= 0.05 + 1e-6
+
+
+def _stained(stains: np.ndarray, h: float, e: float, seed: int = 0, size: int = 48) -> torch.Tensor:
+    """An RGB image made of two stains (3×2 OD vectors): haematoxylin-rich nuclei on an
+    eosin-rich background, with a strip of glass, concentrations scaled by ``h`` and ``e``."""
+    rng = np.random.default_rng(seed)
+    conc = np.zeros((2, size, size))
+    conc[1] = e * rng.uniform(0.6, 1.0, (size, size))
+    nuclei = rng.uniform(size=(size, size)) < 0.3
+    conc[0][nuclei] = h * rng.uniform(0.4, 1.0, nuclei.sum())
+    conc[1][nuclei] = e * rng.uniform(0.0, 0.05, nuclei.sum())  # nuclei take little eosin
+    conc[:, :, :6] = 0.0  # glass
+    od = np.einsum("cs,shw->chw", stains, conc)
+    return torch.from_numpy((np.exp(-od) * 256.0 - 1.0) / 255.0).float().clamp(0, 1)
+
+
+def test_macenko_recovers_the_stains_and_maps_them_to_the_target() -> None:
+    from histocam.data.stain import (
+        MACENKO_TARGET_MAX,
+        MACENKO_TARGET_STAINS,
+        macenko_normalize,
+        macenko_stains,
+    )
+
+    # another lab's staining: stain vectors about 10 degrees off the target's, other strengths
+    other = np.array([[0.75, 0.28], [0.60, 0.88], [0.28, 0.38]])
+    other /= np.linalg.norm(other, axis=0)
+    image = _stained(other, h=1.6, e=1.2)
+    stains, maxima = macenko_stains(image)
+    assert np.allclose(stains.numpy(), other, atol=0.03)  # the stains it was made of
+    normalised = macenko_normalize(image)
+    again, again_max = macenko_stains(normalised)
+    assert np.allclose(again.numpy(), MACENKO_TARGET_STAINS, atol=0.03)
+    assert np.allclose(again_max.numpy(), MACENKO_TARGET_MAX, rtol=0.05)
+    assert torch.equal(normalised[:, :, :6], image[:, :, :6])  # glass stays glass
+
+
+def test_macenko_leaves_the_target_and_glass_alone() -> None:
+    from histocam.data.stain import MACENKO_TARGET_STAINS, macenko_normalize
+
+    target = MACENKO_TARGET_STAINS / np.linalg.norm(MACENKO_TARGET_STAINS, axis=0)
+    image = _stained(target, h=1.0, e=1.0, seed=1)
+    # an image already in the target's stains only has its concentrations rescaled: the hue of
+    # every pixel is kept (the OD vector keeps its direction)
+    out = macenko_normalize(image)
+    od_in = -torch.log((image * 255 + 1) / 256).reshape(3, -1)
+    od_out = -torch.log((out * 255 + 1) / 256).reshape(3, -1)
+    tissue = od_in.sum(0) > 0.3
+    cos = torch.nn.functional.cosine_similarity(od_in[:, tissue], od_out[:, tissue], dim=0)
+    assert float(cos.min()) > 0.99
+    glass = torch.ones(3, 20, 20)
+    assert torch.equal(macenko_normalize(glass), glass)
+
+
+def test_stain_normalisation_applies_in_training_and_evaluation() -> None:
+    from histocam.data.stain import macenko_normalize
+
+    other = np.array([[0.75, 0.28], [0.60, 0.88], [0.28, 0.38]])
+    image = (_stained(other / np.linalg.norm(other, axis=0), 1.6, 1.2, size=32) * 255).round()
+    sample = Sample(image.permute(1, 2, 0).numpy().astype(np.uint8), 1, None, "x")
+    as_float = torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255
+    evaluated = JointTransform(False, 32, 32, 32, stain_normalize="macenko")(sample)["image"]
+    assert torch.allclose(evaluated, macenko_normalize(as_float), atol=1e-6)
+    trained = JointTransform(True, 32, 32, 32, color_jitter=False,
+                             stain_normalize="macenko")(sample, generator=torch.Generator())
+    flips = [macenko_normalize(as_float).flip(d) for d in ((), (-1,), (-2,), (-1, -2))]
+    assert any(torch.allclose(trained["image"], f, atol=1e-6) for f in flips)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -74,6 +75,9 @@ class DataConfig(StrictModel):
     eval_size: int = Field(224, ge=8, description="evaluation resize (no crop)")
     color_jitter: bool = True
     stain_augment: float = Field(0.0, ge=0, le=1, description="HED stain augmentation strength")
+    stain_normalize: Literal["none", "macenko"] = Field(
+        "none", description="macenko: every image's H&E stains mapped to a reference's before "
+        "the model sees it (training, evaluation and prediction alike)")
     negative_class: str = Field(
         "auto", description="the class whose images have no foreground (fully negative: every "
         "pixel background); auto: the dataset's own (synthetic-node and CAMELYON16: normal; "

@@ -54,3 +54,63 @@ def hed_augment(
     alpha = 1.0 + sigma * (2 * u[0] - 1)
     beta = sigma * (2 * u[1] - 1)
     return hed_to_rgb(rgb_to_hed(rgb) * alpha + beta).clamp_(0.0, 1.0)
+
+
+#: Macenko et al.'s reference H&E stain matrix (columns: haematoxylin, eosin OD vectors) and the
+#: 99th-percentile concentrations of their reference image, the usual normalisation target.
+MACENKO_TARGET_STAINS = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
+MACENKO_TARGET_MAX = np.array([1.9705, 1.0308])
+
+
+def macenko_stains(rgb: torch.Tensor, od_threshold: float = 0.15, alpha: float = 1.0,
+                   min_pixels: int = 100, max_pixels: int = 20_000
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The H and E optical-density vectors of an image and the 99th percentile of each stain's
+    concentration (Macenko et al., ISBI 2009).
+
+    ``rgb``: 3×H×W in [0, 1]. Pixels whose OD is above ``od_threshold`` in every channel are
+    tissue; the plane of their two main OD directions holds both stains, whose vectors are the
+    directions at the ``alpha`` and ``100 − alpha`` percentiles of the angle in that plane (the
+    one with the larger red OD is haematoxylin). The estimate uses at most ``max_pixels`` tissue
+    pixels, evenly strided. Returns (3×2 stain matrix, 2 maxima), or None when fewer than
+    ``min_pixels`` pixels are tissue (an image of glass has no stains to estimate).
+    """
+    od = rgb_to_od(rgb.double()).reshape(3, -1)
+    tissue = od[:, (od > od_threshold).all(dim=0)]
+    if tissue.shape[1] < min_pixels:
+        return None
+    tissue = tissue[:, :: max(1, tissue.shape[1] // max_pixels)]
+    _, vectors = torch.linalg.eigh(torch.cov(tissue))
+    plane = vectors[:, 1:]  # the two largest eigenvalues (eigh sorts them ascending)
+    plane = plane * torch.where(plane[0:1] < 0, -1.0, 1.0).to(plane)  # a positive red component
+    projected = plane.T @ tissue
+    angle = torch.atan2(projected[1], projected[0])
+    low, high = torch.quantile(angle, torch.tensor([alpha / 100, 1 - alpha / 100],
+                                                   dtype=angle.dtype))
+    first = plane @ torch.stack([torch.cos(low), torch.sin(low)])
+    second = plane @ torch.stack([torch.cos(high), torch.sin(high)])
+    stains = torch.stack([first, second], dim=1) if first[0] > second[0] else \
+        torch.stack([second, first], dim=1)
+    maxima = torch.quantile(torch.linalg.pinv(stains) @ tissue, 0.99, dim=1)
+    if not bool(torch.isfinite(stains).all() and (maxima > 0).all()):
+        return None
+    return stains, maxima
+
+
+def macenko_normalize(rgb: torch.Tensor, target_stains: np.ndarray = MACENKO_TARGET_STAINS,
+                      target_max: np.ndarray = MACENKO_TARGET_MAX) -> torch.Tensor:
+    """Stain-normalise one 3×H×W RGB image in [0, 1] to the target stains (Macenko et al.):
+    each pixel's H and E concentrations, scaled so that their 99th percentiles match the
+    target's, are re-coloured with the target's stain vectors. An image whose stains cannot be
+    estimated (``macenko_stains`` is None: too little tissue) is returned unchanged."""
+    estimate = macenko_stains(rgb)
+    if estimate is None:
+        return rgb
+    stains, maxima = estimate
+    # concentrations by least squares (the stains' pseudo-inverse), rescaled to the target's
+    # maxima and re-coloured with the target's stains: one 3×3 map of optical densities
+    to_target = (torch.as_tensor(target_stains, dtype=stains.dtype)
+                 @ torch.diag(torch.as_tensor(target_max, dtype=stains.dtype) / maxima)
+                 @ torch.linalg.pinv(stains)).to(rgb.dtype)
+    od = rgb_to_od(rgb).reshape(3, -1)
+    return od_to_rgb(to_target @ od).reshape(rgb.shape).clamp_(0.0, 1.0)

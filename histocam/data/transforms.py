@@ -1,8 +1,9 @@
 """Joint image / mask / pseudo-label-map transforms (docs/protocol.md, "Preprocessing").
 
-Train: resize to ``resize``² -> random crop ``crop`` -> random horizontal and vertical flips ->
-ColorJitter(.5, .5, .5, .05) [-> optional HED stain augmentation]. Images stay RGB in [0, 1]: the
-encoder applies the mean/std of its weights (``histocam.models.backbones``). The same
+Train: resize to ``resize``² [-> optional Macenko stain normalisation] -> random crop ``crop`` ->
+random horizontal and vertical flips -> ColorJitter(.5, .5, .5, .05) [-> optional HED stain
+augmentation]. Eval: resize to ``eval_size``² [-> the same stain normalisation]. Images stay RGB
+in [0, 1]: the encoder applies the mean/std of its weights (``histocam.models.backbones``). The same
 geometry is applied to the mask and the ignore mask (nearest) and to a stored CAM (bilinear,
 ``align_corners=False``). Eval: resize to ``eval_size``² (no crop); masks nearest, binary.
 
@@ -22,7 +23,7 @@ from torchvision.transforms import v2
 
 from histocam.data.config import DataConfig
 from histocam.data.sample import Sample
-from histocam.data.stain import hed_augment
+from histocam.data.stain import hed_augment, macenko_normalize
 
 
 def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -73,11 +74,12 @@ class JointTransform:
     eval_size: int = 224
     color_jitter: bool = True
     stain_augment: float = 0.0
+    stain_normalize: str = "none"
 
     @classmethod
     def from_config(cls, config: DataConfig, train: bool) -> JointTransform:
         return cls(train, config.resize, config.crop, config.eval_size, config.color_jitter,
-                   config.stain_augment)
+                   config.stain_augment, config.stain_normalize)
 
     def __post_init__(self) -> None:
         if self.crop > self.resize:
@@ -95,6 +97,8 @@ class JointTransform:
         cam_t = None if cam is None else torch.as_tensor(cam, dtype=torch.float32)
         size = self.resize if self.train else self.eval_size
         image, mask = resize_image(image, size), resize_mask(mask, size)
+        if self.stain_normalize == "macenko":  # on the whole resized image, before any crop
+            image = macenko_normalize(image)
         ignore = resize_mask(ignore, size)
         cam_t = None if cam_t is None else resize_map(cam_t, size)
         if self.train:
