@@ -1,9 +1,9 @@
 """histocam: weakly-supervised classification and ROI localization in histology images.
 
-The package is laid out in layers (docs/ARCHITECTURE.md): ``core`` -> ``data`` -> ``models`` ->
-``metrics`` -> ``maps`` -> ``methods`` -> ``train`` -> ``runs`` -> ``predict`` -> ``report`` ->
-``experiments`` -> ``cli``; each imports only from its own layer or lower ones (checked by
-tests/test_architecture.py).
+The package is laid out in layers (docs/ARCHITECTURE.md): ``core`` -> ``data`` -> ``wsi`` ->
+``models`` -> ``metrics`` -> ``maps`` -> ``methods`` -> ``train`` -> ``runs`` -> ``predict`` ->
+``report`` -> ``experiments`` -> ``cli``; each imports only from its own layer or lower ones
+(checked by tests/test_architecture.py).
 """
 
 from histocam.core.results import EvaluationResult

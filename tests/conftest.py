@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_mask, write_rgb
+from helpers import one_thread, predict_run, write_mask, write_rgb
 
 from histocam.train.seeding import set_deterministic
 
@@ -50,3 +50,11 @@ def glas_dir(tmp_path: Path) -> Path:
         rows.append(f"{name},{k}, {grade}, whatever")
     (release / "Grade.csv").write_bytes("\r".join(rows).encode() + b"\r")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A run directory of a seeded, untrained CAM on synthetic-node with a recorded τ* of 0.4
+    (``helpers.predict_run``), shared by the prediction tests."""
+    with one_thread():
+        return predict_run(tmp_path_factory.mktemp("runs"))

@@ -89,16 +89,52 @@ def tissue_rgb(h: int, w: int, seed: int = 0, tissue: np.ndarray | None = None) 
     return np.where(tissue[..., None], pink, np.uint8(245))
 
 
-def write_slide(path: Path, rgb: np.ndarray, mpp: float = 0.5) -> Path:
+def write_slide(path: Path, rgb: np.ndarray, mpp: float | None = 0.5) -> Path:
     """A tiled pyramidal TIFF (level 0 and a 4× level as successive pages, as OpenSlide reads
-    generic TIFF)."""
-    per_cm = 1e4 / mpp
+    generic TIFF); ``mpp`` None: no resolution (a slide that records no MPP)."""
+    def resolution(downsample: int) -> dict:
+        if mpp is None:
+            return {"resolutionunit": "NONE"}
+        per_cm = 1e4 / (mpp * downsample)
+        return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+
     with tifffile.TiffWriter(path) as tw:
-        tw.write(rgb, tile=(64, 64), photometric="rgb", compression="zlib",
-                 resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
+        tw.write(rgb, tile=(64, 64), photometric="rgb", compression="zlib", **resolution(1))
         tw.write(rgb[::4, ::4], tile=(64, 64), photometric="rgb", compression="zlib",
-                 subfiletype=1, resolution=(per_cm / 4, per_cm / 4), resolutionunit="CENTIMETER")
+                 subfiletype=1, **resolution(4))
     return path
+
+
+def predict_run(root: Path, name: str = "r", seed: int = 1, **data: Any) -> Path:
+    """A run directory of a (randomly initialised, seeded) CAM on synthetic-node at eval size 64,
+    with its three checkpoints and an evaluation recording τ* = 0.4: what the trainer and
+    `histocam evaluate` leave, for `histocam predict`. ``data``: more ``data`` keys (``mpp``)."""
+    from histocam.core.results import EvaluationResult
+    from histocam.methods.catalog import create_method
+    from histocam.metrics import Batch, ClassificationAccuracy, PixelHistogram
+    from histocam.metrics.localization import localization_report
+    from histocam.train import RunConfig
+
+    cfg = RunConfig.model_validate(tiny_run(
+        root, name=name, seed=seed,
+        data={"dataset": "synthetic-node", "synthetic": {"n_valcl": 4}, **data},
+        method={"backbone": {"pretrained": False}}))
+    run = cfg.run_dir
+    run.write_config(cfg.to_yaml())
+    for k, ckpt in enumerate(("best-loc", "best-cl", "last")):
+        torch.manual_seed(10 * (seed - 1) + k)
+        method = create_method(cfg.method.for_inference(), 2)
+        run.save_checkpoint(ckpt, {"model": method.state_dict(), "epoch": 1,
+                                   "class_names": ["normal", "tumor"],
+                                   "config": cfg.model_dump(mode="json")})
+    hist = PixelHistogram()
+    hist.update(Batch(maps=torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)),
+                      masks=torch.arange(128).reshape(2, 8, 8) % 3 == 0))
+    localization = localization_report(hist, hist).model_copy(update={"tau_star_valpx": 0.4})
+    run.write_evaluation(EvaluationResult(
+        run=str(run), checkpoint="best-loc", split="test", method="cam", data=cfg.data.dataset,
+        classification=ClassificationAccuracy(2).compute(), localization=localization))
+    return run.root
 
 
 @contextmanager

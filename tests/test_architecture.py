@@ -12,7 +12,7 @@ import histocam
 
 PACKAGE = Path(histocam.__file__).parent
 # lowest first; the package root (``histocam/__init__.py``, the public API) and the CLI sit on top
-LAYERS = ["core", "data", "models", "metrics", "maps", "methods", "train", "runs",
+LAYERS = ["core", "data", "wsi", "models", "metrics", "maps", "methods", "train", "runs",
           "predict", "report", "experiments", "cli"]
 TOP = {"histocam", "histocam.__main__"}
 
@@ -83,8 +83,8 @@ def test_every_module_is_in_a_layer(path):
     layer_of(module_name(path))
 
 
-#: predict/geojson.py names data/geojson.py's GeoJSON writer for the slide code (a re-export).
-SHARED_NAMES = {"geojson.py": ["data/geojson.py", "predict/geojson.py"]}
+#: Modules allowed to share a file name (none).
+SHARED_NAMES: dict[str, list[str]] = {}
 
 
 def test_no_two_modules_share_a_file_name():
@@ -119,7 +119,7 @@ RESULT_KEYS = ("localization", "classification", "separability", "TP*", "FN*", "
                "per_image_ap", "paired_ttest_pxap_b_loc", "checkpoints")
 RESULT_MODULES = {PACKAGE / "core" / "results.py", PACKAGE / "core" / "experiment_results.py"}
 #: QuPath's GeoJSON has a "classification" of its own (the annotations' reader).
-OTHER_FORMATS = {PACKAGE / "data" / "annotations.py"}
+OTHER_FORMATS = {PACKAGE / "wsi" / "annotations.py"}
 
 
 def test_results_are_read_by_attribute_outside_their_modules():

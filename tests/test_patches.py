@@ -15,13 +15,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.data.annotations import Region, rasterize_rings, read_annotations, regions_mask
 from histocam.data.errors import DataError
 from histocam.data.open import open_source
-from histocam.data.synth_slide import write_synth_slide
-from histocam.predict.patches import PatchProtocol, SlideEntry, assign_splits, build_patch_benchmark
-from histocam.predict.slides import SlideReader
-from histocam.predict.tissue import saturation, saturation_threshold
+from histocam.wsi.annotations import Region, rasterize_rings, read_annotations, regions_mask
+from histocam.wsi.patches import PatchProtocol, SlideEntry, assign_splits, build_patch_benchmark
+from histocam.wsi.reader import SlideReader
+from histocam.wsi.synth_slide import write_synth_slide
+from histocam.wsi.tissue import TissueOptions, glass_colour, tissue_pixels
 
 pytest.importorskip("tiffslide")
 SIZE = 64
@@ -187,8 +187,8 @@ def test_normal_patches_balance_no_tumour_no_overlap_and_pixels(slides, bench) -
         if r["label"] == "normal":
             assert name.startswith("n") and not truth(slides, name).any()
             assert not (bench / "masks" / name / f"{name}_x{x}_y{y}.png").exists()
-            thumb = reader.thumbnail(8)
-            assert (saturation(image) > saturation_threshold(thumb)).mean() >= 0.1
+            glass, _ = glass_colour(reader.thumbnail(8))  # the level-0 tissue test of App. B
+            assert tissue_pixels(image, glass, TissueOptions().threshold).mean() >= 0.1
 
 
 def test_lists_load_with_the_reader_and_check_passes(bench) -> None:

@@ -11,47 +11,15 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from helpers import tiny_run, tissue_rgb, write_slide
+from helpers import tissue_rgb, write_slide
 from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.core.results import EvaluationResult
 from histocam.data.errors import DataError
 from histocam.data.transforms import resize_image, resize_maps
-from histocam.methods.catalog import create_method
-from histocam.metrics import Batch, ClassificationAccuracy, PixelHistogram
-from histocam.metrics.localization import localization_report
 from histocam.predict import Predictor, SlideOptions, predict, predict_slide
 from histocam.runs import Run
-from histocam.train import RunConfig
-
-
-# ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A run directory of a (randomly initialised, seeded) CAM on synthetic-node at eval size 64,
-    with both checkpoints and a recorded τ*: what the trainer and `histocam evaluate` leave."""
-    root = tmp_path_factory.mktemp("runs")
-    cfg = RunConfig.model_validate(tiny_run(
-        root, name="r", seed=1, data={"dataset": "synthetic-node", "synthetic": {"n_valcl": 4}},
-        method={"backbone": {"pretrained": False}}))
-    run = cfg.run_dir
-    run.write_config(cfg.to_yaml())
-    for k, name in enumerate(("best-loc", "best-cl", "last")):
-        torch.manual_seed(k)
-        method = create_method(cfg.method.for_inference(), 2)
-        run.save_checkpoint(name, {"model": method.state_dict(), "epoch": 1,
-                                   "class_names": ["normal", "tumor"],
-                                   "config": cfg.model_dump(mode="json")})
-    hist = PixelHistogram()
-    hist.update(Batch(maps=torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)),
-                      masks=torch.arange(128).reshape(2, 8, 8) % 3 == 0))
-    localization = localization_report(hist, hist).model_copy(update={"tau_star_valpx": 0.4})
-    run.write_evaluation(EvaluationResult(
-        run=str(run), checkpoint="best-loc", split="test", method="cam", data=cfg.data.dataset,
-        classification=ClassificationAccuracy(2).compute(), localization=localization))
-    return run.root
 
 
 # ------------------------------------------------------------------ images
@@ -115,8 +83,10 @@ def test_an_interrupted_slide_resumes_and_gives_the_same_result(run_dir, tmp_pat
     tissue[20:200, 30:260] = True
     slide = write_slide(tmp_path / "s.tif", tissue_rgb(230, 290, tissue=tissue))
     predictor = Predictor.from_run(run_dir, device="cpu")
-    opts = dict(tile=64, overlap=16, map_downsample=8, batch_size=4, num_workers=0)
-    full = predict_slide(predictor, slide, tmp_path / "full", "s", SlideOptions(**opts), 64, 1)
+    opts = dict(tile=64, overlap=16, map_downsample=8, batch_size=4, num_workers=0,
+                slide_map="map")
+    args = dict(default_tile=64, run_mpp=(0.5, "test"), positive=1)
+    full = predict_slide(predictor, slide, tmp_path / "full", "s", SlideOptions(**opts), **args)
     calls = []
     original = Predictor.__call__
 
@@ -130,14 +100,15 @@ def test_an_interrupted_slide_resumes_and_gives_the_same_result(run_dir, tmp_pat
     try:
         stop = True
         with pytest.raises(Interrupt):
-            predict_slide(predictor, slide, tmp_path / "part", "s", SlideOptions(**opts), 64, 1)
-        assert len(list((tmp_path / "part" / "s.work" / "batches").glob("batch-*.npz"))) == 2
+            predict_slide(predictor, slide, tmp_path / "part", "s", SlideOptions(**opts), **args)
+        assert len(list((tmp_path / "part" / "work" / "batches").glob("batch-*.npz"))) == 2
         with pytest.raises(DataError, match=r"other settings \(overlap, tiles\)"):
             predict_slide(predictor, slide, tmp_path / "part", "s",
-                          SlideOptions(**{**opts, "overlap": 8}), 64, 1)
+                          SlideOptions(**{**opts, "overlap": 8}), **args)
         calls.clear()
         stop = False
-        again = predict_slide(predictor, slide, tmp_path / "part", "s", SlideOptions(**opts), 64, 1)
+        again = predict_slide(predictor, slide, tmp_path / "part", "s", SlideOptions(**opts),
+                              **args)
     finally:
         Predictor.__call__ = original
     assert sum(calls) == full["tiles"] - 8 == again["tiles_inferred_now"]  # 2 batches of 4 done
@@ -148,11 +119,11 @@ def test_an_interrupted_slide_resumes_and_gives_the_same_result(run_dir, tmp_pat
         (tmp_path / "part" / "s.tiles.csv").read_text()
     assert (tmp_path / "full" / "s.region.geojson").read_text() == \
         (tmp_path / "part" / "s.region.geojson").read_text()
-    assert not (tmp_path / "part" / "s.work").exists()
+    assert not (tmp_path / "part" / "work").exists()
     # a finished slide is skipped
-    assert predict_slide(predictor, slide, tmp_path / "part", "s", SlideOptions(**opts), 64,
-                         1)["skipped"]
-    assert full["prediction"] in ("normal", "tumor") and full["aggregation"].startswith("max")
+    assert predict_slide(predictor, slide, tmp_path / "part", "s", SlideOptions(**opts),
+                         **args)["skipped"]
+    assert full["label"] in ("normal", "tumor") and full["aggregation"] == "topk"
 
 
 # ------------------------------------------------------------------ CLI and bad inputs
@@ -165,6 +136,7 @@ def test_cli_predicts_a_slide_with_all_outputs(run_dir, tmp_path) -> None:
                                    str(out), "--device", "cpu", "--workers", "0", "--tile", "64",
                                    "--no-progress"])
     assert res.exit_code == 0, res.output
+    out = out / "slides" / "s"
     summary = json.loads((out / "s.json").read_text())
     assert summary["map_level0_downsample"] == 8 and summary["mpp"] == pytest.approx(0.5)
     with tifffile.TiffFile(out / "s.heatmap.tif") as tif:
@@ -181,7 +153,7 @@ def test_cli_predicts_a_slide_with_all_outputs(run_dir, tmp_path) -> None:
     assert lines[0].split(",")[:3] == ["tile", "x", "y"] and len(lines) - 1 == summary["tiles"]
     # the overlay shows the slide itself, untouched, off the tissue (glass stays glass)
     overlay = np.asarray(Image.open(out / "s.overlay.png").convert("RGB"))
-    h, w = overlay.shape[:2]
+    h, w = np.asarray(Image.open(out / "s.thumbnail.png")).shape[:2]  # the legend is below
     corner = overlay[: int(h * 20 / 200), : int(w * 30 / 260)]
     assert corner.min() >= 230  # the synthetic glass is near-white
 
@@ -213,19 +185,19 @@ def test_map_class_and_checkpoint_errors(run_dir, tmp_path) -> None:
         Predictor.from_run(run_dir, "best", device="cpu")
 
 
-def test_torchrun_ranks_share_the_slides(run_dir, tmp_path, monkeypatch) -> None:
-    slides = []
+def test_a_torchrun_rank_alone_takes_its_own_slides_first_then_the_rest(run_dir, tmp_path,
+                                                                         monkeypatch) -> None:
     for k in range(3):
         tissue = np.zeros((120, 100), bool)
         tissue[10:110, 10:90] = True
-        slides.append(write_slide(tmp_path / f"s{k}.tif", tissue_rgb(120, 100, k, tissue)))
+        write_slide(tmp_path / f"s{k}.tif", tissue_rgb(120, 100, k, tissue))
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = predict(run_dir, [tmp_path], tmp_path / "out", device="cpu", num_workers=0,
                      slide_options=SlideOptions(tile=64))
-    assert (result.rank, result.world_size) == (1, 2)
-    assert [Path(s["slide"]).name for s in result.slides] == ["s1.tif"]
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["s1.json"]
+    assert result.shard == (1, 2) and result.summary_csv.name == "summary-shard-1-of-2.csv"
+    assert [Path(s["slide"]).name for s in result.slides] == ["s1.tif", "s0.tif", "s2.tif"]
+    assert not list((tmp_path / "out" / "slides").glob("*.lock"))  # released
 
 
 def test_torchrun_ranks_name_images_uniquely_over_all_ranks(run_dir, tmp_path, monkeypatch) -> None:

@@ -14,11 +14,13 @@ import torch
 from helpers import SHARED, tissue_rgb, write_slide
 
 from histocam.predict import Predictor, SlideOptions, predict_slide
-from histocam.predict.export import level_shapes, write_pyramid
-from histocam.predict.geojson import mask_polygons, region_features, signed_area
-from histocam.predict.slides import SlideReader, axis_starts, tile_grid
-from histocam.predict.stitch import Stitcher, ramp_window, tile_window
-from histocam.predict.tissue import tissue_mask
+from histocam.predict.export import write_heatmap
+from histocam.wsi.geojson import mask_polygons, region_features, signed_area
+from histocam.wsi.grid import axis_starts, tile_grid
+from histocam.wsi.pyramid import level_shapes
+from histocam.wsi.reader import SlideReader
+from histocam.wsi.stitch import Stitcher, ramp_window, tile_window
+from histocam.wsi.tissue import detect_tissue
 
 SLIDES = SHARED / "data" / "slides"
 
@@ -94,13 +96,32 @@ def test_stitching_a_constant_and_a_known_field_has_no_seams() -> None:
     assert Stitcher((3, 3), 2, 0).write(np.ones((3, 3))).tolist() == [[0.0] * 3] * 3
 
 
+@pytest.mark.parametrize("n,overlap", [(8, 2), (7, 2), (8, 0), (12, 6)])
+def test_one_value_per_tile_is_interpolated_bilinearly_between_tile_centres(n, overlap) -> None:
+    """Triangles one stride apart sum to one, so values taken from a linear field at the tiles'
+    centres give back that field everywhere between the first and the last centre."""
+    stride = n - overlap
+    starts = axis_starts(60, n, stride)
+    s = Stitcher((60, 60), n, overlap, values=True)
+    field = lambda y, x: 0.2 + 0.01 * y + 0.004 * x  # noqa: E731
+    for r in starts:
+        for c in starts:
+            s.add(int(r), int(c), field(r + n / 2, c + n / 2))
+    out = s.write(np.empty((60, 60)))
+    first, last = int(np.ceil(n / 2)), int(starts[-1] + n / 2)
+    yy, xx = np.mgrid[first:last, first:last] + 0.5
+    np.testing.assert_allclose(out[first:last, first:last], field(yy, xx), atol=1e-5)
+    assert (np.asarray(s.den) > 0).all()  # every tile pixel covered, edges included
+
+
 @pytest.mark.parametrize("tile,overlap,d", [(64, 16, 8), (48, 0, 8), (40, 16, 4)])
 def test_slide_map_equals_the_map_computed_on_the_whole_slide(tmp_path, tile, overlap, d) -> None:
     rgb = tissue_rgb(203, 157, seed=tile)  # not a multiple of any tile size
     slide = write_slide(tmp_path / "s.tif", rgb)
     opts = SlideOptions(tile=tile, overlap=overlap, map_downsample=d, batch_size=7, num_workers=0,
-                        weight_by_probability=False, regions=False)
-    summary = predict_slide(pixel_predictor(tile), slide, tmp_path / "out", "s", opts, tile, None)
+                        weight_by_probability=False, regions=False, slide_map="map")
+    summary = predict_slide(pixel_predictor(tile), slide, tmp_path / "out", "s", opts,
+                            default_tile=tile, run_mpp=(0.5, "test"), positive=None)
     got = np.load(tmp_path / "out" / "s.map.npy").astype(np.float64)
     ref = pixel_reference(rgb, d, tile)
     assert got.shape == ref.shape == (math.ceil(203 / d), math.ceil(157 / d))
@@ -149,7 +170,7 @@ def test_diagonal_pixels_are_separate_polygons() -> None:
 def test_pyramid_levels_shapes_values_and_resolution(tmp_path) -> None:
     rng = np.random.default_rng(0)
     values = rng.random((600, 1000)).astype(np.float32)
-    path = write_pyramid(values, tmp_path / "h.tif", downsample=8, mpp=0.5, scratch=tmp_path / "w")
+    path = write_heatmap(values, tmp_path / "h.tif", downsample=8, mpp=0.5, scratch=tmp_path / "w")
     assert level_shapes((600, 1000)) == [(600, 1000), (300, 500), (150, 250)]
     with tifffile.TiffFile(path) as tif:
         assert [p.shape for p in tif.pages] == [(600, 1000), (300, 500), (150, 250)]
@@ -178,7 +199,7 @@ def test_tile_grid_covers_tissue_only(tmp_path) -> None:
     assert reader.level_downsamples == [1.0, 4.0]
     thumb = reader.thumbnail(4)
     assert thumb.shape == (75, 105, 3)
-    found = tissue_mask(thumb)
+    found = detect_tissue(thumb, 2.0 * 4).mask  # read as 2 µm/px: the rectangle is 16 800 µm²
     truth = tissue[::4, ::4]
     assert (found == truth).mean() > 0.97
     grid = tile_grid((w, h), found, 4, tile=40, overlap=8, map_downsample=8)

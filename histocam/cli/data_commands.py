@@ -168,14 +168,16 @@ def synth_slide(
     mpp: float = typer.Option(0.5, help="level-0 microns per pixel written in the TIFF"),
     mask_downsample: int = typer.Option(16, help="level-0 pixels per pixel of the mask PNG"),
     name: str = typer.Option("synthetic-slide", help="file stem of the slide and its files"),
+    stain: str = typer.Option("he", help="he (H&E) or ihc (pale DAB/haematoxylin)"),
 ) -> None:
     """Write a synthetic pyramidal TIFF slide of synthetic-node tissue with a known tumour region:
-    the slide, its GeoJSON annotation (level-0 pixels) and its masks."""
-    from histocam.data.synth_slide import write_synth_slide
+    the slide, its GeoJSON annotation (level-0 pixels) and its masks (tumour, tissue)."""
+    from histocam.wsi.synth_slide import write_synth_slide
 
     width, height = _size(size)
     made = write_synth_slide(out, width=width, height=height, tile=tile, tumours=tumours, seed=seed,
-                             mpp=mpp, mask_downsample=mask_downsample, name=name, progress=True)
+                             mpp=mpp, mask_downsample=mask_downsample, name=name, progress=True,
+                             stain=stain)
     fraction = made.tumour_pixels / made.tissue_pixels if made.tissue_pixels else 0.0
     console.print(f"wrote {made.slide} ({width}×{height}, {mpp} µm/px): tumour {fraction:.1%} of "
                   f"the tissue; annotation {made.geojson.name}; masks in {made.mask_tif.parent}")
@@ -203,10 +205,12 @@ def patches(
                                       "exclusions (CAMELYON16: _2)"),
     seed: int = typer.Option(0),
     backend: str = typer.Option("auto", help="auto, openslide or tiffslide"),
+    slide_mpp: float | None = typer.Option(None, help="level-0 microns per pixel of slides whose "
+                                           "file records none (for the tissue sizes)"),
 ) -> None:
     """Build a WSOL patch benchmark from annotated slides (survey Appendix B, CAMELYON16-512)."""
     from histocam.predict.inputs import collect_inputs
-    from histocam.predict.patches import PatchProtocol, build_patch_benchmark
+    from histocam.wsi.patches import PatchProtocol, build_patch_benchmark
 
     found = collect_inputs(list(slides))
     if found.images:
@@ -214,7 +218,7 @@ def patches(
     protocol = PatchProtocol(size=size, p_tissue=tissue, p0=p0, p1=p1, p_n=pn,
                              valcl_fraction=valcl_fraction, test_fraction=test_fraction,
                              valpx_per_class=valpx_per_class, seed=seed, backend=backend,
-                             exclude=tuple(exclude))
+                             exclude=tuple(exclude), slide_mpp=slide_mpp)
     summary = build_patch_benchmark(found.slides, list(annotations), out, protocol,
                                     split_file=splits, progress=True)
     for split, counts in summary.counts.items():

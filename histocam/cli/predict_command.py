@@ -9,6 +9,11 @@ import typer
 
 from histocam.cli.user_errors import user_errors
 
+SLIDES = "slides"
+TISSUE = "tissue detection"
+OUTPUTS = "slide outputs"
+BATCH = "batches"
+
 
 @user_errors
 def predict_command(
@@ -21,43 +26,113 @@ def predict_command(
     map_class: str = typer.Option("auto", help="class of the maps: a class name, predicted, or "
                                   "auto (the positive class when the data has a negative class)"),
     threshold: float | None = typer.Option(None, help="region threshold (default: the run's τ* "
-                                           "from `histocam evaluate`)"),
-    regions: bool = typer.Option(True, help="write the region at τ* (PNG + GeoJSON)"),
+                                           "from `histocam evaluate`; slide probability maps: 0.5)"),
+    regions: bool = typer.Option(True, help="write the region at the threshold (PNG + GeoJSON)"),
     batch_size: int | None = typer.Option(None, help="default: the run's eval batch size"),
     workers: int = typer.Option(2, help="DataLoader workers reading images and tiles"),
     device: str = typer.Option("auto"),
-    tile: int | None = typer.Option(None, help="slide tile size in pixels at the tile scale "
-                                    "(default: the run's training image size; 512 for file data)"),
-    overlap: int | None = typer.Option(None, help="tile overlap (default: a quarter tile)"),
-    mpp: float | None = typer.Option(None, help="tile scale in microns per pixel (default: "
-                                     "level 0)"),
-    map_downsample: int = typer.Option(8, help="tile-scale pixels per slide-map pixel"),
-    min_tissue: float = typer.Option(0.0, help="keep tiles whose tissue fraction exceeds this"),
-    backend: str = typer.Option("auto", help="slide reader: auto, openslide or tiffslide"),
-    weight: bool = typer.Option(True, help="slides: weight each tile's map by its probability "
-                                "of the map's class"),
-    redo: bool = typer.Option(False, help="recompute slides already done"),
+    tile: int | None = typer.Option(None, help="tile size in pixels at the tile scale (default: "
+                                    "the run's training image size; 512 for file data)",
+                                    rich_help_panel=SLIDES),
+    overlap: int | None = typer.Option(None, help="tile overlap in pixels (default: a quarter "
+                                       "tile)", rich_help_panel=SLIDES),
+    mpp: float | None = typer.Option(None, help="tile scale in microns per pixel (default: the "
+                                     "run's training scale)", rich_help_panel=SLIDES),
+    magnification: float | None = typer.Option(None, help="tile scale as a magnification "
+                                               "(20: 0.5 µm/px, 40: 0.25 µm/px)",
+                                               rich_help_panel=SLIDES),
+    slide_mpp: float | None = typer.Option(None, help="level-0 microns per pixel of slides whose "
+                                           "file records none", rich_help_panel=SLIDES),
+    mpp_table: Path | None = typer.Option(None, help="CSV of slide,mpp rows: level-0 microns per "
+                                          "pixel by slide (path, name or stem), over the file's",
+                                          rich_help_panel=SLIDES),
+    map_downsample: int = typer.Option(8, help="tile pixels per slide-map pixel",
+                                       rich_help_panel=SLIDES),
+    min_tissue: float = typer.Option(0.0, help="keep tiles whose tissue fraction exceeds this",
+                                     rich_help_panel=SLIDES),
+    backend: str = typer.Option("auto", help="slide reader: auto, openslide or tiffslide",
+                                rich_help_panel=SLIDES),
+    tissue_threshold: float = typer.Option(0.03, help="optical density above the glass that "
+                                           "is tissue", rich_help_panel=TISSUE),
+    tissue_smooth: float = typer.Option(2.0, help="Gaussian σ in µm before the threshold",
+                                        rich_help_panel=TISSUE),
+    tissue_close: float = typer.Option(4.0, help="closing radius in µm",
+                                       rich_help_panel=TISSUE),
+    tissue_max_hole: float = typer.Option(10_000.0, help="holes in tissue smaller than this "
+                                          "(µm²) are tissue", rich_help_panel=TISSUE),
+    tissue_min_area: float = typer.Option(2_000.0, help="fragments smaller than this (µm²) are "
+                                          "not tissue", rich_help_panel=TISSUE),
+    slide_map: str = typer.Option("auto", help="probability (each tile's probability, blended), "
+                                  "map (the method's maps), or auto (map for methods whose maps "
+                                  "are probabilities)", rich_help_panel=OUTPUTS),
+    weight: bool = typer.Option(True, help="slide maps of kind map: weight each tile's map by "
+                                "its probability of the map's class", rich_help_panel=OUTPUTS),
+    aggregation: str = typer.Option("auto", help="slide label: max, topk (mean of the top-k "
+                                    "tiles), area (tissue fraction in the region), mean; auto: "
+                                    "topk, or mean without a positive class",
+                                    rich_help_panel=OUTPUTS),
+    top_k: int = typer.Option(5, help="tiles averaged by --aggregation topk",
+                              rich_help_panel=OUTPUTS),
+    region_smooth: float = typer.Option(20.0, help="Gaussian σ in µm of the map before the "
+                                        "region threshold", rich_help_panel=OUTPUTS),
+    region_min_area: float = typer.Option(10_000.0, help="smallest region reported, µm²",
+                                          rich_help_panel=OUTPUTS),
+    heatmap_rgba: bool = typer.Option(False, help="also write STEM.heatmap-rgba.tif (colour map, "
+                                      "value as alpha)", rich_help_panel=OUTPUTS),
+    overlay_scale: str = typer.Option("fixed", help="overlay colours: fixed (0–1) or pNN (0 to "
+                                      "the NN-th percentile on tissue)", rich_help_panel=OUTPUTS),
+    skip_errors: bool | None = typer.Option(None, "--skip-errors/--no-skip-errors",
+                                            help="log a bad file and go on (default: on for "
+                                            "folders, manifests and several files)",
+                                            rich_help_panel=BATCH),
+    shard: str | None = typer.Option(None, help="i/N: this process's share of the slides, N "
+                                     "processes side by side (default under torchrun: "
+                                     "RANK/WORLD_SIZE)", rich_help_panel=BATCH),
+    redo: bool = typer.Option(False, help="recompute slides already done (or done with other "
+                              "settings)", rich_help_panel=BATCH),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Predict classes and maps of images and whole slides with a trained run; see the README
-    for the output files. Under torchrun, each process takes its share of the inputs."""
+    for the output files. Exits 1 when some inputs failed (each named on an error line)."""
     from histocam.predict import ImageOutputs, SlideOptions, predict
+    from histocam.predict.batch import parse_shard
+    from histocam.wsi.scale import read_mpp_table
+    from histocam.wsi.tissue import TissueOptions
 
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-    if workers < 0:
-        raise ValueError(f"--workers must be at least 0, got {workers}")
-    options = SlideOptions(tile=tile, overlap=overlap, mpp=mpp, map_downsample=map_downsample,
-                           min_tissue=min_tissue, backend=backend, weight_by_probability=weight,
-                           regions=regions, redo=redo)
+        raise ValueError(f"--batch-size {batch_size}: must be at least 1")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--threshold {threshold}: must be in [0, 1]")
+    shard_spec = parse_shard(shard) if shard is not None else None
+    tissue = TissueOptions(threshold=tissue_threshold, smooth_um=tissue_smooth,
+                           close_um=tissue_close, max_hole_um2=tissue_max_hole,
+                           min_area_um2=tissue_min_area)
+    options = SlideOptions(tile=tile, overlap=overlap, mpp=mpp, magnification=magnification,
+                           slide_mpp=slide_mpp, map_downsample=map_downsample,
+                           min_tissue=min_tissue, tissue=tissue, backend=backend,
+                           num_workers=workers, slide_map=slide_map, weight_by_probability=weight,
+                           aggregation=aggregation, top_k=top_k, regions=regions,
+                           region_smooth_um=region_smooth, region_min_area_um2=region_min_area,
+                           heatmap_rgba=heatmap_rgba, overlay_scale=overlay_scale,
+                           redo=redo).check()
+    if mpp_table is not None:
+        options.mpp_table = read_mpp_table(mpp_table)
     result = predict(run, inputs, out, checkpoint=checkpoint, device=device, map_class=map_class,
                      threshold=threshold, batch_size=batch_size, num_workers=workers,
                      image_outputs=ImageOutputs(regions=regions), slide_options=options,
-                     progress=progress)
+                     progress=progress, skip_errors=skip_errors, shard=shard_spec)
     for note in result.notes:
         typer.echo(f"note: {note}")
+    for path, why in result.skipped:
+        typer.echo(f"skipped {path}: {why}")
     if result.images_csv is not None:
         typer.echo(f"images: {result.images_csv}")
     for s in result.slides:
         state = "already done" if s.get("skipped") else f"{s['tiles']} tiles"
-        typer.echo(f"slide {s['slide']}: {s['prediction']} ({state}) -> {out}")
+        score = "" if s.get("score") is None else f" {s['aggregation']} {s['score']:.3g}"
+        typer.echo(f"slide {s['slide']}: {s['label']}{score} ({state})")
+    typer.echo(f"summary: {result.summary_csv}")
+    for _, error in result.failures:
+        typer.echo(f"error: {error}", err=True)
+    if result.failures:
+        raise typer.Exit(1)

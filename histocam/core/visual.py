@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-OVERLAY_ALPHA = 0.5
+OVERLAY_ALPHA = 0.75
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
@@ -37,12 +37,16 @@ def colorize(scores: np.ndarray) -> np.ndarray:
 
 def overlay(rgb: np.ndarray, values: np.ndarray, alpha: float = OVERLAY_ALPHA,
             lut: np.ndarray | None = None) -> np.ndarray:
-    """The heatmap of ``values`` (same H×W, in [0, 1]) blended on ``rgb`` (uint8)."""
+    """The heatmap of ``values`` (same H×W, in [0, 1]) blended on ``rgb`` (uint8) with an opacity
+    that grows with the value, ``alpha`` · v: where the map says nothing (v ≈ 0) the image shows
+    untouched, and a value's colour and opacity both say how high it is."""
     lut = colormap_lut() if lut is None else lut
     out = np.empty_like(rgb)
     for r in range(0, rgb.shape[0], 256):  # in bands: no float copy of the whole image
-        heat = lut[to_uint8(values[r:r + 256])].astype(np.float32)
-        out[r:r + 256] = np.rint((1.0 - alpha) * rgb[r:r + 256].astype(np.float32) + alpha * heat)
+        v = to_uint8(values[r:r + 256])
+        a = (alpha / 255.0) * v.astype(np.float32)[..., None]
+        out[r:r + 256] = np.rint((1.0 - a) * rgb[r:r + 256].astype(np.float32)
+                                 + a * lut[v].astype(np.float32))
     return out
 
 

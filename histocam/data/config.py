@@ -73,6 +73,9 @@ class DataConfig(StrictModel):
     resize: int = Field(256, ge=8, description="train: resize to this square size, then crop")
     crop: int = Field(224, ge=8, description="train crop size")
     eval_size: int = Field(224, ge=8, description="evaluation resize (no crop)")
+    mpp: float | None = Field(None, gt=0, le=1000, description="microns per pixel of the images "
+                              "as stored, the scale `histocam predict` tiles slides at; default: "
+                              "the dataset's own when known (histocam.data.mpp)")
     color_jitter: bool = True
     stain_augment: float = Field(0.0, ge=0, le=1, description="HED stain augmentation strength")
     stain_normalize: Literal["none", "macenko"] = Field(

@@ -1,11 +1,14 @@
-"""A CSV manifest for users' own data: ``image,label[,mask][,split][,group]`` with a header row.
+"""A CSV manifest for users' own data: ``image,label[,mask][,split][,group][,mpp]`` with a header
+row.
 
 Paths are relative to the CSV's folder. ``label`` is a class name or an integer index; the class
 encoding comes from ``classes`` (a list of names, index = position), or a ``classes.txt`` beside the
 CSV (one name per line). ``mask`` is a mask path, empty for an unannotated image, or the word
 ``background`` for an annotated image without foreground. Without a ``split`` column the splits are
 drawn by seed (stratified; valpx from valcl). ``group`` names the patient (or slide) of each image:
-cross-validation folds (``data.folds``) never put one group in two splits.
+cross-validation folds (``data.folds``) never put one group in two splits. ``mpp`` is the images'
+microns per pixel, one value for the whole manifest (``manifest_mpp``), the scale
+``histocam predict`` tiles slides at.
 """
 
 from __future__ import annotations
@@ -67,9 +70,9 @@ def read_csv_manifest(
         header = [h.strip() for h in reader.fieldnames or []]
         missing = {"image", "label"} - set(header)
         if missing:
-            raise DataError(csv_path, f"header must contain image,label[,mask][,split][,group]; "
-                            f"missing {sorted(missing)} in {header}")
-        unknown = set(header) - {"image", "label", "mask", "split", "group"}
+            raise DataError(csv_path, f"header must contain image,label[,mask][,split][,group]"
+                            f"[,mpp]; missing {sorted(missing)} in {header}")
+        unknown = set(header) - {"image", "label", "mask", "split", "group", "mpp"}
         if unknown:
             raise DataError(csv_path, f"unknown columns {sorted(unknown)}")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
@@ -116,3 +119,25 @@ def read_csv_manifest(
     unused = {key: "the manifest's split column fixes the splits" for key in SPLIT_KEYS}
     unused["root"] = no_root
     return Layout(name, class_names, records, [f"splits as given in {csv_path}"], unused)
+
+
+def manifest_mpp(csv_path: str | Path) -> float | None:
+    """The manifest's ``mpp`` column (one positive value, empty cells allowed), or None without
+    one; several values are an error (a run is tiled at one scale)."""
+    csv_path = Path(csv_path)
+    with io.StringIO(read_text(csv_path), newline="") as fh:
+        reader = csv.DictReader(fh)
+        if "mpp" not in [h.strip() for h in reader.fieldnames or []]:
+            return None
+        cells = {(row.get("mpp") or "").strip() for row in
+                 ({(k or "").strip(): v for k, v in r.items()} for r in reader)} - {""}
+    try:
+        values = sorted({float(c) for c in cells})
+    except ValueError:
+        raise DataError(csv_path, f"mpp column: not a number among {sorted(cells)[:3]}") from None
+    if any(not (v > 0 and v < 1e3) for v in values):
+        raise DataError(csv_path, "mpp column: microns per pixel must be positive")
+    if len(values) > 1:
+        raise DataError(csv_path, f"mpp column holds several values ({', '.join(map(str, values))})"
+                        ": a run is tiled at one scale; set data.mpp to the one to predict at")
+    return values[0] if values else None

@@ -12,6 +12,7 @@ image with its predicted class and class probabilities.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,9 @@ from histocam.data.errors import DataError
 from histocam.data.io import read_image
 from histocam.data.transforms import resize_image, resize_maps
 from histocam.predict.export import save_png
-from histocam.predict.geojson import region_features, write_geojson
 from histocam.predict.inputs import unique_stems
 from histocam.predict.predictor import Predictor
+from histocam.wsi.geojson import region_features, write_geojson
 
 REGION_COLOR = (255, 0, 0)
 
@@ -61,10 +62,12 @@ class ImageOutputs:
 def predict_images(predictor: Predictor, paths: list[Path], out: Path, *, batch_size: int = 16,
                    num_workers: int = 0, outputs: ImageOutputs | None = None,
                    progress: bool = False, csv_name: str = "predictions.csv",
-                   stems: list[str] | None = None) -> Path:
+                   stems: list[str] | None = None,
+                   on_error: Callable[[Path, str], None] | None = None) -> Path:
     """Predict every image of ``paths`` into ``out`` (module docstring); returns the CSV path.
-    ``stems``: the output names (default: unique among ``paths``; a rank's share of a longer list
-    passes the names made unique over the whole list)."""
+    ``stems``: the output names (default: unique among ``paths``; a shard of a longer list passes
+    the names made unique over the whole list). An unreadable image raises its DataError, or is
+    given to ``on_error(path, message)`` and left out."""
     outputs = outputs or ImageOutputs()
     out.mkdir(parents=True, exist_ok=True)
     stems = stems if stems is not None else unique_stems(paths)
@@ -88,7 +91,12 @@ def predict_images(predictor: Predictor, paths: list[Path], out: Path, *, batch_
         for batch in steps:
             for item in batch:
                 if "error" in item:
-                    raise DataError(None, item["error"])
+                    if on_error is None:
+                        raise DataError(None, item["error"])
+                    on_error(paths[item["index"]], item["error"])
+            batch = [item for item in batch if "error" not in item]
+            if not batch:
+                continue
             probs, classes, maps = predictor(torch.stack([b["image"] for b in batch]))
             for item, p, c, m in zip(batch, probs, classes, maps):
                 i = item["index"]

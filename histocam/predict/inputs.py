@@ -2,18 +2,20 @@
 
 Slides are recognised by their format: the OpenSlide vendor suffixes (``.svs``, ``.ndpi``,
 ``.mrxs``, ...) and tiled TIFF files (a pyramidal TIFF is tiled; a plain TIFF image is stored in
-strips). A folder gives its image and slide files (not its sub-folders), sorted by name. A CSV
-manifest gives the paths of its ``image`` (or ``path``, ``slide``) column, relative to the CSV's
-folder; the training manifest (``image,label,...``) is accepted as it is.
+strips). A folder gives its image and slide files (not its sub-folders), sorted by name; its
+other files are named as skipped. A CSV manifest gives the paths of its ``image`` (or ``path``,
+``slide``) column, relative to the CSV's folder; the training manifest (``image,label,...``) is
+accepted as it is. Several files, a folder or a manifest make a batch.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from histocam.data.errors import DataError
+from histocam.wsi.backends import quiet_logger
 
 SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -25,13 +27,16 @@ CSV_COLUMNS = ("image", "path", "slide")
 class Inputs:
     images: list[Path]
     slides: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # a folder's other files
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # files that cannot be used
+    batch: bool = False  # several files, a folder or a manifest
 
 
 def is_tiled_tiff(path: Path) -> bool:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_logger("tifffile"), tifffile.TiffFile(path) as tif:
             return bool(tif.pages[0].is_tiled)
     except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
         raise DataError(path, f"unreadable TIFF file ({exc})") from None
@@ -74,19 +79,25 @@ def manifest_paths(csv_path: Path) -> list[Path]:
     return out
 
 
-def collect_inputs(items: list[str | Path]) -> Inputs:
+def collect_inputs(items: list[str | Path], keep_going: bool = False) -> Inputs:
     """Expand files, folders and CSV manifests into image and slide files (first occurrence
-    order, duplicates once)."""
+    order, duplicates once). A file that cannot be used (missing, unknown format, unreadable
+    TIFF) raises its DataError, or with ``keep_going`` is listed in ``failed``."""
     files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    batch = len(items) > 1
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and
-                           p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES)
-            if not found:
+            batch = True
+            found = sorted(p for p in path.iterdir() if p.is_file())
+            known = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES]
+            skipped += [(p, "not an image or slide file") for p in found if p not in known]
+            if not known:
                 raise DataError(path, "the folder holds no image or slide file")
-            files += found
+            files += known
         elif path.suffix.lower() == ".csv":
+            batch = True
             if not path.is_file():
                 raise DataError(path, "manifest not found")
             files += manifest_paths(path)
@@ -94,16 +105,22 @@ def collect_inputs(items: list[str | Path]) -> Inputs:
             files.append(path)
     images: list[Path] = []
     slides: list[Path] = []
+    failed: list[tuple[Path, str]] = []
     seen: set[Path] = set()
     for path in files:
         key = path.resolve()
         if key in seen:
             continue
         seen.add(key)
-        (slides if kind_of(path) == "slide" else images).append(path)
-    if not images and not slides:
+        try:
+            (slides if kind_of(path) == "slide" else images).append(path)
+        except DataError as exc:
+            if not keep_going:
+                raise
+            failed.append((path, str(exc)))
+    if not images and not slides and not failed:
         raise ValueError("no input given")
-    return Inputs(images, slides)
+    return Inputs(images, slides, skipped, failed, batch)
 
 
 def unique_stems(paths: list[Path]) -> list[str]:

@@ -15,7 +15,8 @@ the label is unknown, so the predicted class stands in for it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,6 +46,8 @@ class Predictor:
     positive_class: int | None = None  # the class that is not the data's fully negative one
     batch_size: int = 64  # the run's evaluation batch size
     source: str = ""  # the run directory, recorded with a slide's partial results
+    # checkpoint name -> SHA-256 of its file: a stored result is reused only for the same weights
+    checkpoints: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_run(cls, run: Run | str | Path, checkpoint: str = "best-loc", *,
@@ -66,10 +69,23 @@ class Predictor:
         else:
             tau, source = run.tau_star(map_ckpt)
         positive = positive_class(run, names)
+        digests = {name: file_digest(run.dir.checkpoint(name)) for name in {map_ckpt, label_ckpt}}
         return cls(map_method, label_method, list(names),
                    positive if map_class == "auto" else resolve_map_class(names, map_class),
                    run.config.data.eval_size, dev, map_ckpt, label_ckpt, tau, source, positive,
-                   run.config.train.eval_batch_size, str(run.dir.root.resolve()))
+                   run.config.train.eval_batch_size, str(run.dir.root.resolve()), digests)
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities B×K, classes of the maps B) on the CPU, from one forward pass of the
+        label checkpoint, without maps: the probabilities ``__call__`` gives."""
+        images = images.to(self.device, non_blocking=True)
+        labeller = self.label_method if self.label_method is not None else self.map_method
+        logits = labeller(images).logits
+        probs = torch.softmax(logits.detach().float(), dim=1).cpu()
+        classes = (probs.argmax(dim=1) if self.map_class is None else
+                   torch.full((images.shape[0],), self.map_class, dtype=torch.long))
+        return probs, classes
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,6 +103,15 @@ class Predictor:
             _, maps = self.map_method.localize_with_logits(images, classes)
         probs = torch.softmax(logits.detach().float(), dim=1).cpu()
         return probs, classes.cpu(), maps.detach().float().cpu()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def resolve_map_class(class_names: list[str], map_class: str) -> int | None:

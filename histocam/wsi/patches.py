@@ -1,7 +1,7 @@
 """A WSOL patch benchmark cut from annotated slides (``histocam data patches``): the protocol that
 made CAMELYON16-512 (survey, Rony et al. 2023, Appendix B), written in the WSOL split-list layout.
 
-Slides with an annotation file (GeoJSON or ASAP XML, ``histocam.data.annotations``) holding a
+Slides with an annotation file (GeoJSON or ASAP XML, ``histocam.wsi.annotations``) holding a
 tumour region are tumour slides; slides without one (or whose annotation has no region but
 exclusions, e.g. an empty QuPath export) are normal slides. Slides, not patches, are split into
 train / valcl / test (per class of slide, seeded; or a ``slide,split`` CSV), so no slide gives
@@ -9,11 +9,12 @@ patches to two splits.
 Patches are ``size``×``size`` at level 0 on the grid of stride ``size`` (no two overlap), fully
 inside the slide.
 
-Tissue mass test (steps 3–4), twice: at a low level (the Otsu tissue mask of a thumbnail with about
-8 pixels per patch side, ``slides.detect_tissue``: level 6 for 512-pixel patches of a CAMELYON16
-slide) the fraction of tissue pixels in the patch must be ≥ p_t; then at level 0, the fraction of
-the patch's pixels whose saturation exceeds the same Otsu threshold (``tissue.saturation_threshold``)
-must be ≥ p_t too.
+Tissue mass test (steps 3–4), twice: at a low level (the tissue mask of the slide's thumbnail,
+``tissue.slide_tissue``: optical density above the slide's glass colour, longer side at most 2048
+pixels, i.e. about 10 pixels per 512-pixel patch side on a CAMELYON16 slide) the fraction of tissue
+pixels in the patch must be ≥ p_t; then at level 0, the fraction of the patch's pixels whose optical
+density above the same glass colour exceeds the same threshold (``tissue.tissue_pixels``) must be
+≥ p_t too. The tissue sizes are in microns: a slide without MPP needs ``slide_mpp``.
 
 Tumour patches (tumour slides only), steps 5–7: the patch's mask Y is the annotation rasterised at
 level 0 (``annotations.regions_mask``), p_m its tumour fraction; patches with p_m < p0 are dropped.
@@ -45,12 +46,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from histocam.data.annotations import DEFAULT_EXCLUDE, Region, read_annotations, regions_mask
 from histocam.data.dataset import SPLITS
 from histocam.data.errors import DataError
 from histocam.data.io import read_text
-from histocam.predict.slides import SlideReader, detect_tissue, tile_grid
-from histocam.predict.tissue import saturation, saturation_threshold
+from histocam.wsi.annotations import DEFAULT_EXCLUDE, Region, read_annotations, regions_mask
+from histocam.wsi.grid import tile_grid
+from histocam.wsi.reader import SlideReader
+from histocam.wsi.scale import positive_mpp, slide_mpp
+from histocam.wsi.tissue import TissueOptions, slide_tissue, tissue_pixels
 
 CLASS_NAMES = ["normal", "tumor"]
 SLIDE_SPLITS = ("train", "valcl", "test")
@@ -72,6 +75,8 @@ class PatchProtocol:
     seed: int = 0
     backend: str = "auto"
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    slide_mpp: float | None = None  # level-0 µm/px of slides whose file records none
+    tissue: TissueOptions = field(default_factory=TissueOptions)
 
     def check(self) -> None:
         if self.size < 8:
@@ -86,6 +91,8 @@ class PatchProtocol:
             raise ValueError("--valcl-fraction + --test-fraction must leave slides for train")
         if self.bins < 1 or self.valpx_per_class < 1:
             raise ValueError("--bins and --valpx-per-class must be at least 1")
+        if self.slide_mpp is not None:
+            positive_mpp(self.slide_mpp, "--slide-mpp")
 
 
 @dataclass
@@ -187,10 +194,11 @@ class SlidePatches:
         self.entry, self.protocol = entry, protocol
         self.reader = SlideReader(entry.path, protocol.backend)
         size = protocol.size
-        thumb, tissue, t = detect_tissue(self.reader, size)
-        self.threshold = saturation_threshold(thumb)
+        mpp, _ = slide_mpp(entry.path, self.reader.mpp, fallback=protocol.slide_mpp)
+        _, tissue, t = slide_tissue(self.reader, mpp, protocol.tissue)
+        self.glass, self.threshold = tissue.glass, tissue.threshold
         width, height = self.reader.dimensions
-        grid = tile_grid((width, height), tissue, t, tile=size, overlap=0, map_downsample=1)
+        grid = tile_grid((width, height), tissue.mask, t, tile=size, overlap=0, map_downsample=1)
         inside = (grid.positions[:, 0] + size <= width) & (grid.positions[:, 1] + size <= height)
         keep = inside & (grid.tissue >= protocol.p_tissue)
         self.positions = grid.positions[keep]
@@ -200,7 +208,7 @@ class SlidePatches:
         return self.reader.read(int(x), int(y), self.protocol.size, self.protocol.size, 0)
 
     def tissue_level0(self, rgb: np.ndarray) -> float:
-        return float((saturation(rgb) > self.threshold).mean())
+        return float(tissue_pixels(rgb, self.glass, self.threshold).mean())
 
     def close(self) -> None:
         self.reader.close()

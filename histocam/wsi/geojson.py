@@ -1,4 +1,4 @@
-"""Binary region -> QuPath-importable GeoJSON: polygons on the pixel edges, holes kept.
+"""Binary masks -> QuPath-importable GeoJSON: polygons on the pixel edges (or chamfered), holes kept.
 
 Each 4-connected component of the mask becomes one ``Polygon`` whose rings run along pixel
 boundaries (pixel (r, c) is the square [c, c+1] × [r, r+1]), so the polygon covers exactly the
@@ -7,11 +7,13 @@ vertex where two components touch diagonally the walk turns right, which keeps i
 component. Outer rings then have positive shoelace area (counter-clockwise in a y-up frame, as
 RFC 7946 asks) and holes negative. Coordinates are multiplied by ``scale`` (level-0 pixels per mask
 pixel) and shifted by ``origin``: QuPath reads them as level-0 pixel coordinates
-(File › Import objects). Each feature carries ``classification`` {name, color} and the mean
-probability of its pixels as a measurement.
+(File › Import objects). Each feature carries ``objectType``, ``classification`` {name, color} and
+``measurements`` (an object of name: value: its area, the mean probability of its pixels).
+``chamfer`` cuts the staircase corners of a traced ring (``smooth=True``: regions and tissue
+contours); ``square_feature`` makes one tile a detection.
 
-Used by ``histocam predict`` (the slide regions at τ*, via ``histocam.predict.geojson``) and by the
-synthetic slides' tumour annotations (``synth_slide.py``); read back by ``annotations.py``.
+Used by ``histocam predict`` (tissue contours, regions, tile detections) and by the synthetic
+slides' tumour annotations (``synth_slide.py``); read back by ``annotations.py``.
 """
 
 from __future__ import annotations
@@ -134,6 +136,22 @@ def mask_polygons(mask: np.ndarray) -> tuple[list[dict], np.ndarray]:
     return [polygons[k] for k in sorted(polygons)], labels
 
 
+def chamfer(ring: np.ndarray) -> np.ndarray:
+    """A traced ring (corners on the pixel grid) with every corner cut half a pixel along its two
+    edges, then its collinear vertices dropped: a staircase of single pixels becomes a straight
+    diagonal. Each cut triangle lies in the quarter of the corner's own pixel, so cuts of different
+    corners never meet and a simple ring stays simple; rings that touched at a corner come apart."""
+    doubled = 2 * np.asarray(ring, np.int64)  # half-pixel points are integers: exact arithmetic
+    prev_dir = np.sign(doubled - np.roll(doubled, 1, axis=0))
+    next_dir = np.sign(np.roll(doubled, -1, axis=0) - doubled)
+    cut = np.stack([doubled - prev_dir, doubled + next_dir], axis=1).reshape(-1, 2)
+    keep = np.any(cut != np.roll(cut, 1, axis=0), axis=1)  # cuts meeting mid-edge (length 1)
+    cut = cut[keep]
+    a, b = np.roll(cut, 1, axis=0) - cut, np.roll(cut, -1, axis=0) - cut
+    turning = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0] != 0
+    return cut[turning] / 2.0
+
+
 def _level0(ring: np.ndarray, scale: float, origin: tuple[float, float],
             bounds: tuple[float, float] | None) -> np.ndarray:
     pts = ring * scale + np.asarray(origin, dtype=float)
@@ -141,38 +159,64 @@ def _level0(ring: np.ndarray, scale: float, origin: tuple[float, float],
 
 
 def _closed(pts: np.ndarray) -> list[list[float]]:
-    out = [[float(x), float(y)] for x, y in pts]
+    out = [[round(float(x), 3), round(float(y), 3)] for x, y in pts]
     return out + [out[0]]
+
+
+def classification(name: str, color: tuple[int, int, int]) -> dict:
+    """QuPath's ``classification`` of a feature: its class name and RGB colour."""
+    return {"name": name, "color": [int(v) for v in color]}
 
 
 def region_features(mask: np.ndarray, probability: np.ndarray | None, *, name: str,
                     color: tuple[int, int, int], scale: float = 1.0,
                     origin: tuple[float, float] = (0.0, 0.0),
-                    bounds: tuple[float, float] | None = None) -> dict:
+                    bounds: tuple[float, float] | None = None, smooth: bool = False,
+                    mpp: float | None = None) -> dict:
     """A GeoJSON FeatureCollection of the components of ``mask`` (module docstring); the mean of
     ``probability`` (same shape as the mask) over each component is its ``mean probability``.
     ``bounds`` (width, height): coordinates are clipped to the slide (the last map pixels of a
-    slide whose size is no multiple of the map's downsample reach past its edge)."""
+    slide whose size is no multiple of the map's downsample reach past its edge). ``smooth``: the
+    rings are chamfered (``chamfer``) instead of following the pixel edges. ``mpp``: level-0
+    microns per pixel, for the area in µm²."""
     polygons, labels = mask_polygons(mask)
     means = (ndimage.mean(probability.astype(np.float64), labels, [p["label"] for p in polygons])
              if probability is not None and polygons else [None] * len(polygons))
     features = []
     for i, (poly, mean) in enumerate(zip(polygons, means), start=1):
-        rings = [_level0(r, scale, origin, bounds) for r in [poly["outer"], *poly["holes"]]]
+        rings = [chamfer(r) if smooth else r for r in [poly["outer"], *poly["holes"]]]
+        rings = [_level0(r, scale, origin, bounds) for r in rings]
         area = sum(signed_area(r) for r in rings)  # holes count negative
         measurements = {"area (level-0 px^2)": float(area)}
+        if mpp is not None:
+            measurements["area (µm^2)"] = float(area) * mpp * mpp
         if mean is not None:
             measurements["mean probability"] = float(mean)
         features.append({
-            "type": "Feature", "id": f"region-{i}",
+            "type": "Feature", "id": f"{name}-{i}",
             "geometry": {"type": "Polygon", "coordinates": [_closed(r) for r in rings]},
             "properties": {"objectType": "annotation", "name": f"{name} {i}",
-                           "classification": {"name": name, "color": [int(v) for v in color]},
+                           "classification": classification(name, color),
                            "isLocked": False, "measurements": measurements},
         })
     return {"type": "FeatureCollection", "features": features}
 
 
+def square_feature(ident: str, x: float, y: float, size: float, *, name: str,
+                   color: tuple[int, int, int], measurements: dict[str, float],
+                   object_type: str = "detection") -> dict:
+    """A square Feature (level-0 x, y of its top-left corner, side ``size``), e.g. one tile as a
+    QuPath detection whose measurements the measurement maps colour."""
+    ring = np.array([[x, y], [x, y + size], [x + size, y + size], [x + size, y]], float)
+    return {"type": "Feature", "id": ident,
+            "geometry": {"type": "Polygon", "coordinates": [_closed(ring)]},
+            "properties": {"objectType": object_type, "classification": classification(name, color),
+                           "isLocked": False, "measurements": measurements}}
+
+
 def write_geojson(collection: dict, path: Path) -> Path:
-    path.write_text(json.dumps(collection))
+    """``collection`` as a GeoJSON file (written under a temporary name, then renamed)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(collection))
+    tmp.replace(path)
     return path

@@ -1,4 +1,4 @@
-"""Tiled pyramidal TIFF writing in bounded memory: slides (RGB) and maps or masks (grey).
+"""Tiled pyramidal TIFF writing in bounded memory: slides (RGB), maps and masks (grey or RGBA).
 
 Each level is one page of 256×256 tiles, half the size (ceil) of the one before, until a level fits
 one tile; reduced pages are ``subfiletype`` 1: the layout OpenSlide and tiffslide read as a pyramid
@@ -9,7 +9,8 @@ edges the mean of the pixels present), made band by band into a temporary float3
 ever whole in memory, and the level-0 array may itself be a ``numpy.memmap``.
 
 ``encode`` turns a band of a level (the level-0 array's own dtype at level 0, float32 means above)
-into the uint8 pixels stored.
+into the uint8 pixels stored: grey, RGB, or RGBA with unassociated alpha (a colour-mapped heatmap
+whose transparency is its value), whatever the level-0 array's channels.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def write_pyramid(level0: np.ndarray, path: Path, *, downsample: float = 1.0,
         raise ValueError(f"a pyramid level must be H×W or H×W×3, got shape {level0.shape}")
     scratch.mkdir(parents=True, exist_ok=True)
     channels = level0.shape[2:]
+    stored = encode(np.zeros((1, 1, *channels), level0.dtype)).shape[2:]  # grey, RGB or RGBA
+    photometric = {(): "minisblack", (3,): "rgb", (4,): "rgb"}[tuple(stored)]
+    extrasamples = {"extrasamples": ("unassalpha",)} if stored == (4,) else {}
     shapes = level_shapes(level0.shape[:2])
     tmp = path.with_name(f".{path.name}.tmp")
     level = level0
@@ -111,9 +115,9 @@ def write_pyramid(level0: np.ndarray, path: Path, *, downsample: float = 1.0,
                 if mpp is not None:
                     per_cm = 1e4 / (mpp * page_ds)
                     extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
-                tw.write(level_tiles(level, encode), shape=(*shape, *channels), dtype=np.uint8,
-                         tile=(TIFF_TILE, TIFF_TILE), photometric="rgb" if channels else "minisblack",
-                         compression=compression, subfiletype=1 if k else 0,
+                tw.write(level_tiles(level, encode), shape=(*shape, *stored), dtype=np.uint8,
+                         tile=(TIFF_TILE, TIFF_TILE), photometric=photometric,
+                         compression=compression, subfiletype=1 if k else 0, **extrasamples,
                          description=json.dumps({**(description or {}), "level": k,
                                                  "level0_downsample": page_ds}),
                          metadata=None, **extra)

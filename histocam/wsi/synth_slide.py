@@ -6,6 +6,10 @@ trained on synthetic-node predicts it at its own scale), on white glass:
 
 - tissue: one smooth blob, r < R(θ) = R₀ (1 + Σₖ aₖ cos(kθ + φₖ)) around the slide's centre, with
   R₀ = 0.42 · the shorter side; outside it the pixels are glass (near white, slight noise);
+- stain: ``he`` (the renderer's H&E) or ``ihc``: a pale immunohistochemistry-like slide
+  (``ihc_stain``): the H&E's haematoxylin at 0.3 of its concentration as the counterstain, eosin
+  dropped, DAB (brown) on the tumour, rendered relative to the glass colour (stained tissue is never
+  brighter than the glass); such tissue barely changes the saturation, the case of a pale IHC slide;
 - tumour: ``tumours`` smaller blobs of the same form inside the tissue (the designed region D).
   Each tile is rendered as normal tissue (label 0); where D covers it, tumour tiles (label 1) of
   the same tile are rendered with further seeds and their tumour pixels pasted into D until D is
@@ -39,15 +43,19 @@ import numpy as np
 from PIL import Image
 
 from histocam.data.config import SyntheticConfig
-from histocam.data.geojson import region_features, write_geojson
-from histocam.data.pyramid import release, write_pyramid
+from histocam.data.stain import HED_FROM_RGB, RGB_FROM_HED
 from histocam.data.synth_node import render_node
+from histocam.wsi.geojson import region_features, write_geojson
+from histocam.wsi.pyramid import release, write_pyramid
 
 MAX_TUMOUR_RENDERS = 24
 GLASS = np.array([243, 242, 240], np.float32)
 TUMOUR_NAME = "Tumor"
 TUMOUR_COLOR = (200, 0, 0)
 _HARMONICS = 4
+STAINS = ("he", "ihc")
+IHC_HAEMATOXYLIN = 0.3  # counterstain concentration relative to the H&E's haematoxylin
+IHC_DAB = 0.22  # DAB concentration on tumour (brown), less where the nuclei are
 
 
 @dataclass
@@ -99,8 +107,25 @@ def design_slide(width: int, height: int, tumours: int, seed: int) -> SlideDesig
     return SlideDesign(width, height, tissue, blobs)
 
 
+def ihc_stain(rgb: np.ndarray, tumour: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An H&E render turned into a pale DAB/haematoxylin one (module docstring): stain
+    concentrations by colour deconvolution (Ruifrok & Johnston 2001, ``histocam.data.stain``),
+    haematoxylin × ``IHC_HAEMATOXYLIN``, DAB ``IHC_DAB`` · (1 − H) · U(0.7, 1.3) on tumour, then
+    Beer–Lambert relative to the glass with sensor noise (σ 2 levels)."""
+    od = -np.log((rgb.astype(np.float64) + 1.0) / 256.0)
+    hed = od @ HED_FROM_RGB
+    h = np.clip(hed[..., 0], 0.0, None)
+    dab = np.where(tumour, IHC_DAB, 0.0) * (1.0 - np.clip(h, 0.0, 1.0)) * \
+        rng.uniform(0.7, 1.3, tumour.shape)
+    unit = RGB_FROM_HED / np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
+    od = (IHC_HAEMATOXYLIN * h)[..., None] * unit[0] + dab[..., None] * unit[2]
+    out = (GLASS + 1.0) * np.exp(-od) - 1.0 + rng.normal(0.0, 2.0, od.shape)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def render_slide_tile(design: SlideDesign, x0: int, y0: int, tile: int, seed: int,
-                      knobs: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      knobs: SyntheticConfig, stain: str = "he"
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(RGB uint8, tumour mask, tissue mask) of the tile×tile tile with top-left (x0, y0)."""
     yy, xx = np.mgrid[y0:y0 + tile, x0:x0 + tile].astype(np.float64) + 0.5
     tissue = design.tissue.contains(xx, yy)
@@ -118,6 +143,8 @@ def render_slide_tile(design: SlideDesign, x0: int, y0: int, tile: int, seed: in
         image[take] = t_image[take]
         tumour |= take
         k += 1
+    if stain == "ihc":
+        image = ihc_stain(image, tumour, np.random.default_rng([seed, x0, y0, 0x1C]))
     if not tissue.all():
         noise = rng.normal(0.0, 2.0, (*tissue.shape, 1))
         glass = np.clip(np.rint(GLASS + noise), 0, 255).astype(np.uint8)
@@ -153,7 +180,8 @@ def _block_fraction(mask: np.ndarray, d: int) -> np.ndarray:
 def write_synth_slide(out: str | Path, *, width: int = 4096, height: int | None = None,
                       tile: int = 256, tumours: int = 3, seed: int = 0, mpp: float = 0.5,
                       mask_downsample: int = 16, name: str = "synthetic-slide",
-                      knobs: SyntheticConfig | None = None, progress: bool = False) -> SynthSlide:
+                      knobs: SyntheticConfig | None = None, progress: bool = False,
+                      stain: str = "he") -> SynthSlide:
     """Write a synthetic slide, its tumour annotation and its known mask (module docstring).
     ``tile``: the rendered tile size (the synthetic-node tile size of the runs to test);
     ``tumours`` = 0 gives a normal slide (empty annotation, empty mask)."""
@@ -168,6 +196,8 @@ def write_synth_slide(out: str | Path, *, width: int = 4096, height: int | None 
         raise ValueError(f"--mpp {mpp}: must be positive")
     if mask_downsample < 1:
         raise ValueError(f"--mask-downsample {mask_downsample}: must be at least 1")
+    if stain not in STAINS:
+        raise ValueError(f"--stain {stain!r}: one of {', '.join(STAINS)}")
     knobs = (knobs or SyntheticConfig()).model_copy(update={"size": tile, "seed": seed})
     out = Path(out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
@@ -184,7 +214,7 @@ def write_synth_slide(out: str | Path, *, width: int = 4096, height: int | None 
 
             starts = track(starts, description=f"{name}: {len(starts)} tiles", transient=True)
         for y, x in starts:
-            image, tumour, tissue = render_slide_tile(design, x, y, tile, seed, knobs)
+            image, tumour, tissue = render_slide_tile(design, x, y, tile, seed, knobs, stain)
             h, w = min(tile, height - y), min(tile, width - x)
             rgb[y:y + h, x:x + w] = image[:h, :w]
             mask[y:y + h, x:x + w] = tumour[:h, :w] * np.uint8(255)
@@ -193,7 +223,7 @@ def write_synth_slide(out: str | Path, *, width: int = 4096, height: int | None 
                 release(rgb)
                 release(mask)
         description = {"name": name, "generator": "histocam data synth-slide", "seed": seed,
-                       "mpp": mpp}
+                       "mpp": mpp, "stain": stain}
         slide = write_pyramid(rgb, out / f"{name}.tif", mpp=mpp, scratch=work,
                               description=description)
         del rgb
@@ -216,7 +246,7 @@ def write_synth_slide(out: str | Path, *, width: int = 4096, height: int | None 
                     ).save(tissue_png)
     summary = out / f"{name}.json"
     summary.write_text(json.dumps({
-        "width": width, "height": height, "mpp": mpp, "tile": tile, "seed": seed,
+        "width": width, "height": height, "mpp": mpp, "tile": tile, "seed": seed, "stain": stain,
         "tumours": tumours, "tumour_pixels": tumour_pixels, "tissue_pixels": tissue_pixels,
         "tumour_fraction_of_tissue": tumour_pixels / tissue_pixels if tissue_pixels else 0.0,
         "polygons": len(collection["features"]), "mask_downsample": mask_downsample,

@@ -9,6 +9,11 @@ next to tiles left out (no tissue) the sum is smaller and the division by it res
 own value. The stitched map is Σ w·m / Σ w (0 where no tile lies). A map that is a function of the
 pixels alone is therefore reproduced exactly, whatever the tile size and overlap.
 
+A tile that gives one value (its class probability) is blended with ``centre_window`` instead: a
+separable triangle 1 − |x − c| / s around the tile's centre c, as wide as two strides s. Triangles
+one stride apart sum to 1, so between tile centres the map is the bilinear interpolation of the
+tiles' values: smooth, with no trace of the tiles' squares, and uniform over a uniform region.
+
 The two sums are float32 ``numpy.memmap`` files when a folder is given, so a slide's map never has
 to fit in memory; the result is written band by band.
 """
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histocam.data.pyramid import release  # re-exported: the memmap page release of the map writers
+from histocam.wsi.pyramid import release
 
 RELEASE_EVERY = 64  # tiles blended between two releases of the accumulators' pages
 
@@ -42,13 +47,29 @@ def tile_window(n: int, overlap: int) -> np.ndarray:
     return np.outer(w, w).astype(np.float32)
 
 
+def centre_window(n: int, stride: int) -> tuple[np.ndarray, int]:
+    """(the separable triangle of half-width ``stride`` around the centre of an n-pixel tile
+    (module docstring), the offset of its first pixel from the tile's first pixel)."""
+    if stride < 1:
+        raise ValueError(f"stride {stride} must be at least 1")
+    centre = n / 2
+    first = int(np.floor(centre - stride))
+    x = np.arange(first, int(np.ceil(centre + stride))) + 0.5
+    w = np.maximum(0.0, 1.0 - np.abs(x - centre) / stride)
+    return np.outer(w, w).astype(np.float32), first
+
+
 class Stitcher:
-    """Accumulates Σ w·m and Σ w over a map of ``shape`` (rows, cols) from n×n tile maps."""
+    """Accumulates Σ w·m and Σ w over a map of ``shape`` (rows, cols) from n×n tile maps, or from
+    one value per tile with ``values=True`` (``centre_window``)."""
 
     def __init__(self, shape: tuple[int, int], n: int, overlap: int,
-                 folder: Path | None = None) -> None:
+                 folder: Path | None = None, values: bool = False) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
-        self.window = tile_window(n, overlap)
+        if values:
+            self.window, self.offset = centre_window(n, n - overlap)
+        else:
+            self.window, self.offset = tile_window(n, overlap), 0
         self.n = n
         self.added = 0
         if folder is None:
@@ -59,17 +80,22 @@ class Stitcher:
             self.num = np.memmap(folder / "sum-wm.f32", np.float32, "w+", shape=self.shape)
             self.den = np.memmap(folder / "sum-w.f32", np.float32, "w+", shape=self.shape)
 
-    def add(self, row: int, col: int, tile_map: np.ndarray) -> None:
-        """Blend an n×n map whose top-left pixel is at (row, col) of the map (parts outside the
-        map are dropped)."""
-        if tile_map.shape != (self.n, self.n):
-            raise ValueError(f"tile map of shape {tile_map.shape}, expected {(self.n, self.n)}")
-        r1, c1 = min(row + self.n, self.shape[0]), min(col + self.n, self.shape[1])
-        if r1 <= row or c1 <= col:
+    def add(self, row: int, col: int, tile_map: np.ndarray | float) -> None:
+        """Blend the tile whose top-left pixel is at (row, col) of the map: its n×n map, or its
+        one value (``values=True``); parts outside the map are dropped."""
+        size = self.window.shape[0]
+        if np.ndim(tile_map) and np.shape(tile_map) != (size, size):
+            raise ValueError(f"tile map of shape {np.shape(tile_map)}, expected {(size, size)}")
+        top, left = row + self.offset, col + self.offset
+        r0, c0 = max(top, 0), max(left, 0)
+        r1, c1 = min(top + size, self.shape[0]), min(left + size, self.shape[1])
+        if r1 <= r0 or c1 <= c0:
             return
-        w = self.window[: r1 - row, : c1 - col]
-        self.num[row:r1, col:c1] += w * tile_map[: r1 - row, : c1 - col].astype(np.float32)
-        self.den[row:r1, col:c1] += w
+        w = self.window[r0 - top:r1 - top, c0 - left:c1 - left]
+        part = np.float32(tile_map) if not np.ndim(tile_map) else \
+            np.asarray(tile_map, np.float32)[r0 - top:r1 - top, c0 - left:c1 - left]
+        self.num[r0:r1, c0:c1] += w * part
+        self.den[r0:r1, c0:c1] += w
         self.added += 1
         if self.added % RELEASE_EVERY == 0:
             release(self.num)
