@@ -12,19 +12,24 @@ from histocam.cli.user_errors import user_errors
 
 @user_errors
 def report(
-    runs: list[Path] = typer.Argument(..., help="run directories (or folders of runs, e.g. a "
-                                      "pipeline's)"),
+    runs: list[Path] = typer.Argument(None, help="run directories (or folders of runs, e.g. a "
+                                      "pipeline's)", show_default=False),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="the HTML file to write"),
     gallery: int = typer.Option(3, min=0, help="best, worst and random images per class"),
     evaluate: bool = typer.Option(False, help="first evaluate checkpoints with no test metrics"),
     title: str = typer.Option("histocam report", help="page title"),
     device: str = typer.Option("cpu", help="for maps the evaluation did not store"),
+    slides: list[Path] = typer.Option(None, help="`histocam predict` output folders: a section of "
+                                      "their slides (thumbnail, overlay, score, areas)",
+                                      show_default=False),
 ) -> None:
     """One self-contained HTML page (no network, no script) comparing runs: configs, curves,
-    test tables, threshold curves, galleries, paired t-tests and the experiments' plots."""
+    test tables, threshold curves, galleries, paired t-tests and the experiments' plots; and the
+    slides `histocam predict` wrote, with --slides."""
     from histocam.report import build_report
 
-    path = build_report(runs, out, n_gallery=gallery, device=device, evaluate=evaluate, title=title)
+    path = build_report(runs or [], out, n_gallery=gallery, device=device, evaluate=evaluate,
+                        title=title, slides=slides or [])
     typer.echo(f"report: {path}")
 
 

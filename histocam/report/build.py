@@ -14,6 +14,7 @@ from histocam.report.sections import (
     paired_tests,
     run_section,
 )
+from histocam.report.slides import slide_section
 from histocam.runs.run import Run
 
 
@@ -33,30 +34,43 @@ def evaluate_missing(run_dirs: list[Path], device: str = "auto") -> list[str]:
 
 
 def render(all_results: list[RunResults], *, n_gallery: int = 3, device: str = "cpu",
-           title: str = "histocam report") -> str:
-    nav = " ".join(f'<a href="#{anchor(i)}">{esc(r.name)}</a>' for i, r in enumerate(all_results))
-    body = [f"<h1>{esc(title)}</h1>", f"<nav>{nav}</nav>",
-            "<h2>Comparison</h2>",
-            note("test split; τ* = argmax mIoU on the run's own valpx (never on test); chance = the "
-                 "PxAP of an all-ones map (the foreground fraction); J = FG/BG separability of the "
-                 "encoder's last features, when the evaluation computed it"),
-            comparison_table(all_results), "<h3>Paired t-tests</h3>", paired_tests(all_results),
-            cross_experiments(all_results)]
-    body += [run_section(i, r, n_gallery, device) for i, r in enumerate(all_results)]
+           title: str = "histocam report", slides: list[Path] | None = None) -> str:
+    """The page: the runs' comparison and sections, then the predicted slides of ``slides``
+    (prediction folders) when given."""
+    links = [f'<a href="#{anchor(i)}">{esc(r.name)}</a>' for i, r in enumerate(all_results)]
+    if slides:
+        links.append('<a href="#slides">slides</a>')
+    body = [f"<h1>{esc(title)}</h1>", f"<nav>{' '.join(links)}</nav>"]
+    if all_results:
+        body += ["<h2>Comparison</h2>",
+                 note("test split; τ* = argmax mIoU on the run's own valpx (never on test); chance "
+                      "= the PxAP of an all-ones map (the foreground fraction); J = FG/BG "
+                      "separability of the encoder's last features, when the evaluation computed "
+                      "it"),
+                 comparison_table(all_results), "<h3>Paired t-tests</h3>",
+                 paired_tests(all_results), cross_experiments(all_results)]
+        body += [run_section(i, r, n_gallery, device) for i, r in enumerate(all_results)]
+    if slides:
+        body.append(slide_section(slides))
     return page(title, "\n".join(body))
 
 
 def build_report(runs: list[str | Path], out: str | Path, *, n_gallery: int = 3,
-                 device: str = "cpu", evaluate: bool = False, title: str = "histocam report") -> Path:
-    """Write the report of ``runs`` (run directories, or folders of runs) to ``out``."""
-    run_dirs = expand_run_dirs([Path(r) for r in runs])
+                 device: str = "cpu", evaluate: bool = False, title: str = "histocam report",
+                 slides: list[str | Path] | None = None) -> Path:
+    """Write the report of ``runs`` (run directories, or folders of runs) and of the predicted
+    slides in ``slides`` (``histocam predict`` output folders) to ``out``."""
+    if not runs and not slides:
+        raise ValueError("nothing to report: give run directories and/or --slides folders")
+    run_dirs = expand_run_dirs([Path(r) for r in runs]) if runs else []
     if evaluate:
         evaluate_missing(run_dirs, device)
     all_results = [load_results(d) for d in run_dirs]
     out = Path(out)
     if out.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(out))
-    text = render(all_results, n_gallery=n_gallery, device=device, title=title)
+    text = render(all_results, n_gallery=n_gallery, device=device, title=title,
+                  slides=[Path(f) for f in slides or []])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
