@@ -55,16 +55,18 @@ def main() -> None:
     p.add_argument("--tumours", type=int, default=3)
     p.add_argument("--map-downsample", type=int, default=8)
     p.add_argument("--checkpoint", default="best-loc")
+    p.add_argument("--slide-map", default="auto", choices=["auto", "probability", "map"],
+                   help="the slide map scored (histocam predict --slide-map)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="keep the slide and outputs here")
     args = p.parse_args()
 
-    from histocam.data.synth_slide import Blob, write_synth_slide
     from histocam.metrics import Batch
     from histocam.metrics.pxap import PxAP, chance_pxap
     from histocam.predict import SlideOptions, predict
     from histocam.predict.api import default_tile
     from histocam.runs import Run
+    from histocam.wsi.synth_slide import Blob, write_synth_slide
 
     run = Run(args.run)
     width, height = (int(v) for v in (args.size.lower().split("x") * 2)[:2])
@@ -79,10 +81,12 @@ def main() -> None:
     start = time.perf_counter()
     result = predict(run, [made.slide], root / "pred", checkpoint=args.checkpoint, device="cpu",
                      num_workers=args.workers,
-                     slide_options=SlideOptions(map_downsample=args.map_downsample))
+                     slide_options=SlideOptions(map_downsample=args.map_downsample,
+                                                slide_map=args.slide_map))
     seconds = time.perf_counter() - start
     summary = result.slides[0]
-    heat = np.load(root / "pred" / "synthetic-slide.map.npy").astype(np.float32)
+    folder = root / "pred" / "slides" / "synthetic-slide"
+    heat = np.load(folder / "synthetic-slide.map.npy").astype(np.float32)
     d = int(summary["map_level0_downsample"])
     with tifffile.TiffFile(made.mask_tif) as tif:
         level0 = tif.pages[0].asarray() > 0
@@ -98,7 +102,7 @@ def main() -> None:
         rows[f"pxap{tag}"] = metric.compute()
         rows[f"chance{tag}"] = chance_pxap(metric.fg.numpy(), metric.bg.numpy())
     true_region = polygons(made.geojson)
-    region_file = root / "pred" / "synthetic-slide.region.geojson"
+    region_file = folder / "synthetic-slide.region.geojson"
     iou = None
     if region_file.is_file():
         found = polygons(region_file)
@@ -111,8 +115,9 @@ def main() -> None:
         "tile": tile, "tiles": summary["tiles"], "map_level0_downsample": d,
         "tumour_fraction_of_tissue": made.tumour_pixels / made.tissue_pixels,
         **{k: round(v, 2) for k, v in rows.items()},
-        "tau": summary.get("threshold"), "iou": None if iou is None else round(iou, 3),
-        "region": summary.get("region"), "prediction": summary.get("prediction"),
+        "iou": None if iou is None else round(iou, 3), "slide_map": summary["slide_map"],
+        "region": summary.get("region"), "label": summary.get("label"),
+        "score": summary.get("score"), "rule": summary.get("rule"),
         "probabilities": summary.get("probabilities"), "write_s": round(written, 1),
         "predict_s": round(seconds, 1), "map_shape": list(heat.shape),
         "outputs": str(root) if keep else None}, indent=1))

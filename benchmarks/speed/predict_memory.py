@@ -3,7 +3,8 @@
 Writes a synthetic tiled pyramidal TIFF of SIZE×SIZE pixels (white glass with discs of textured
 pink tissue covering about ``--tissue`` of the area, written tile by tile: the slide is never in
 memory), makes a tiny run (a seeded, untrained CAM on the ``test_resnet`` backbone, eval size 64:
-the model is not what is measured) and predicts the slide in a fresh process per size, reporting
+the model is not what is measured) and predicts the slide at its level 0 (``--mpp 0.25``, the
+slide's own scale) in a fresh process per size, reporting
 the peak resident set size (``ru_maxrss``), the tiles and the time. The slide's RGB at level 0
 would take 3·SIZE² bytes.
 
@@ -88,14 +89,15 @@ def child(run: str, slide: str, out: str, tile: int, workers: int) -> None:
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     result = predict(run, [slide], out, device="cpu", threshold=0.5, num_workers=workers,
-                     slide_options=SlideOptions(tile=tile, map_downsample=16))
+                     slide_options=SlideOptions(tile=tile, map_downsample=16, mpp=0.25))
     summary = result.slides[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"baseline_rss_mb": baseline, "peak_rss_mb": peak,
                       "workers_peak_rss_mb":
                           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                       "tiles": summary["tiles"], "seconds": time.perf_counter() - start,
-                      "map_shape": list(np.load(Path(out) / "slide.map.npy", mmap_mode="r").shape)}))
+                      "map_shape": list(np.load(Path(out) / "slides" / "slide" / "slide.map.npy",
+                                                mmap_mode="r").shape)}))
 
 
 def main() -> None:
