@@ -25,7 +25,7 @@ Steps (``detect_tissue``):
 Sizes are in microns and converted with the thumbnail's µm per pixel. The defaults score a recall of
 at least 95% and a precision of at least 90% against the known tissue of synthetic H&E and pale
 IHC-like slides (tests/test_tissue.py) and against hand-checked references of the shared Aperio
-slides (benchmarks, RESULTS.md).
+slides (``benchmarks/quality/slide_tissue.py``; docs/results.md, "Slides").
 """
 
 from __future__ import annotations
