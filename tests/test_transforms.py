@@ -158,6 +158,11 @@ def test_stain_normalisation_applies_in_training_and_evaluation() -> None:
     as_float = torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255
     evaluated = JointTransform(False, 32, 32, 32, stain_normalize="macenko")(sample)["image"]
     assert torch.allclose(evaluated, macenko_normalize(as_float), atol=1e-6)
+    # prediction (images and slide tiles) prepares its inputs the same way
+    from histocam.data.transforms import model_input
+    assert torch.allclose(model_input(sample.image, 32, "macenko"), evaluated, atol=1e-6)
+    plain = JointTransform(False, 32, 32, 32)(sample)["image"]
+    assert torch.allclose(model_input(sample.image, 32), plain, atol=1e-6)
     trained = JointTransform(True, 32, 32, 32, color_jitter=False,
                              stain_normalize="macenko")(sample, generator=torch.Generator())
     flips = [macenko_normalize(as_float).flip(d) for d in ((), (-1,), (-2,), (-1, -2))]

@@ -35,6 +35,15 @@ def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
     return out.clamp_(0.0, 1.0)
 
 
+def model_input(rgb: np.ndarray, size: int, stain_normalize: str = "none") -> torch.Tensor:
+    """The evaluation input of one H×W×3 uint8 RGB image outside a dataset (an image or a slide
+    tile to predict): 3×size×size in [0, 1], stain-normalised as the run's data config says, the
+    same steps as ``JointTransform`` at evaluation."""
+    image = resize_image(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+                         .div_(255.0), size)
+    return macenko_normalize(image) if stain_normalize == "macenko" else image
+
+
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     """H×W {0,1} float -> size×size, nearest neighbour."""
     if mask.shape[-2:] == (size, size):

@@ -22,7 +22,7 @@ import torch
 from histocam.core.visual import colormap_lut, overlay, to_uint8
 from histocam.data.errors import DataError
 from histocam.data.io import read_image
-from histocam.data.transforms import resize_image, resize_maps
+from histocam.data.transforms import model_input, resize_maps
 from histocam.predict.export import save_png
 from histocam.predict.inputs import unique_stems
 from histocam.predict.predictor import Predictor
@@ -35,8 +35,8 @@ class ImageFiles(torch.utils.data.Dataset):
     """(index, RGB uint8, 3×E×E tensor) per image; a read error is returned, not raised, so that
     the main process raises it with its file name even from a DataLoader worker."""
 
-    def __init__(self, paths: list[Path], eval_size: int) -> None:
-        self.paths, self.eval_size = paths, eval_size
+    def __init__(self, paths: list[Path], eval_size: int, stain_normalize: str = "none") -> None:
+        self.paths, self.eval_size, self.stain_normalize = paths, eval_size, stain_normalize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -46,8 +46,8 @@ class ImageFiles(torch.utils.data.Dataset):
             rgb, _ = read_image(self.paths[i])
         except DataError as exc:
             return {"index": i, "error": str(exc)}
-        image = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
-        return {"index": i, "rgb": rgb, "image": resize_image(image, self.eval_size)}
+        return {"index": i, "rgb": rgb,
+                "image": model_input(rgb, self.eval_size, self.stain_normalize)}
 
 
 @dataclass
@@ -71,7 +71,8 @@ def predict_images(predictor: Predictor, paths: list[Path], out: Path, *, batch_
     outputs = outputs or ImageOutputs()
     out.mkdir(parents=True, exist_ok=True)
     stems = stems if stems is not None else unique_stems(paths)
-    loader = torch.utils.data.DataLoader(ImageFiles(paths, predictor.eval_size), batch_size,
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, predictor.eval_size,
+                                                    predictor.stain_normalize), batch_size,
                                          shuffle=False, num_workers=num_workers,
                                          collate_fn=list)
     steps = loader

@@ -48,6 +48,7 @@ class Predictor:
     source: str = ""  # the run directory, recorded with a slide's partial results
     # checkpoint name -> SHA-256 of its file: a stored result is reused only for the same weights
     checkpoints: dict[str, str] = field(default_factory=dict)
+    stain_normalize: str = "none"  # the run's data.stain_normalize, applied to every input
 
     @classmethod
     def from_run(cls, run: Run | str | Path, checkpoint: str = "best-loc", *,
@@ -73,7 +74,8 @@ class Predictor:
         return cls(map_method, label_method, list(names),
                    positive if map_class == "auto" else resolve_map_class(names, map_class),
                    run.config.data.eval_size, dev, map_ckpt, label_ckpt, tau, source, positive,
-                   run.config.train.eval_batch_size, str(run.dir.root.resolve()), digests)
+                   run.config.train.eval_batch_size, str(run.dir.root.resolve()), digests,
+                   run.config.data.stain_normalize)
 
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

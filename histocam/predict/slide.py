@@ -278,7 +278,8 @@ def _settings(path: Path, reader: SlideReader, predictor: Predictor, options: Sl
             "backend": reader.backend, "run": predictor.source,
             "checkpoints": predictor.checkpoints, "map_checkpoint": predictor.map_checkpoint,
             "label_checkpoint": predictor.label_checkpoint, "map_class": predictor.map_class,
-            "eval_size": predictor.eval_size, "tile": tile, "overlap": overlap, "scale": scale,
+            "eval_size": predictor.eval_size,
+            "stain_normalize": predictor.stain_normalize, "tile": tile, "overlap": overlap, "scale": scale,
             "map_downsample": options.map_downsample, "min_tissue": options.min_tissue,
             "tissue": options.tissue.as_dict(), "slide_map": kind,
             "weight": options.weight_by_probability}
@@ -315,7 +316,8 @@ def _infer(predictor: Predictor, path: Path, backend: str, grid: TileGrid, todo:
            work: SlideWork, options: SlideOptions, kind: str) -> None:
     if len(todo) == 0:
         return
-    dataset = TileDataset(path, backend, grid, todo, predictor.eval_size)
+    dataset = TileDataset(path, backend, grid, todo, predictor.eval_size,
+                          predictor.stain_normalize)
     loader = torch.utils.data.DataLoader(dataset, options.batch_size, shuffle=False,
                                          num_workers=options.num_workers,
                                          pin_memory=predictor.device.type == "cuda")

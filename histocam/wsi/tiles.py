@@ -4,7 +4,7 @@ Each item is (tile index, 3×E×E float RGB in [0, 1], error): the tile read fro
 nearest to the model's input size E that is not coarser (``SlideReader.read_tile``: a 512-pixel
 level-0 tile for a 224-pixel input comes from level 0 of a 1/4/16 pyramid, from a level of downsample
 2 where there is one) and resized once to E (bilinear with antialiasing, as evaluation resizes
-images: ``histocam.data.transforms.resize_image``). A read error
+images: ``histocam.data.transforms.model_input``). A read error
 is returned as text (with a blank image) rather than raised: a DataLoader worker's exception would
 reach the main process as a traceback, the text reaches it as data and becomes one error line that
 names the slide. Each worker opens the slide itself.
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from histocam.data.errors import DataError
-from histocam.data.transforms import resize_image
+from histocam.data.transforms import model_input
 from histocam.wsi.grid import TileGrid
 from histocam.wsi.reader import SlideReader
 
@@ -27,10 +27,10 @@ class TileDataset(torch.utils.data.Dataset):
     """Tiles ``indices`` of ``grid`` on the slide at ``path`` (module docstring)."""
 
     def __init__(self, path: Path, backend: str, grid: TileGrid, indices: np.ndarray,
-                 eval_size: int) -> None:
+                 eval_size: int, stain_normalize: str = "none") -> None:
         self.path, self.backend, self.grid = Path(path), backend, grid
         self.indices = np.asarray(indices, np.int64)
-        self.eval_size = eval_size
+        self.eval_size, self.stain_normalize = eval_size, stain_normalize
         self._reader: SlideReader | None = None
 
     def __getstate__(self) -> dict:
@@ -48,5 +48,4 @@ class TileDataset(torch.utils.data.Dataset):
             rgb = self._reader.read_tile(x, y, self.grid.extent, self.eval_size)
         except DataError as exc:
             return index, torch.zeros(3, self.eval_size, self.eval_size), str(exc)
-        image = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
-        return index, resize_image(image, self.eval_size), ""
+        return index, model_input(rgb, self.eval_size, self.stain_normalize), ""
