@@ -1,10 +1,10 @@
 """The repository's text speaks of the project, never of how its work was organised.
 
-README.md, docs/, benchmarks/ and histocam/ say what histocam does, how it was measured and with
-which command; none of them speaks of the periods in which the work was done. The test fails on
-the word "session" or "sessions" (any case, as a whole word: ``session_dir`` counts, ``obsession``
-does not) in any text file there, except in identifiers that mean something else, listed in
-``ALLOWED`` with the file they are allowed in.
+README.md, docs/, benchmarks/, histocam/, tests/ and the CI script say what histocam does, how it
+was measured and with which command; none of them speaks of the periods in which the work was
+done. The test fails on the word "session" or "sessions" (any case, as a whole word:
+``session_dir`` counts, ``obsession`` does not) in any text file there, except in identifiers
+that mean something else, listed in ``ALLOWED`` with the file they are allowed in.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# the diary that docs/results.md replaces; it is to be deleted, not rewritten
-EXCLUDED = {"benchmarks/RESULTS.md"}
+# this file: its examples must contain the word
+EXCLUDED = {"tests/test_repository_text.py"}
 
 # file (relative to the repository root) -> identifiers in it whose "session" means something else
 ALLOWED: dict[str, tuple[str, ...]] = {
     # the context manager that captures a top-down CAM's activations for one call
     "histocam/maps/topdown_cam.py": ("_session",),
+    # pytest's fixture scope: one fixture value for the whole test run
+    "tests/conftest.py": ('scope="session"',),
 }
 
 WORD = re.compile(r"(?<![a-z0-9])sessions?(?![a-z0-9])", re.IGNORECASE)
@@ -72,19 +74,30 @@ def test_the_word_is_found_whole_in_any_case_and_allowed_identifiers_are_not() -
 
 def test_excluded_and_binary_files_are_not_read() -> None:
     assert not any(p.suffix == ".png" for p in text_files("docs"))
-    assert ROOT / "benchmarks/RESULTS.md" not in text_files("benchmarks")
+    assert ROOT / "tests/test_repository_text.py" not in text_files("tests")
     assert ROOT / "docs/protocol.md" in text_files("docs")
 
 
 @pytest.mark.parametrize("entry", [
-    pytest.param("README.md", marks=pytest.mark.xfail(
-        strict=True, reason="README.md names the periods of work in its results paragraphs "
-        "until it is rewritten for users; remove this mark then")),
+    "README.md",
     "docs",
     "benchmarks",
     "histocam",
+    "tests",
+    ".ci",
 ])
 def test_no_session_in_the_repository_text(entry: str) -> None:
     assert (ROOT / entry).exists()
     found = offenders(entry)
     assert not found, "the repository speaks of how its work was organised:\n" + "\n".join(found)
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_every_relative_link_of_the_readme_and_docs_names_a_file_that_exists() -> None:
+    pages = [ROOT / "README.md", ROOT / "benchmarks/README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = [f"{page.relative_to(ROOT)}: {target}" for page in pages
+              for target in LINK.findall(page.read_text(encoding="utf-8"))
+              if "://" not in target and not (page.parent / target).exists()]
+    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)

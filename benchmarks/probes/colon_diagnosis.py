@@ -1,4 +1,4 @@
-"""Why are weakly supervised maps at chance on synthetic-colon? The measurements of RESULTS.md.
+"""Why are weakly supervised maps at chance on synthetic-colon? The measurements of docs/results.md.
 
 1. Resolution ceiling: test masks average-pooled to the CAM grid (optionally blurred first), then
    the protocol's normalisation and upsampling -> PxAP.

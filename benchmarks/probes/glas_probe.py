@@ -6,7 +6,7 @@ or one-vs-rest BCE. Prints, every few epochs, on the 18 *valcl* images of the sp
 held-out test part, which the recipe must not be chosen on): dataset PxAP, accuracy, and per class
 the mean per-image AP / mean foreground % (the per-image chance level); with ``map1``/``map0`` the
 same with the malignant / benign map forced for every image. Exploration only: the recipe's numbers
-come from ``histocam train`` with benchmarks/configs/glas*.yaml (RESULTS.md).
+come from ``histocam train`` with benchmarks/configs/glas*.yaml (docs/results.md).
 
   python benchmarks/probes/glas_probe.py --size 448 --crop 224 --eval 448 --method topk --loss bce
 """

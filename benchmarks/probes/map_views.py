@@ -6,7 +6,7 @@ without views for a run trained without them) makes its maps averaged over the v
 per class, the mean per-image AP next to the mean foreground fraction. Nothing is written under
 the runs; the choice between view sets is made on valcl, the test part is only reported.
 
-Usage (benchmarks/RESULTS.md, the views on GlaS):
+Usage (docs/results.md, the views on GlaS):
   python benchmarks/probes/map_views.py runs/exp13/glas/cam-s0 runs/exp13/glas/cam-s1 \\
       runs/exp13/glas/cam-s2 --views none flips d8
 """

@@ -9,7 +9,7 @@ test images with both maps, and the report. EfficientNet-Lite0 with the ImageNet
 rates of ``benchmarks/configs/node.yaml`` and ``pixelcam-node.yaml``, 10 epochs each.
 synthetic-node is the embedded domain where PixelCAM's gain over its teacher is largest at CPU
 budgets, so it is the one that shows clearly what PixelCAM adds (what the demo gives, and in how
-long: benchmarks/RESULTS.md).
+long: docs/results.md).
 """
 
 from __future__ import annotations

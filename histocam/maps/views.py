@@ -6,7 +6,7 @@ own. The mean over such views keeps what the maps agree on, the tissue, and aver
 view's map owes to orientation: the strided layers' sampling grid, which sits up to half a cell off
 the upsampled map's (a stride-32 cell of EfficientNet or ResNet is centred at 32·i, bilinear
 upsampling puts it at 32·i + 15.5), and the peaks one view happens to fire on (what the views give
-on GlaS: benchmarks/RESULTS.md).
+on GlaS: docs/results.md).
 
 A view is ``(k, mirror)``: rotate by k·90° in the image plane (``torch.rot90`` over the last two
 dimensions), then mirror left–right. Every set starts with the identity, whose logits a method

@@ -72,7 +72,7 @@ def image_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "ce") -> 
     z₁ − z₀ is learnt, so the benign map is pushed towards the negative of the malignant evidence
     although glands are foreground in both classes; BCE with a non-linear pooling (WILDCAT, LSE,
     max) learns each class's evidence against the other class's images instead
-    (benchmarks/RESULTS.md, GlaS). Predictions are the argmax of the logits either way.
+    (docs/results.md, GlaS). Predictions are the argmax of the logits either way.
     """
     labels = labels.to(logits.device)
     if kind == "ce":

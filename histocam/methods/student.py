@@ -124,7 +124,7 @@ class SeededStudent(ComposedMethod):
 
         One SGD step moves a seed's logit by about lr · ‖F_p‖² · |p − y'|, so a rate that suits
         one encoder's features and one teacher's seeds overshoots with others; the rate that
-        learns depends on both (benchmarks/RESULTS.md), so the symptom, not the
+        learns depends on both (docs/results.md), so the symptom, not the
         feature scale, is what is checked."""
         pixel, chance = stats.get("train_pixel"), stats.get("train_pixel_chance")
         if pixel is None or not chance or pixel <= DIVERGING_RATIO * chance:
