@@ -17,6 +17,7 @@ def user_error_message(exc: BaseException) -> str | None:
 
     from histocam.core.configs import describe_invalid
     from histocam.core.registry import UnknownNameError
+    from histocam.core.runlock import RunLockError
     from histocam.data.errors import DataError
     from histocam.maps.store import CAMStoreError
     from histocam.models.backbones import BackboneError
@@ -27,8 +28,8 @@ def user_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         # "[Errno 20] Not a directory: 'runs/x'" -> "runs/x: not a directory"
         return f"{exc.filename}: {exc.strerror[:1].lower()}{exc.strerror[1:]}"
-    if isinstance(exc, (RunError, DataError, CAMStoreError, BackboneError, UnknownNameError,
-                        FileNotFoundError, FileExistsError, NotADirectoryError,
+    if isinstance(exc, (RunError, RunLockError, DataError, CAMStoreError, BackboneError,
+                        UnknownNameError, FileNotFoundError, FileExistsError, NotADirectoryError,
                         IsADirectoryError, PermissionError, ValueError)):
         return " ".join(str(exc).split())
     return None
