@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_run, write_rgb
+from helpers import stop_after_epoch, tiny_run, write_rgb
 from typer.testing import CliRunner
 
 from histocam.cli import app
@@ -62,8 +62,9 @@ def test_training_writes_run_directory_and_selects(tmp_path: Path) -> None:
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     full = tiny_config(tmp_path, "full")
     Trainer(full).fit()
-    part = tiny_config(tmp_path, "part", epochs=1)
-    Trainer(part).fit()  # "killed" after epoch 1
+    part = tiny_config(tmp_path, "part")
+    stop_after_epoch(part, 1)  # Ctrl-C
+    assert not part.run_dir.lock_file.exists()  # released on the way out
     resumed = tiny_config(tmp_path, "part")
     Trainer(resumed).fit(resume=True)
     a, b = _log(full.run_dir.root), _log(resumed.run_dir.root)

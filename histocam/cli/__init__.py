@@ -77,15 +77,21 @@ def methods(family: str | None = typer.Option(None, help="only this family")) ->
 def train(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="run YAML"),
-    resume: bool = typer.Option(False, help="continue the run from its last checkpoint"),
+    resume: bool = typer.Option(False, help="continue the run from its last checkpoint (with "
+                                "the config it was trained with)"),
+    overwrite: bool = typer.Option(False, help="delete the run's checkpoints, log, evaluations "
+                                   "and stored maps first, if it has any"),
 ) -> None:
     """Train a WSOL method: histocam train --config run.yaml KEY=VALUE ... (overrides); on N
-    processes: torchrun --nproc_per_node N -m histocam train ... (train.batch_size is global)."""
+    processes: torchrun --nproc_per_node N -m histocam train ... (train.batch_size is global).
+    A run that has results is never replaced without --overwrite."""
     from histocam.core.launch import launch
     from histocam.train import Trainer, load_run_config
 
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it: pass one")
     run = load_run_config(config, list(ctx.args))
-    best = Trainer(run).fit(resume=resume)
+    best = Trainer(run).fit(resume=resume, overwrite=overwrite)
     if not launch().is_main:  # torchrun: one report, by rank 0
         return
     typer.echo(f"done: {run.run_dir}  B-LOC epoch {best['loc_epoch']} (valpx PxAP "

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -51,8 +52,9 @@ from rich.progress import (
 from histocam.core import collectives
 from histocam.core.atomic import load_checkpoint
 from histocam.core.collectives import all_gather_objects, all_reduce_sum
+from histocam.core.configs import describe_invalid
 from histocam.core.devices import command_device
-from histocam.core.rundir import RESUME
+from histocam.core.rundir import LABEL, RESUME, RunError
 from histocam.data.open import negative_class, open_source
 from histocam.data.transforms import JointTransform
 from histocam.maps.store import load_cams
@@ -62,7 +64,7 @@ from histocam.metrics.classification import ClassificationAccuracy
 from histocam.metrics.histogram import PixelHistogram
 from histocam.train import distributed
 from histocam.train.loader import make_train_loader, train_batches
-from histocam.train.run_config import RunConfig
+from histocam.train.run_config import RESUMABLE_KEYS, RunConfig, config_changes
 from histocam.train.seeding import (
     epoch_seed,
     rng_state,
@@ -122,41 +124,56 @@ class Trainer:
         self.run_dir = config.run_dir
         self.best = {"pxap": float("-inf"), "accuracy": float("-inf"), "loc_epoch": None,
                      "cl_epoch": None}
+        self.rows: list[dict[str, Any]] = []  # the log's rows, saved in every "last" checkpoint
         self.warned = False  # the method's training warnings are logged once per run
 
     # ------------------------------------------------------------------ public
-    def fit(self, resume: bool = False) -> dict[str, Any]:
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+        """Train the run: a fresh one, or (``resume``) the one in its directory from where it
+        stopped. A fresh run never replaces a run's results unless ``overwrite``. The run's lock
+        is held throughout (``RunDir.lock``)."""
+        if resume and overwrite:
+            raise ValueError("--resume continues a run and --overwrite replaces it: pass one")
         try:
-            start, partial = self._prepare_run_dir(resume)
-            if start == 0:
-                self._evaluate_and_select(0, {}, 0.0)
-                start = 1
-            for epoch in range(start, self.config.train.epochs + 1):
-                began = time.perf_counter()
-                train_stats = self._train_epoch(epoch, partial if epoch == start else None)
-                self._warn(epoch, train_stats)
-                self.method.on_epoch_end(epoch)
-                self.scheduler.step()
-                self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
-            collectives.barrier()
+            with self.run_dir.lock("training"):
+                start, partial = self._prepare_run_dir(resume, overwrite)
+                if start == 0:
+                    self._evaluate_and_select(0, {}, 0.0)
+                    start = 1
+                for epoch in range(start, self.config.train.epochs + 1):
+                    began = time.perf_counter()
+                    train_stats = self._train_epoch(epoch, partial if epoch == start else None)
+                    self._warn(epoch, train_stats)
+                    self.method.on_epoch_end(epoch)
+                    self.scheduler.step()
+                    self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
+                collectives.barrier()
         finally:
             collectives.teardown(self.dist)
         return dict(self.best)
 
     # ------------------------------------------------------------------ internals
-    def _prepare_run_dir(self, resume: bool) -> tuple[int, dict | None]:
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> tuple[int, dict | None]:
         """(first epoch to train, the mid-epoch state to continue it from or None)."""
         run = self.run_dir
         if resume:
             if not run.has_started():
                 raise FileNotFoundError(f"cannot resume: {run.checkpoint('last')} does not exist")
             state = run.load_checkpoint("last", self.device)
+            self._check_resumable(state)
             partial = None
             if run.resume_state.is_file():
                 mid_state = run.load_checkpoint(RESUME, self.device)
                 if mid_state["epoch"] > state["epoch"]:
-                    state = partial = mid_state
+                    partial = mid_state
                     self._check_same_job(run.resume_state, partial)
+            self.rows = list(state["log"])
+            collectives.barrier()  # every rank has read before rank 0 writes
+            if self.dist.is_main:  # finish what a kill left of the last epoch's commit
+                run.recover(state)
+                if partial is None:
+                    run.remove_resume_state()
+            state = partial or state
             self.method.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -164,22 +181,45 @@ class Trainer:
             self.best = dict(state["best"])
             done = state["epoch"] - (1 if partial else 0)
             if self.dist.is_main:
-                run.truncate_log(done)
                 where = (f"in epoch {partial['epoch']} after step {partial['step']}" if partial
                          else f"after epoch {done}")
                 console.print(f"resuming {self.run_dir} {where}")
             collectives.barrier()
             return done + 1, partial
-        if run.has_started():
-            raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume to continue it "
-                                  "or choose another name")
-        collectives.barrier()  # every rank has looked before rank 0 writes
+        made = collectives.from_main([str(p.relative_to(run.root)) for p in run.results()])
+        if made and not overwrite:
+            raise FileExistsError(
+                f"{run} already holds a run ({', '.join(made)}): continue it with --resume, "
+                "replace it with --overwrite, or train under another name")
         if self.dist.is_main:
+            if overwrite:
+                run.remove_results()
+            run.remove_temporaries()
             run.write_config(self.config.to_yaml())
-            run.remove_log()
-            run.remove_resume_state()
         collectives.barrier()
         return 0, None
+
+    def _check_resumable(self, state: dict) -> None:
+        """The run resumed is the one configured: the config of the "last" checkpoint (``state``)
+        equals this one but for ``RESUMABLE_KEYS``; that checkpoint holds the log rows that
+        ``RunDir.recover`` rewrites."""
+        last = self.run_dir.checkpoint("last")
+        if "log" not in state or "selected" not in state:
+            raise RunError(f"{last}: holds no log rows, so it cannot be resumed "
+                           "(train it again under another name or with --overwrite)")
+        try:
+            saved = RunConfig.model_validate(state["config"])
+        except ValidationError as exc:
+            raise RunError(f"{last}: its config is not valid for this histocam "
+                           f"({describe_invalid(exc)}); train it again under another name or "
+                           "with --overwrite") from None
+        changed = config_changes(saved, self.config)
+        if changed:
+            raise RunError(
+                f"cannot resume {self.run_dir}: the config differs from the one it was trained "
+                f"with ({self.run_dir.config}): {'; '.join(changed)}. Resume with that config, "
+                "or start a new run under another name or with --overwrite (a resume may change "
+                f"only {', '.join(RESUMABLE_KEYS)})")
 
     def _check_same_job(self, path: Path, partial: dict) -> None:
         batch = self.config.train.batch_size
@@ -305,43 +345,32 @@ class Trainer:
                                self.device, {"pixels": traced}, **options)
                 row[key] = traced.pxap if traced.pxap is not None else ""
         metrics = {"valcl_accuracy": accuracy, "valpx_pxap": pxap}
-        saved = []
+        selected = []
         if pxap is not None and pxap >= self.best["pxap"]:
             self.best.update(pxap=pxap, loc_epoch=epoch)
-            self._save("best-loc", epoch, metrics)
-            saved.append("B-LOC")
+            selected.append("best-loc")
         if self.method.classifier_frozen and pxap is None:
             raise ValueError(f"{self.config.method.name} selects its checkpoints on valpx PxAP "
                              "(its classifier is frozen), but no valpx image has a mask")
         if self.method.classifier_frozen:  # B-CL carries no information: it is B-LOC (NEGEV)
-            if "B-LOC" in saved:
+            if "best-loc" in selected:
                 self.best.update(accuracy=accuracy, cl_epoch=epoch)
-                self._save("best-cl", epoch, metrics)
-                saved.append("B-CL")
+                selected.append("best-cl")
         elif accuracy >= self.best["accuracy"]:
             self.best.update(accuracy=accuracy, cl_epoch=epoch)
-            self._save("best-cl", epoch, metrics)
-            saved.append("B-CL")
-        self._save("last", epoch, metrics, full=True)
+            selected.append("best-cl")
+        saved = [LABEL[name] for name in selected]
+        row["selected"] = "+".join(saved)
+        self.rows.append(row)
         if not self.dist.is_main:
             return
-        self.run_dir.remove_resume_state()  # older than the last epoch's checkpoint from now on
-        row["selected"] = "+".join(saved)
-        self.run_dir.append_log(row)
+        self.run_dir.commit_epoch({
+            "model": self.method.state_dict(), "epoch": epoch, "metrics": metrics,
+            "config": self.config.model_dump(mode="json"), "class_names": self.class_names,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "best": dict(self.best), "log": list(self.rows),
+        }, selected)
         pxap_text = f"{pxap:.2f}" if pxap is not None else "n/a"
         loss_text = f" loss {train_stats['train_loss']:.4f}" if "train_loss" in train_stats else ""
         console.print(f"epoch {epoch:3d}{loss_text}  valcl acc {accuracy:6.2f}  valpx PxAP "
                       f"{pxap_text:>6}  {seconds:6.1f}s  {' '.join(saved)}", highlight=False)
-
-    def _save(self, which: str, epoch: int, metrics: dict, full: bool = False) -> None:
-        if not self.dist.is_main:
-            return
-        state: dict[str, Any] = {
-            "model": self.method.state_dict(), "epoch": epoch, "metrics": metrics,
-            "config": self.config.model_dump(mode="json"), "class_names": self.class_names,
-        }
-        if full:
-            state.update(optimizer=self.optimizer.state_dict(),
-                         scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
-                         best=dict(self.best))
-        self.run_dir.save_checkpoint(which, state)
