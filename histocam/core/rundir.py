@@ -373,12 +373,6 @@ def runs_in(path: str | Path) -> list[RunDir]:
     return inner
 
 
-def run_holding(path: str | Path) -> RunDir | None:
-    """The run whose folder is ``path`` or holds it (``path`` need not exist); None if none."""
-    path = Path(path).resolve()
-    return next((RunDir(p) for p in (path, *path.parents) if RunDir(p).is_run()), None)
-
-
 class CrossvalDir:
     """The folder of a cross-validation (``histocam crossval``): one run or pipeline folder per
     fold and seed, and the summary as JSON and as a markdown table."""

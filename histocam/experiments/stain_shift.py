@@ -93,6 +93,12 @@ def run_stain_shift(run_dir: str | Path, *, checkpoints: tuple[str, ...] = SELEC
                     split: str = "test", device: str = "auto") -> Path:
     """Evaluate each checkpoint at each level; store the result with the run, return its path."""
     run = Run(run_dir).require_trained()
+    with run.writing("stain-shift", device):  # the run's lock, until the result is written
+        return _stain_shift(run, checkpoints, max_strength, n_levels, seed, split, device)
+
+
+def _stain_shift(run: Run, checkpoints: tuple[str, ...], max_strength: float, n_levels: int,
+                 seed: int, split: str, device: str) -> Path:
     dev = resolve_device(device)
     shift = StainShift.from_seed(seed)
     levels = strengths(max_strength, n_levels)

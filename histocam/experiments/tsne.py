@@ -54,6 +54,11 @@ def run_tsne(run_dir: str | Path, *, checkpoint: str = "best-loc", n_images: int
              split: str = "test", seed: int = 0, device: str = "auto") -> Path:
     """Store the t-SNE of ``checkpoint``'s pixel features with the run; returns the path written."""
     run = Run(run_dir).require_trained()
+    with run.writing("t-SNE", device):  # the run's lock, until the result is written
+        return _tsne(run, checkpoint, n_images, split, seed, device)
+
+
+def _tsne(run: Run, checkpoint: str, n_images: int, split: str, seed: int, device: str) -> Path:
     dev = resolve_device(device)
     method, class_names = run.method(checkpoint, str(dev))
     data = run.config.data

@@ -23,6 +23,7 @@ from histocam.core.collectives import all_gather_objects
 from histocam.core.devices import command_device, resolve_device
 from histocam.core.results import EvaluationResult
 from histocam.core.rundir import CHECKPOINTS, RunDir, RunError
+from histocam.core.runlock import RunLock
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
@@ -37,7 +38,7 @@ from histocam.methods.base import WSOLMethod
 from histocam.methods.catalog import create_method
 from histocam.runs.evaluation import evaluate_run
 from histocam.train.loader import make_loader
-from histocam.train.run_config import RunConfig
+from histocam.train.run_config import RunConfig, config_changes
 from histocam.train.trainer import Trainer
 
 __all__ = ["CHECKPOINTS", "Run", "RunError"]
@@ -68,14 +69,28 @@ class Run:
 
     @classmethod
     def train(cls, config: RunConfig) -> Run:
-        """The trained run of ``config``: trained here unless both selected checkpoints exist
-        (then the run as it was trained, with its own config), resumed when an epoch has ended.
-        Under torchrun (a collective) rank 0 decides for every rank."""
+        """The trained run of ``config``: trained here, resumed when an epoch has ended, or, when
+        its last epoch has ended, the run as it was trained. A run trained with another config
+        (but for ``RESUMABLE_KEYS``) is an error. Under torchrun (a collective) rank 0 decides
+        for every rank."""
         run_dir = config.run_dir
-        if collectives.from_main(run_dir.is_trained()):
-            return cls(run_dir)
-        Trainer(config).fit(resume=bool(collectives.from_main(run_dir.has_started())))
-        return cls(run_dir, config=config)
+        if not collectives.from_main(run_dir.has_started()):
+            Trainer(config).fit()
+            return cls(run_dir, config=config)
+        stored = cls(run_dir)
+        changed = config_changes(stored.config, config)
+        if changed:
+            raise RunError(f"{run_dir}: trained with another configuration than this one "
+                           f"({'; '.join(changed)}); move it away or choose another name")
+        if collectives.from_main(run_dir.epochs_done()) < config.train.epochs:
+            Trainer(config).fit(resume=True)
+        return stored
+
+    def writing(self, operation: str, device: str = "auto") -> RunLock:
+        """``with run.writing("evaluation"):`` the run's lock (``RunDir.lock``), taken for the
+        job: it joins the job's process group first (``collectives.setup``)."""
+        collectives.setup(command_device(device))
+        return self.dir.lock(operation)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, checkpoint: str) -> Path:
@@ -173,8 +188,12 @@ class Run:
         in rank order, into the same single ``.npz`` and ``.json`` one process writes (same maps,
         same order); every rank returns once both exist. It joins the job's process group,
         making it on first use (``collectives.setup``)."""
-        dev = command_device(device)
-        collectives.setup(dev)
+        with self.writing("map export", device):
+            return self._export_cams(checkpoint, split, command_device(device), batch_size,
+                                     progress)
+
+    def _export_cams(self, checkpoint: str, split: str, dev: torch.device,
+                     batch_size: int | None, progress: bool) -> Path:
         method, state = self._load(checkpoint, str(dev))
         data = self.config.data
         dataset = open_source(data).dataset(split)
@@ -216,8 +235,9 @@ class Run:
                  data: str | Path | DataConfig | None = None, device: str = "auto",
                  save_maps: bool = False, separability: bool = False) -> EvaluationResult:
         """Test metrics of a checkpoint (``histocam.runs.evaluation``)."""
-        return evaluate_run(self, checkpoint, split, data=data, device=device,
-                            save_maps=save_maps, separability=separability)
+        with self.writing("evaluation", device):
+            return evaluate_run(self, checkpoint, split, data=data, device=device,
+                                save_maps=save_maps, separability=separability)
 
     def evaluation(self, checkpoint: str, split: str = "test", *, device: str = "auto"
                    ) -> EvaluationResult:
