@@ -12,7 +12,11 @@ crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and pri
    accuracy) and the last epoch on test, and how often B-LOC picks a checkpoint that is worse on
    the test fold than the last epoch. Reported, never used to choose anything;
 5. per class: PxAP against chance and the mean per-image AP against the mean foreground fraction,
-   and, with ``--figure``, a scatter of per-image AP against foreground fraction per class.
+   and, with ``--figure``, a scatter of per-image AP against foreground fraction per class;
+6. what a recipe is chosen on: per folder, the selection criteria on validation data only (the
+   best valpx PxAP, the B-LOC criterion; the best valcl accuracy, the B-CL one) from each run's
+   log, mean ± std over folds. ``ROOT/levers/...`` folders (one change to a histocam config each)
+   are compared with the folder they change there.
 
 Usage: python benchmarks/quality/glas_crossval.py runs/cv [--figure docs/glas-per-image.png]
 """
@@ -26,7 +30,7 @@ from pathlib import Path
 from tables import mean_std
 
 from histocam.core.experiment_results import CrossvalResult
-from histocam.core.rundir import LABEL, SELECTED, CrossvalDir, RunDir
+from histocam.core.rundir import LABEL, SELECTED, CrossvalDir, RunDir, runs_in
 from histocam.metrics.stats import paired_ttest
 
 
@@ -131,6 +135,29 @@ def class_table(studies: dict[str, CrossvalResult]) -> list[str]:
     return lines
 
 
+def validation_table(root: Path, studies: dict[str, CrossvalResult], setting: str) -> list[str]:
+    lines = ["| setting | folder | run | best valpx PxAP (B-LOC criterion) | best valcl accuracy "
+             "(B-CL criterion) | runs |", "|---|---|---|---|---|---|"]
+    for name, s in studies.items():
+        by_run: dict[str, dict[int, list[tuple[float, float]]]] = {}
+        for fold_run in s.runs:
+            folder = CrossvalDir(root / name).fold(fold_run.fold, fold_run.seed)
+            for run in runs_in(folder):
+                rows = run.read_log()
+                px = [float(r["valpx_pxap"]) for r in rows if r.get("valpx_pxap")]
+                cl = [float(r["valcl_accuracy"]) for r in rows if r.get("valcl_accuracy")]
+                label = "model" if run.root == folder else run.name
+                by_run.setdefault(label, {}).setdefault(fold_run.fold, []).append(
+                    (max(px) if px else float("nan"), max(cl) if cl else float("nan")))
+        for label, folds in by_run.items():
+            px = [statistics.mean(v[0] for v in runs) for runs in folds.values()]
+            cl = [statistics.mean(v[1] for v in runs) for runs in folds.values()]
+            n = sum(len(runs) for runs in folds.values())
+            lines.append(f"| {setting} | {name} | {label} | {mean_std(px)} | {mean_std(cl)} | "
+                         f"{n} |")
+    return lines
+
+
 def per_image_rows(folder: Path) -> list:
     """Per-image rows with an AP of the B-LOC test evaluations of a cross-validation folder."""
     results = [RunDir(run).read_evaluation("best-loc") for run in CrossvalDir(folder).folds()]
@@ -167,7 +194,7 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="folder of crossval folders (runs/cv)")
     parser.add_argument("--figure", type=Path, help="write the per-image AP scatter here")
     args = parser.parse_args()
-    ours, paper = load(args.root), load(args.root / "paper")
+    ours, paper, levers = load(args.root), load(args.root / "paper"), load(args.root / "levers")
     if not ours:
         raise SystemExit(f"{args.root}: no cross-validation folder (run histocam crossval first)")
     some = next(iter(ours.values()))
@@ -181,8 +208,18 @@ def main() -> None:
     print("\n".join(student_table(ours) + (student_table(paper)[2:] if paper else [])))
     print("\nCheckpoint choice on the test folds (reported, never used to choose):\n")
     print("\n".join(selection_table(ours) + (selection_table(paper)[2:] if paper else [])))
+    if levers:
+        print("\nLevers: one change to a histocam config each\n")
+        print("\n".join(model_table(levers, "histocam + lever")))
     print("\nPer class (over all runs):\n")
     print("\n".join(class_table(ours)))
+    print("\nValidation only (what the recipe is chosen on):\n")
+    out = validation_table(args.root, ours, "histocam")
+    if paper:
+        out += validation_table(args.root / "paper", paper, "paper")[2:]
+    if levers:
+        out += validation_table(args.root / "levers", levers, "histocam + lever")[2:]
+    print("\n".join(out))
     if args.figure:
         scatter(args.root, ours, args.figure)
         print(f"\nwrote {args.figure}")
