@@ -44,6 +44,8 @@ def user_errors(command):
             return command(*args, **kwargs)
         except typer.Exit:
             raise
+        except EOFError as exc:  # typer would print only "Aborted." for it: a file read too far
+            raise RuntimeError(f"unexpected end of a file ({exc})") from exc
         except Exception as exc:
             message = user_error_message(exc)
             if message is None:
