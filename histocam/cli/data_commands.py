@@ -222,8 +222,9 @@ def patches(
                                       "exclusions (CAMELYON16: _2)"),
     seed: int = typer.Option(0),
     backend: str = typer.Option("auto", help="auto, openslide or tiffslide"),
-    slide_mpp: float | None = typer.Option(None, help="level-0 microns per pixel of slides whose "
-                                           "file records none (for the tissue sizes)"),
+    slide_mpp: float | None = typer.Option(None, min=MIN_MPP, max=MAX_MPP, help="level-0 microns "
+                                           "per pixel of slides whose file records none (for "
+                                           "the tissue sizes)"),
 ) -> None:
     """Build a WSOL patch benchmark from annotated slides (survey Appendix B, CAMELYON16-512)."""
     from histocam.predict.inputs import collect_inputs
