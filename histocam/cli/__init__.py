@@ -14,12 +14,17 @@ import typer
 from histocam.cli.data_commands import OUTSIDE_ROOT_HELP, data_app, known_split
 from histocam.cli.predict_command import predict_command
 from histocam.cli.report_commands import register as register_report_commands
-from histocam.cli.user_errors import user_error_message, user_errors  # noqa: F401 (API)
+from histocam.cli.user_errors import (  # noqa: F401 (user_error_message: API)
+    OneLineUsageErrors,
+    user_error_message,
+    user_errors,
+)
 
 BATCH_HELP = ("images per batch (default: the largest that fits the evaluation memory budget, at "
               "most the run's train.eval_batch_size)")
 
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     name="histocam",
     help="Weakly-supervised classification and ROI localization in histology images.",
     no_args_is_help=True,

@@ -50,8 +50,11 @@ def _map_id(path: Path) -> tuple[str, int] | None:
 
 
 def _is_predict_extra(path: Path) -> bool:
+    """A file of ``histocam predict`` that is not a map: per-image extras, the calls' tables
+    (``predictions*.csv``, ``summary*.csv``) and the folder of its slides."""
     return path.name.endswith(PREDICT_EXTRAS) or (
-        path.name.startswith("predictions") and path.suffix == ".csv")
+        path.name.startswith(("predictions", "summary")) and path.suffix == ".csv") or (
+        path.name == "slides" and path.is_dir())
 
 
 def _find_maps(maps_dir: Path) -> dict[str, Path]:
