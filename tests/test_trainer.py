@@ -13,7 +13,7 @@ from helpers import stop_after_epoch, tiny_run, write_rgb
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.core.atomic import load_checkpoint, save_checkpoint
+from histocam.core.atomic import CheckpointError, load_checkpoint, save_checkpoint
 from histocam.core.configs import apply_overrides
 from histocam.metrics import Batch, PixelHistogram, PxAP
 from histocam.runs import Run
@@ -165,8 +165,9 @@ def test_checkpoint_is_atomic_and_weights_only(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["x.pt"]  # no temporary left behind
 
     torch.save({"obj": EvilPayload()}, tmp_path / "evil.pt")
-    with pytest.raises(RuntimeError, match="cannot load checkpoint"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt: cannot load checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
+    assert issubclass(CheckpointError, ValueError)  # a user error: one line on the command line
 
 
 def test_cli_train(tmp_path: Path) -> None:

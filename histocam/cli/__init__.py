@@ -11,12 +11,20 @@ from pathlib import Path
 
 import typer
 
-from histocam.cli.data_commands import data_app, known_split
+from histocam.cli.data_commands import OUTSIDE_ROOT_HELP, data_app, known_split
 from histocam.cli.predict_command import predict_command
 from histocam.cli.report_commands import register as register_report_commands
-from histocam.cli.user_errors import user_error_message, user_errors  # noqa: F401 (API)
+from histocam.cli.user_errors import (  # noqa: F401 (user_error_message: API)
+    OneLineUsageErrors,
+    user_error_message,
+    user_errors,
+)
+
+BATCH_HELP = ("images per batch (default: the largest that fits the evaluation memory budget, at "
+              "most the run's train.eval_batch_size)")
 
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     name="histocam",
     help="Weakly-supervised classification and ROI localization in histology images.",
     no_args_is_help=True,
@@ -32,8 +40,8 @@ register_report_commands(app)  # report, stain-shift, tsne, thresholds
 @user_errors
 def demo(
     out: Path = typer.Option(Path("runs"), help="parent folder of the demo run"),
-    n_train: int = typer.Option(240, help="synthetic training images"),
-    epochs: int = typer.Option(10, help="epochs of the teacher and of PixelCAM"),
+    n_train: int = typer.Option(240, min=2, help="synthetic training images"),
+    epochs: int = typer.Option(10, min=1, help="epochs of the teacher and of PixelCAM"),
     seed: int = typer.Option(0, help="random seed"),
 ) -> None:
     """PixelCAM end to end on the embedded synthetic H&E benchmark (a few CPU minutes)."""
@@ -110,20 +118,30 @@ def evaluate(
     save_maps: bool = typer.Option(False, help="also save the maps (float16 .npz)"),
     separability: bool = typer.Option(False, help="also compute the separability index J"),
     device: str = typer.Option("auto"),
+    batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
+    allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
 ) -> None:
     """Evaluate a trained run on a split; τ* is chosen on the run's valpx and applied to the split.
     On N processes: torchrun --nproc_per_node N -m histocam evaluate RUN (rank 0 writes)."""
     import json
 
     from histocam.core import collectives
+    from histocam.data.config import DataConfig
     from histocam.runs import Run
 
     known_split(split)
     r = Run(run)
     names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
+    other = data
+    if allow_outside_root:
+        if data is None:
+            raise ValueError("--allow-outside-root applies to the CSV manifest of --data; the "
+                             "run's own data follows data.allow_outside_root of its config")
+        other = DataConfig.model_validate({**r.data_config(data).model_dump(exclude_unset=True),
+                                           "allow_outside_root": True})
     for name in names:  # under torchrun: one process group, made by the first evaluation
-        result = r.evaluate(name, split, data=data, device=device, save_maps=save_maps,
-                            separability=separability)
+        result = r.evaluate(name, split, data=other, device=device, save_maps=save_maps,
+                            separability=separability, batch_size=batch_size)
         summary = {"checkpoint": name, "data": result.data, "accuracy": result.accuracy}
         if result.localization is not None:
             loc = result.localization
@@ -139,6 +157,7 @@ def cams(
     checkpoint: str = typer.Option("best-loc", help="best-loc, best-cl or last"),
     split: str = typer.Option("train"),
     device: str = typer.Option("auto"),
+    batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
 ) -> None:
     """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM).
     On N processes: torchrun --nproc_per_node N -m histocam cams RUN (rank 0 writes)."""
@@ -146,7 +165,8 @@ def cams(
     from histocam.runs import Run
 
     known_split(split)
-    path = Run(run).export_cams(checkpoint, split, device=device, progress=True)
+    path = Run(run).export_cams(checkpoint, split, device=device, batch_size=batch_size,
+                                progress=True)
     if collectives.is_main():
         typer.echo(f"wrote {path} (+ .json)")
 
@@ -278,7 +298,7 @@ def score_maps(
     masks_dir: Path = typer.Argument(..., help="folder of <id>.png masks (missing = background)"),
     valpx_maps: Path | None = typer.Option(None, help="B-LOC maps: choose τ* here"),
     valpx_masks: Path | None = typer.Option(None, help="B-LOC masks"),
-    size: int = typer.Option(224, help="evaluation size (protocol: 224)"),
+    size: int = typer.Option(224, min=1, help="evaluation size (protocol: 224)"),
     native: bool = typer.Option(False, help="evaluate at each mask's own size instead"),
 ) -> None:
     """Score saved maps against masks per the protocol; prints metrics JSON on stdout."""

@@ -182,8 +182,10 @@ class RunDir:
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         return save_checkpoint(state, self.checkpoint(name))
 
-    def load_checkpoint(self, name: str, device: Any = "cpu") -> dict[str, Any]:
-        return load_checkpoint(self.checkpoint(name), device)
+    def load_checkpoint(self, name: str, device: Any = "cpu",
+                        needs: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The checkpoint's state, holding at least ``needs`` (else a ``CheckpointError``)."""
+        return load_checkpoint(self.checkpoint(name), device, needs)
 
     def remove_resume_state(self) -> None:
         self.resume_state.unlink(missing_ok=True)

@@ -29,6 +29,7 @@ from histocam.metrics.classification import ClassificationAccuracy
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.pxap import chance_pxap
 from histocam.runs.run import Run
+from histocam.train.memory import fit_batch
 from histocam.train.split_pass import evaluate_split
 
 N_LEVELS = 10
@@ -108,12 +109,13 @@ def _stain_shift(run: Run, checkpoints: tuple[str, ...], max_strength: float, n_
     curves = {}
     for ckpt in checkpoints:
         method, names = run.method(ckpt, str(dev))
+        batch = fit_batch(method, run.config.data.eval_size, dev, limit=t.eval_batch_size)
         accuracy, pxap, chance = [], [], []
         for strength in levels:
             classified, pixels = ClassificationAccuracy(len(names)), PixelHistogram(dev)
             evaluate_split(method, RestainedDataset(dataset, shift, strength), run.config.data,
                            dev, {"accuracy": classified, "pixels": pixels},
-                           batch_size=t.eval_batch_size, num_workers=t.num_workers)
+                           batch_size=batch, num_workers=t.num_workers)
             accuracy.append(classified.compute().accuracy)
             pxap.append(pixels.pxap)
             fg, bg = pixels.fg.cpu().numpy(), pixels.bg.cpu().numpy()

@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from histocam.core import collectives
-from histocam.core.atomic import write_text_atomic
+from histocam.core.atomic import CheckpointError, write_text_atomic
 from histocam.core.collectives import all_gather_objects
 from histocam.core.devices import command_device, resolve_device
 from histocam.core.results import EvaluationResult
@@ -32,12 +32,14 @@ from histocam.maps.store import (
     config_hash,
     dataset_identity,
     provenance_path,
+    store_identity,
     store_is_current,
 )
 from histocam.methods.base import WSOLMethod
 from histocam.methods.catalog import create_method
 from histocam.runs.evaluation import evaluate_run
 from histocam.train.loader import make_loader
+from histocam.train.memory import fit_batch
 from histocam.train.run_config import RunConfig, config_changes
 from histocam.train.trainer import Trainer
 
@@ -116,8 +118,9 @@ class Run:
         if not path.is_file():
             raise RunError(f"{path}: checkpoint not found (is the run trained?)")
         try:
-            return self.dir.load_checkpoint(checkpoint, device)
-        except RuntimeError as exc:
+            return self.dir.load_checkpoint(checkpoint, device,
+                                            needs=("model", "epoch", "class_names"))
+        except CheckpointError as exc:
             raise RunError(str(exc)) from None
 
     def method(self, checkpoint: str = "best-loc", device: str = "cpu"
@@ -181,7 +184,8 @@ class Run:
                     device: str = "auto", batch_size: int | None = None,
                     progress: bool = False) -> Path:
         """Store the normalised low-resolution map of every image's ground-truth class of
-        ``split`` (float16, streamed to ``RunDir.stored_maps``) with its provenance.
+        ``split`` (float16, streamed to ``RunDir.stored_maps``) with its provenance;
+        ``batch_size`` by default from the memory budget (``histocam.train.memory.fit_batch``).
 
         Under torchrun (a collective: every rank calls it) each rank maps its contiguous block of
         the images (``collectives.shard_indices``) into a part file and rank 0 merges the parts,
@@ -197,8 +201,10 @@ class Run:
         method, state = self._load(checkpoint, str(dev))
         data = self.config.data
         dataset = open_source(data).dataset(split)
+        batch_size = batch_size or fit_batch(method, data.eval_size, dev,
+                                             limit=self.config.train.eval_batch_size)
         loader = make_loader(dataset, JointTransform.from_config(data, train=False),
-                             batch_size or self.config.train.eval_batch_size, shuffle=False,
+                             batch_size, shuffle=False,
                              num_workers=self.config.train.num_workers,
                              indices=collectives.shard_indices(len(dataset)))
         steps = loader
@@ -223,8 +229,7 @@ class Run:
                 "run": str(self.dir.root.resolve()), "checkpoint": checkpoint,
                 "epoch": state["epoch"], "method": self.config.method.name,
                 "teacher_config_hash": config_hash(self.config.method.model_dump(mode="json")),
-                "dataset": data.dataset, "dataset_identity": dataset_identity(data),
-                "split": split, "class_names": state["class_names"], "ids": ids,
+                **store_identity(data, dataset), "class_names": state["class_names"], "ids": ids,
                 "map_shape": shape,
             }, indent=2))
         collectives.barrier()  # the store is complete before any rank reads it
@@ -233,11 +238,13 @@ class Run:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, checkpoint: str, split: str = "test", *,
                  data: str | Path | DataConfig | None = None, device: str = "auto",
-                 save_maps: bool = False, separability: bool = False) -> EvaluationResult:
+                 save_maps: bool = False, separability: bool = False,
+                 batch_size: int | None = None) -> EvaluationResult:
         """Test metrics of a checkpoint (``histocam.runs.evaluation``)."""
         with self.writing("evaluation", device):
             return evaluate_run(self, checkpoint, split, data=data, device=device,
-                                save_maps=save_maps, separability=separability)
+                                save_maps=save_maps, separability=separability,
+                                batch_size=batch_size)
 
     def evaluation(self, checkpoint: str, split: str = "test", *, device: str = "auto"
                    ) -> EvaluationResult:

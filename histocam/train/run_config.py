@@ -36,6 +36,10 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(2, ge=0)
     amp: bool = Field(True, description="mixed precision (CUDA only)")
     on_bad_sample: Literal["skip", "error"] = "skip"
+    max_bad_fraction: float = Field(
+        1.0, gt=0, le=1, description="with on_bad_sample: skip, the largest share of an epoch's "
+        "training samples (and of valcl, valpx) that may be unreadable; a larger share, or all of "
+        "them, stops the run")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
     log_valcl_pxap: bool = Field(
         False, description="also log, each epoch, the PxAP of every valcl image that has a mask "

@@ -50,11 +50,12 @@ from rich.progress import (
 )
 
 from histocam.core import collectives
-from histocam.core.atomic import load_checkpoint
+from histocam.core.atomic import CheckpointError, load_checkpoint
 from histocam.core.collectives import all_gather_objects, all_reduce_sum
 from histocam.core.configs import describe_invalid
 from histocam.core.devices import command_device
 from histocam.core.rundir import LABEL, RESUME, RunError
+from histocam.data.errors import DataError
 from histocam.data.open import negative_class, open_source
 from histocam.data.transforms import JointTransform
 from histocam.maps.store import load_cams
@@ -63,7 +64,13 @@ from histocam.methods.catalog import create_method
 from histocam.metrics.classification import ClassificationAccuracy
 from histocam.metrics.histogram import PixelHistogram
 from histocam.train import distributed
-from histocam.train.loader import make_train_loader, train_batches
+from histocam.train.loader import (
+    check_bad_samples,
+    check_training_splits,
+    make_train_loader,
+    train_batches,
+)
+from histocam.train.memory import fit_batch
 from histocam.train.run_config import RESUMABLE_KEYS, RunConfig, config_changes
 from histocam.train.seeding import (
     epoch_seed,
@@ -82,7 +89,11 @@ def build_method(config: RunConfig, num_classes: int) -> WSOLMethod:
     """The method of a run, started from ``config.init`` (a checkpoint's weights) when set."""
     method = create_method(config.method, num_classes)
     if config.init is not None:
-        method.load_initial_state(load_checkpoint(config.init)["model"])
+        try:
+            method.load_initial_state(load_checkpoint(config.init, needs=("model",))["model"])
+        except RuntimeError as exc:  # another architecture's weights
+            raise CheckpointError(f"{config.init}: its weights do not fit method "
+                                  f"{config.method.name!r} ({str(exc).splitlines()[0]})") from exc
     return method
 
 
@@ -102,6 +113,7 @@ class Trainer:
         set_deterministic(config.deterministic)
         seed_everything(config.seed)
         self.source = open_source(config.data)
+        check_training_splits(self.source, config.data.dataset)
         self.class_names = self.source.class_names
         self.method = build_method(config, len(self.class_names)).to(self.device)
         if self.dist.active:
@@ -126,6 +138,7 @@ class Trainer:
                      "cl_epoch": None}
         self.rows: list[dict[str, Any]] = []  # the log's rows, saved in every "last" checkpoint
         self.warned = False  # the method's training warnings are logged once per run
+        self.eval_batches: dict[bool, int] | None = None  # localize -> batch (memory budget)
 
     # ------------------------------------------------------------------ public
     def fit(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -159,11 +172,13 @@ class Trainer:
         if resume:
             if not run.has_started():
                 raise FileNotFoundError(f"cannot resume: {run.checkpoint('last')} does not exist")
-            state = run.load_checkpoint("last", self.device)
+            full = ("model", "optimizer", "scheduler", "scaler", "best", "epoch")
+            state = run.load_checkpoint("last", self.device, needs=full)
             self._check_resumable(state)
             partial = None
             if run.resume_state.is_file():
-                mid_state = run.load_checkpoint(RESUME, self.device)
+                mid_state = run.load_checkpoint(
+                    RESUME, self.device, needs=(*full, "step", "ranks", "world", "batch_size"))
                 if mid_state["epoch"] > state["epoch"]:
                     partial = mid_state
                     self._check_same_job(run.resume_state, partial)
@@ -236,16 +251,18 @@ class Trainer:
         done = partial["step"] if partial else 0
         per_rank = t.batch_size // ctx.world
         drop_last = len(train) > t.batch_size
-        n_batches = len(train_batches(len(train), per_rank, seed=cfg.seed, epoch=epoch,
-                                      rank=ctx.rank, world=ctx.world, drop_last=drop_last))
+        batches_of_rank = train_batches(len(train), per_rank, seed=cfg.seed, epoch=epoch,
+                                        rank=ctx.rank, world=ctx.world, drop_last=drop_last)
+        n_batches = len(batches_of_rank)
         total = min(n_batches, t.max_steps_per_epoch or n_batches)
+        tried = sum(len(b) for b in batches_of_rank[done:total])  # by this process
         loader = make_train_loader(
             train, JointTransform.from_config(cfg.data, train=True), per_rank, seed=cfg.seed,
             epoch=epoch, num_workers=t.num_workers, rank=ctx.rank, world=ctx.world,
             skip_batches=done, drop_last=drop_last, on_bad_sample=t.on_bad_sample, cams=self.cams)
         batches = iter(loader)
         totals: dict[str, float] = {}
-        n_seen, n_correct = 0, 0
+        n_seen, n_correct, n_read = 0, 0, 0
         if partial is not None:
             mine = partial["ranks"][ctx.rank]  # this rank's generators and partial sums
             set_rng_state(mine["rng"], self.device)
@@ -260,7 +277,10 @@ class Trainer:
         for step in range(done + 1, total + 1):
             batch = next(batches)
             bar.advance(task)
-            if collectives.all_ranks(batch is not None):  # a rank with no readable sample: all skip
+            size = 0 if batch is None else batch["image"].shape[0]
+            n_read += size
+            # a step trains on 2 samples or more (BatchNorm); a rank with none: every rank skips
+            if collectives.all_ranks(size >= (2 if ctx.world == 1 else 1)):
                 b, correct, losses = self._train_step(batch, params)
                 n_seen += b
                 n_correct += correct
@@ -272,9 +292,16 @@ class Trainer:
         del batches
         if ctx.active:  # the epoch's sums over every rank
             keys = sorted(totals)
-            summed = all_reduce_sum(torch.tensor([totals[k] for k in keys] + [n_seen, n_correct],
+            summed = all_reduce_sum(torch.tensor([totals[k] for k in keys]
+                                                 + [n_seen, n_correct, tried, n_read],
                                                  dtype=torch.float64)).tolist()
-            totals, n_seen, n_correct = dict(zip(keys, summed)), summed[-2], summed[-1]
+            totals = dict(zip(keys, summed))
+            n_seen, n_correct, tried, n_read = (int(v) for v in summed[-4:])
+        check_bad_samples(train, tried, tried - n_read, t.max_bad_fraction, f"in epoch {epoch}")
+        if n_seen == 0:
+            raise DataError(None, f"no train sample of {train.name} was trained on in epoch "
+                            f"{epoch}: every batch was left with fewer than 2 readable samples; "
+                            "the run stopped")
         stats = {f"train_{k}": v / max(n_seen, 1) for k, v in totals.items()}
         stats["train_accuracy"] = 100.0 * n_correct / max(n_seen, 1)
         return stats
@@ -324,14 +351,22 @@ class Trainer:
         """Merged (all-rank) valcl accuracy and valpx PxAP decide B-CL and B-LOC on every rank
         alike; rank 0 writes."""
         t = self.config.train
-        options = dict(batch_size=t.eval_batch_size, num_workers=t.num_workers,
-                       on_bad_sample=t.on_bad_sample, shard=True)
+        if self.eval_batches is None:  # memory per image does not change with the weights
+            self.eval_batches = {localize: fit_batch(
+                self.method, self.config.data.eval_size, self.device, limit=t.eval_batch_size,
+                localize=localize) for localize in (False, True)}
+        options = dict(num_workers=t.num_workers, on_bad_sample=t.on_bad_sample, shard=True)
         valcl = ClassificationAccuracy(len(self.class_names))
-        valpx = PixelHistogram(self.device)
+        valpx, valpx_read = PixelHistogram(self.device), ClassificationAccuracy(len(self.class_names))
         evaluate_split(self.method, self.source.dataset("valcl"), self.config.data, self.device,
-                       {"accuracy": valcl}, **options)
+                       {"accuracy": valcl}, batch_size=self.eval_batches[False], **options)
         evaluate_split(self.method, self.source.dataset("valpx"), self.config.data, self.device,
-                       {"pixels": valpx}, **options)
+                       {"pixels": valpx, "read": valpx_read}, batch_size=self.eval_batches[True],
+                       **options)
+        for split, read in (("valcl", valcl), ("valpx", valpx_read)):
+            dataset = self.source.dataset(split)
+            check_bad_samples(dataset, len(dataset), len(dataset) - int(read.matrix.sum()),
+                              t.max_bad_fraction, f"in the evaluation of epoch {epoch}")
         accuracy = valcl.compute().accuracy
         pxap = valpx.pxap
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
@@ -342,7 +377,8 @@ class Trainer:
             if wanted:  # logged for later study; never read by the selection below
                 traced = PixelHistogram(self.device)
                 evaluate_split(self.method, self.source.dataset(split), self.config.data,
-                               self.device, {"pixels": traced}, **options)
+                               self.device, {"pixels": traced},
+                               batch_size=self.eval_batches[True], **options)
                 row[key] = traced.pxap if traced.pxap is not None else ""
         metrics = {"valcl_accuracy": accuracy, "valpx_pxap": pxap}
         selected = []
