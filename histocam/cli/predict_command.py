@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from histocam.cli.common_options import QUIET, show_progress
 from histocam.cli.user_errors import user_errors
 
 SLIDES = "slides"
@@ -90,7 +91,7 @@ def predict_command(
                                      "RANK/WORLD_SIZE)", rich_help_panel=BATCH),
     redo: bool = typer.Option(False, help="recompute slides already done (or done with other "
                               "settings)", rich_help_panel=BATCH),
-    progress: bool = typer.Option(True, help="progress bars"),
+    quiet: bool = QUIET,
 ) -> None:
     """Predict classes and maps of images and whole slides with a trained run; see the README
     for the output files. Exits 1 when some inputs failed (each named on an error line)."""
@@ -99,6 +100,7 @@ def predict_command(
     from histocam.wsi.scale import read_mpp_table
     from histocam.wsi.tissue import TissueOptions
 
+    show_progress(quiet)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be at least 1")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -120,7 +122,7 @@ def predict_command(
     result = predict(run, inputs, out, checkpoint=checkpoint, device=device, map_class=map_class,
                      threshold=threshold, batch_size=batch_size, num_workers=workers,
                      image_outputs=ImageOutputs(regions=regions), slide_options=options,
-                     progress=progress, skip_errors=skip_errors, shard=shard_spec)
+                     progress=True, skip_errors=skip_errors, shard=shard_spec)
     for note in result.notes:
         typer.echo(f"note: {note}")
     for path, why in result.skipped:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from histocam.core.devices import resolve_device
 from histocam.core.experiment_results import TsneImage, TsneResult
+from histocam.core.progress import task as progress_task
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.metrics.protocol import Batch
@@ -63,8 +64,10 @@ def run_tsne(run_dir: str | Path, *, checkpoint: str = "best-loc", n_images: int
     overall = SeparabilityIndex(class_names)
     chosen: dict[int, int] = {}
     images, skipped = [], 0
-    with torch.no_grad():
+    with torch.no_grad(), progress_task(f"{run.dir.name} {checkpoint}: features and t-SNE",
+                                        len(dataset), unit="images") as bar:
         for batch in loader:
+            bar.advance(len(batch["id"]))
             has = batch["has_mask"]
             if not bool(has.any()):
                 continue

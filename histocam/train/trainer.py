@@ -39,16 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
-from histocam.core import collectives
+from histocam.core import collectives, progress
 from histocam.core.atomic import load_checkpoint
 from histocam.core.collectives import all_gather_objects, all_reduce_sum
 from histocam.core.devices import command_device
@@ -73,7 +65,6 @@ from histocam.train.seeding import (
 from histocam.train.split_pass import evaluate_split
 
 log = logging.getLogger("histocam")
-console = Console()
 
 
 def build_method(config: RunConfig, num_classes: int) -> WSOLMethod:
@@ -131,13 +122,16 @@ class Trainer:
             if start == 0:
                 self._evaluate_and_select(0, {}, 0.0)
                 start = 1
-            for epoch in range(start, self.config.train.epochs + 1):
-                began = time.perf_counter()
-                train_stats = self._train_epoch(epoch, partial if epoch == start else None)
-                self._warn(epoch, train_stats)
-                self.method.on_epoch_end(epoch)
-                self.scheduler.step()
-                self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
+            epochs = self.config.train.epochs
+            with progress.task(f"{self.config.name}: epochs", epochs, start - 1) as all_epochs:
+                for epoch in range(start, epochs + 1):
+                    began = time.perf_counter()
+                    train_stats = self._train_epoch(epoch, partial if epoch == start else None)
+                    self._warn(epoch, train_stats)
+                    self.method.on_epoch_end(epoch)
+                    self.scheduler.step()
+                    self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
+                    all_epochs.advance()
             collectives.barrier()
         finally:
             collectives.teardown(self.dist)
@@ -167,7 +161,7 @@ class Trainer:
                 run.truncate_log(done)
                 where = (f"in epoch {partial['epoch']} after step {partial['step']}" if partial
                          else f"after epoch {done}")
-                console.print(f"resuming {self.run_dir} {where}")
+                progress.message(f"resuming {self.run_dir} {where}")
             collectives.barrier()
             return done + 1, partial
         if run.has_started():
@@ -211,24 +205,19 @@ class Trainer:
             set_rng_state(mine["rng"], self.device)
             totals, n_seen, n_correct = dict(mine["totals"]), mine["seen"], mine["correct"]
         self.method.train()
-        bar = Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(), transient=True, console=console,
-                       disable=not (console.is_terminal and ctx.is_main))
-        task = bar.add_task("train", total=total, completed=done)
-        bar.start()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        for step in range(done + 1, total + 1):
-            batch = next(batches)
-            bar.advance(task)
-            if collectives.all_ranks(batch is not None):  # a rank with no readable sample: all skip
-                b, correct, losses = self._train_step(batch, params)
-                n_seen += b
-                n_correct += correct
-                for key, value in losses.items():
-                    totals[key] = totals.get(key, 0.0) + value * b
-            if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total:
-                self._save_resume(epoch, step, totals, n_seen, n_correct)
-        bar.stop()
+        with progress.task(f"epoch {epoch} training", total, done, unit="batches") as bar:
+            for step in range(done + 1, total + 1):
+                batch = next(batches)
+                if collectives.all_ranks(batch is not None):  # a rank without a readable sample:
+                    b, correct, losses = self._train_step(batch, params)  # every rank skips
+                    n_seen += b
+                    n_correct += correct
+                    for key, value in losses.items():
+                        totals[key] = totals.get(key, 0.0) + value * b
+                if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total:
+                    self._save_resume(epoch, step, totals, n_seen, n_correct)
+                bar.advance()
         del batches
         if ctx.active:  # the epoch's sums over every rank
             keys = sorted(totals)
@@ -289,9 +278,9 @@ class Trainer:
         valcl = ClassificationAccuracy(len(self.class_names))
         valpx = PixelHistogram(self.device)
         evaluate_split(self.method, self.source.dataset("valcl"), self.config.data, self.device,
-                       {"accuracy": valcl}, **options)
+                       {"accuracy": valcl}, **options, progress=f"epoch {epoch} valcl")
         evaluate_split(self.method, self.source.dataset("valpx"), self.config.data, self.device,
-                       {"pixels": valpx}, **options)
+                       {"pixels": valpx}, **options, progress=f"epoch {epoch} valpx")
         accuracy = valcl.compute().accuracy
         pxap = valpx.pxap
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
@@ -330,8 +319,8 @@ class Trainer:
         self.run_dir.append_log(row)
         pxap_text = f"{pxap:.2f}" if pxap is not None else "n/a"
         loss_text = f" loss {train_stats['train_loss']:.4f}" if "train_loss" in train_stats else ""
-        console.print(f"epoch {epoch:3d}{loss_text}  valcl acc {accuracy:6.2f}  valpx PxAP "
-                      f"{pxap_text:>6}  {seconds:6.1f}s  {' '.join(saved)}", highlight=False)
+        progress.message(f"epoch {epoch:3d}{loss_text}  valcl acc {accuracy:6.2f}  valpx PxAP "
+                         f"{pxap_text:>6}  {seconds:6.1f}s  {' '.join(saved)}")
 
     def _save(self, which: str, epoch: int, metrics: dict, full: bool = False) -> None:
         if not self.dist.is_main:
