@@ -51,8 +51,8 @@ def demo(
     quiet: bool = QUIET,
 ) -> None:
     """PixelCAM end to end on the embedded synthetic H&E benchmark: a CAM teacher, its maps,
-    PixelCAM trained from them, both evaluated, a figure and a report (about 10 CPU minutes;
-    --quick: about 4)."""
+    PixelCAM trained from them, both evaluated, a figure and a report (a few CPU minutes; --quick:
+    fewer and smaller tiles, fewer epochs)."""
     from histocam.experiments.demo import run_demo
 
     show_progress(quiet)
