@@ -403,6 +403,13 @@ def test_report_has_contents_collapsible_parts_and_gallery_headers(runs) -> None
     text = re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)
     assert "`" not in text and "<code>histocam evaluate RUN --data OTHER</code>" in text
     assert "differences are run b − run a" in html  # the sign, in the header and the tests
+    for run in (runs["plain"], runs["evil"]):  # a checkpoint near chance is flagged, by name
+        for ckpt, label in (("best-loc", "B-LOC"), ("best-cl", "B-CL")):
+            cl = json.loads(run.dir.evaluation(ckpt).json.read_text())["classification"]
+            counts = [sum(r) for r in cl["confusion_matrix"]]
+            near = cl["accuracy"] < 100 * max(counts) / sum(counts) + 10
+            flag = f"the {label} checkpoint classifies near chance (CL {cl['accuracy']:.1f} on test"
+            assert (flag in html) == near, (run.dir, ckpt)
     assert page.rows["paired-tests"][0][4] == "mean b − a"
 
 
