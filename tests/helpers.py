@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import tifffile
 import torch
 import torch.distributed as dist
@@ -54,6 +55,25 @@ def tiny_run(out_dir: Path | str | None = None, **changes: Any) -> dict[str, Any
     if out_dir is not None:
         tree["out_dir"] = str(out_dir)
     return tree
+
+
+def stop_after_epoch(config: Any, epoch: int) -> Any:
+    """Train ``config`` (a ``RunConfig``) and stop it with ``KeyboardInterrupt`` (Ctrl-C) once
+    ``epoch`` has ended, as a user or a job scheduler does; returns the run's ``RunDir``."""
+    from histocam.train import Trainer
+
+    trainer = Trainer(config)
+    train_epoch = trainer._train_epoch
+
+    def interrupted(e: int, partial: dict | None = None) -> dict:
+        if e == epoch + 1:
+            raise KeyboardInterrupt
+        return train_epoch(e, partial)
+
+    trainer._train_epoch = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    return config.run_dir
 
 
 def tiny_pipeline(out_dir: Path | str, **changes: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.data import DataError, open_source
+from histocam.data import DataConfig, DataError, open_source
 from histocam.data.check import check_source
 from histocam.data.io import read_image, read_mask
 
@@ -142,3 +142,55 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "check", str(bad)])
     assert result.exit_code == 1
     assert "missing.png" in result.output and "not found" in result.output
+
+
+@pytest.mark.parametrize("first,second", [("img01.png", "./img01.png"), ("a/b.png", "a//b.png"),
+                                          ("a/b.png", "a/../a/b.png"), ("./a/b.png", "a/./b.png")])
+def test_one_image_spelt_two_ways_is_one_id(tmp_path: Path, first: str, second: str) -> None:
+    """Two spellings of one file are one image: listed in train and test it is a duplicate
+    naming both lines, never two images on both sides of the split."""
+    write_rgb(tmp_path / first, 5, 5, 0)
+    with pytest.raises(DataError, match=r"set\.csv:3: duplicate image .*: line 2 lists it"):
+        open_source(str(_manifest(tmp_path, [f"{first},0,,train", f"{second},0,,test"])))
+
+
+def test_csv_ids_are_the_normalised_paths(tmp_path: Path) -> None:
+    write_rgb(tmp_path / "x.png", 5, 5, 0)
+    write_rgb(tmp_path / "sub" / "y.png", 5, 5, 1)
+    write_mask(tmp_path / "sub" / "m.png", np.ones((5, 5), np.uint8))
+    source = open_source(str(_manifest(tmp_path, ["./x.png,0,,train",
+                                                  "sub//y.png,1,sub/../sub/m.png,train"])))
+    train = source.dataset("train")
+    assert train.ids == ["x.png", "sub/y.png"]
+    assert train[1].mask.all() and train[0].path == tmp_path / "x.png"
+
+
+@pytest.mark.parametrize("column,cell", [("image", "../out.png"), ("image", "ABS"),
+                                         ("mask", "../m.png"), ("image", "sub/../../out.png")])
+def test_paths_outside_the_manifest_folder(tmp_path: Path, column: str, cell: str) -> None:
+    folder = tmp_path / "set"
+    write_rgb(tmp_path / "out.png", 5, 5, 0)
+    write_mask(tmp_path / "m.png", np.ones((5, 5), np.uint8))
+    write_rgb(folder / "in.png", 5, 5, 1)
+    cell = str(tmp_path / "out.png") if cell == "ABS" else cell
+    row = f"{cell},0,,train" if column == "image" else f"in.png,0,{cell},train"
+    csv = _manifest(folder, [row])
+    with pytest.raises(DataError, match=rf"set\.csv:2: {column} '.*' is outside the manifest's "
+                                        "folder; set data.allow_outside_root: true"):
+        open_source(str(csv))
+    train = open_source(str(csv), allow_outside_root=True).dataset("train")
+    sample = train[0]  # read from outside the folder, as allowed
+    assert sample.image.shape == (5, 5, 3)
+    if column == "image":
+        assert sample.path.resolve() == (tmp_path / "out.png").resolve()
+        assert train.ids == [cell if cell.startswith("/") else "../out.png"]
+    else:
+        assert sample.mask.all()
+
+
+def test_allow_outside_root_is_a_key_of_csv_manifests_only() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="allow_outside_root is read only for a CSV"):
+        DataConfig(dataset="synthetic-colon", allow_outside_root=True)
+    assert DataConfig(dataset="x.csv", allow_outside_root=True).allow_outside_root

@@ -6,14 +6,17 @@ given (a path, key or name) and the problem; no traceback. One tiny trained run 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from helpers import one_thread, tiny_run
+from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app, user_error_message, user_errors
@@ -343,13 +346,91 @@ def case_data_synth_unknown_domain(tmp, run):
             ["--domain 'lung'", "unknown domain"])
 
 
-def case_data_synth_invalid_value(tmp, run):
-    return ["data", "synth", "--out", tmp / "d", "--size", "8"], ["--size 8", "greater than"]
-
-
 def case_data_gallery_missing(tmp, run):
     return (["data", "gallery", "/nonexistent", "--out", tmp / "g.png"],
             ["/nonexistent", "no such file or folder"])
+
+
+class Payload:
+    """An arbitrary Python object in a checkpoint: weights-only loading refuses it."""
+
+
+def _pickled_checkpoint(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {}, "payload": Payload()}, path)
+    return path
+
+
+def case_train_resume_pickled_last(tmp, run):
+    copy = _copy_run(run, tmp / "teacher")
+    last = _pickled_checkpoint(copy / "checkpoints" / "last.pt")
+    return [*_train(tmp), "--resume"], [str(last), "cannot load checkpoint"]
+
+
+def case_train_resume_last_without_optimizer(tmp, run):
+    copy = _copy_run(run, tmp / "teacher")
+    shutil.copy(copy / "checkpoints" / "best-loc.pt", copy / "checkpoints" / "last.pt")
+    return ([*_train(tmp), "--resume"],
+            [str(copy / "checkpoints" / "last.pt"), "not a histocam checkpoint", "optimizer"])
+
+
+def case_train_pickled_init(tmp, run):
+    init = _pickled_checkpoint(tmp / "evil.pt")
+    return _train(tmp, f"init={init}"), [str(init), "cannot load checkpoint"]
+
+
+def case_train_init_of_another_method(tmp, run):
+    init = tmp / "other.pt"
+    torch.save({"model": {"encoder.conv1.weight": torch.zeros(3, 3)}}, init)
+    return _train(tmp, f"init={init}"), [str(init), "do not fit method 'cam'"]
+
+
+def case_train_cam_store_of_an_older_format(tmp, run):
+    copy = _copy_run(run, tmp / "copy")
+    assert invoke(["cams", copy]).exit_code == 0
+    meta = copy / "cams" / "best-loc-train.json"
+    old = json.loads(meta.read_text())
+    del old["format"], old["labels_identity"]
+    meta.write_text(json.dumps(old))
+    config = _tiny_yaml(tmp / "student.yaml", tmp, **{
+        "name": "student", "cams": str(copy / "cams" / "best-loc-train.npz"),
+        "method": {"name": "pixelcam", "backbone": {"name": "test_resnet"}}})
+    return ["train", "-c", config], ["best-loc-train.npz", "older format",
+                                     f"histocam cams {copy.resolve()} --checkpoint best-loc"]
+
+
+def case_evaluate_allow_outside_root_without_data(tmp, run):
+    copy = _copy_run(run, tmp / "copy")
+    return ["evaluate", copy, "--allow-outside-root"], ["--allow-outside-root", "--data"]
+
+
+def case_data_check_outside_root(tmp, run):
+    (tmp / "set").mkdir()
+    (tmp / "set" / "a.csv").write_text("image,label\n../x.png,0\n")
+    return (["data", "check", tmp / "set" / "a.csv"],
+            [f"{tmp / 'set' / 'a.csv'}:2", "'../x.png' is outside", "--allow-outside-root"])
+
+
+def case_data_check_allow_outside_root_on_lists(tmp, run):
+    return (["data", "check", "synthetic-colon", "--allow-outside-root"],
+            ["data.allow_outside_root", "only for a CSV manifest"])
+
+
+def case_data_check_one_image_two_spellings(tmp, run):
+    (tmp / "a.csv").write_text("image,label,split\nimg01.png,0,train\n./img01.png,0,test\n")
+    return (["data", "check", tmp / "a.csv"],
+            [f"{tmp / 'a.csv'}:3", "duplicate image 'img01.png'", "line 2"])
+
+
+def case_score_maps_two_masks_of_one_id(tmp, run):
+    maps, masks = tmp / "maps", tmp / "masks"
+    maps.mkdir()
+    masks.mkdir()
+    np.save(maps / "img0.npy", torch.rand(4, 4).numpy())
+    for suffix in (".png", ".tif"):
+        Image.new("L", (4, 4)).save(masks / f"img0{suffix}")
+    return (["score-maps", maps, masks],
+            [str(masks / "img0.png"), str(masks / "img0.tif"), "second mask"])
 
 
 CASES = [pytest.param(fn, id=name.removeprefix("case_"), marks=getattr(fn, "pytestmark", []))
@@ -392,3 +473,29 @@ def test_bugs_are_not_user_errors() -> None:
 
     with pytest.raises(TypeError, match="a bug"):
         broken()
+
+
+def test_evaluate_on_a_csv_reading_outside_its_folder(trained: Path, tmp_path: Path) -> None:
+    """``--data`` names a CSV whose images lie beside its folder: refused, then read with
+    ``--allow-outside-root`` (τ* comes from the run's own valpx: the CSV needs a test split only)."""
+    from histocam.data import open_source
+
+    test = open_source(yaml.safe_load((trained / "config.yaml").read_text())["data"]["dataset"],
+                       synthetic={"size": 64, "n_test": 2}).dataset("test")
+    rows = []
+    for i in range(len(test)):
+        sample = test[i]
+        Image.fromarray(sample.image).save(tmp_path / f"{i}.png")
+        Image.fromarray(sample.mask.astype(np.uint8) * 255).save(tmp_path / f"{i}-mask.png")
+        rows.append(f"../{i}.png,{sample.label},../{i}-mask.png,test")
+    (tmp_path / "lists").mkdir()
+    csv = tmp_path / "lists" / "other.csv"
+    csv.write_text("image,label,mask,split\n" + "\n".join(rows) + "\n")
+    copy = _copy_run(trained, tmp_path / "copy")
+    args = ["evaluate", copy, "--checkpoint", "best-loc", "--data", csv, "--device", "cpu",
+            "--json", "--quiet"]
+    refused = invoke(args)
+    assert refused.exit_code == 2 and "is outside the manifest's folder" in refused.output
+    allowed = invoke([*args, "--allow-outside-root"])
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)["data"] == str(csv)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import tiny_run
+from helpers import stop_after_epoch, tiny_run
 from typer.testing import CliRunner
 
 from histocam.cli import app
@@ -108,14 +108,12 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) -> N
 
 def test_mid_epoch_resume_refuses_another_batch_size(tmp_path: Path) -> None:
     cfg = tree(tmp_path, "r")
-    cfg["train"]["epochs"] = 1
-    Trainer(RunConfig.model_validate(cfg)).fit()
+    stop_after_epoch(RunConfig.model_validate(cfg), 1)
     run_dir = tmp_path / "r" / "checkpoints"
     last = load_checkpoint(run_dir / "last.pt")  # forge a mid-epoch state of epoch 2
     last.update(epoch=2, step=1, ranks=[{"rng": rng_state(), "totals": {}, "seen": 0,
                                          "correct": 0}], world=1, batch_size=8)
     torch.save(last, run_dir / "resume.pt")
-    cfg["train"]["epochs"] = 2
     with pytest.raises(ValueError, match=r"resume\.pt.*batch size 8"):
         Trainer(RunConfig.model_validate(cfg)).fit(resume=True)
 
@@ -196,23 +194,22 @@ def test_full_disk_mid_write_keeps_the_previous_checkpoint(tmp_path: Path, monke
 @pytest.mark.slow
 def test_training_on_a_full_disk_is_one_error_line_and_resumes(tmp_path: Path, monkeypatch) -> None:
     cfg = tree(tmp_path, "disk")
-    cfg["train"].update(epochs=1, checkpoint_every=None)
+    cfg["train"].update(epochs=2, checkpoint_every=None)
     config = tmp_path / "disk.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    Trainer(RunConfig.model_validate(cfg)).fit()
+    stop_after_epoch(RunConfig.model_validate(cfg), 1)
     ckpts = tmp_path / "disk" / "checkpoints"
     before = {p.name: p.read_bytes() for p in ckpts.iterdir()}
     _fill_disk_after(monkeypatch, 1000)
     result = CliRunner().invoke(app, ["train", "--config", str(config), "--resume",
-                                      "train.epochs=2", "--quiet"])  # stderr: the error alone
+                                      "--quiet"])  # stderr: the error alone
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {ckpts}/"), lines
     assert "cannot write the checkpoint (No space left on device); the previous" in lines[0]
     assert {p.name: p.read_bytes() for p in ckpts.iterdir()} == before  # every file intact
     monkeypatch.undo()
-    result = CliRunner().invoke(app, ["train", "--config", str(config), "--resume",
-                                      "train.epochs=2"])
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--resume"])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(ckpts / "last.pt")["epoch"] == 2
 

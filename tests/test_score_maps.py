@@ -122,3 +122,85 @@ def test_invalid_files_exit_nonzero_naming_the_file(tmp_path: Path, problem: str
     result = CliRunner().invoke(app, ["score-maps", str(md), str(kd)])
     assert result.exit_code == 2
     assert bad in result.output and "error" in result.output
+
+
+@pytest.mark.parametrize("second", ["img0.tif", "img0.bmp"])
+def test_two_masks_of_one_id_are_an_error_naming_both(tmp_path: Path, second: str) -> None:
+    maps, masks = _data(5, n=2)
+    md, kd = _write(tmp_path, "test", maps, masks, skip_empty=False)
+    Image.fromarray(masks[0].astype(np.uint8) * 255).save(kd / second)
+    result = CliRunner().invoke(app, ["score-maps", str(md), str(kd)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = " ".join(result.output.split())
+    assert str(kd / "img0.png") in line and str(kd / second) in line and "second mask" in line
+
+
+def test_two_float_maps_of_one_id_are_an_error(tmp_path: Path) -> None:
+    maps, masks = _data(6, n=2)
+    md, kd = _write(tmp_path, "test", maps, masks)
+    np.save(md / "img0.map.npy", maps[0])
+    result = CliRunner().invoke(app, ["score-maps", str(md), str(kd)])
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert "img0.map.npy" in line and "img0.npy" in line and "second map" in line
+
+
+def _random_run(root: Path) -> Path:
+    """A run directory of a seeded, untrained CAM (eval size 48): what predict needs."""
+    from histocam.methods.catalog import create_method
+    from histocam.train import RunConfig
+
+    cfg = RunConfig.model_validate({
+        "name": "r", "out_dir": str(root), "seed": 1, "device": "cpu",
+        "data": {"dataset": "synthetic-colon", "resize": 48, "crop": 48, "eval_size": 48},
+        "method": {"name": "cam", "backbone": {"name": "test_resnet", "pretrained": False}}})
+    run = cfg.run_dir
+    run.write_config(cfg.to_yaml())
+    torch.manual_seed(0)
+    state = create_method(cfg.method.for_inference(), 2).state_dict()
+    for name in ("best-loc", "best-cl"):
+        run.save_checkpoint(name, {"model": state, "epoch": 1,
+                                   "class_names": ["benign", "malignant"]})
+    return run.root
+
+
+def test_score_maps_reads_every_map_format_predict_writes(tmp_path: Path) -> None:
+    """``histocam predict``'s output folder is a maps folder: its float16 ``.map.npy`` maps are
+    scored as float32, its 8-bit ``.map.png`` maps as value / 255, its other files passed over."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, shape in (("a", (40, 56)), ("b", (48, 48))):
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(images / f"{name}.png")
+    out = tmp_path / "predicted"
+    result = CliRunner().invoke(app, ["predict", str(_random_run(tmp_path / "runs")), str(images),
+                                      "--out", str(out), "--device", "cpu", "--workers", "0",
+                                      "--threshold", "0.5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    float_maps = sorted(out.glob("*.map.npy"))
+    assert len(float_maps) == 2 and np.load(float_maps[0]).dtype == np.float16
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    expected_npy, expected_png = PxAP(), PxAP()
+    for path in float_maps:
+        image_id = path.name.removesuffix(".map.npy")
+        values = np.load(path).astype(np.float32)
+        mask = rng.random(values.shape) < 0.3
+        Image.fromarray(mask.astype(np.uint8) * 255).save(masks / f"{image_id}.png")
+        expected_npy.update(Batch(maps=torch.from_numpy(values)[None],
+                                  masks=torch.from_numpy(mask)[None]))
+        png = np.asarray(Image.open(out / f"{image_id}.map.png"), np.float32) / 255
+        expected_png.update(Batch(maps=torch.from_numpy(png)[None],
+                                  masks=torch.from_numpy(mask)[None]))
+    scored = CliRunner().invoke(app, ["score-maps", str(out), str(masks), "--native",
+                                      "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["pxap"] == pytest.approx(expected_npy.compute())
+    pngs = tmp_path / "png-maps"  # the 8-bit maps alone
+    pngs.mkdir()
+    for path in out.glob("*.map.png"):
+        (pngs / path.name).write_bytes(path.read_bytes())
+    scored = CliRunner().invoke(app, ["score-maps", str(pngs), str(masks), "--native",
+                                      "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["pxap"] == pytest.approx(expected_png.compute())

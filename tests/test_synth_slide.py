@@ -160,7 +160,10 @@ def test_normal_slide_and_cli(tmp_path) -> None:
     with tifffile.TiffFile(tmp_path / "truth" / "n.mask.tif") as tif:
         assert tif.pages[0].shape == (256, 320) and not tif.pages[0].asarray().any()
     assert not list(tmp_path.glob(".*work"))  # the scratch folder is gone
-    for args, words in [(["--size", "12x"], "--size '12x'"), (["--tile", "32"], "--tile 32"),
+    for args, words in [(["--size", "12x"], "--size '12x'"),
                         (["--size", "100"], "smaller than one tile")]:
         bad = CliRunner().invoke(app, ["data", "synth-slide", "--out", str(tmp_path / "b"), *args])
         assert bad.exit_code == 2 and words in bad.output and bad.output.count("error:") == 1
+    bad = CliRunner().invoke(app, ["data", "synth-slide", "--out", str(tmp_path / "b"),
+                                   "--tile", "32"])  # the option's range: a usage error
+    assert bad.exit_code == 2 and "'--tile'" in bad.output and "64" in bad.output

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_run, write_rgb
+from helpers import stop_after_epoch, tiny_run, write_rgb
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.core.atomic import load_checkpoint, save_checkpoint
+from histocam.core.atomic import CheckpointError, load_checkpoint, save_checkpoint
 from histocam.core.configs import apply_overrides
 from histocam.metrics import Batch, PixelHistogram, PxAP
 from histocam.runs import Run
@@ -62,8 +62,9 @@ def test_training_writes_run_directory_and_selects(tmp_path: Path) -> None:
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     full = tiny_config(tmp_path, "full")
     Trainer(full).fit()
-    part = tiny_config(tmp_path, "part", epochs=1)
-    Trainer(part).fit()  # "killed" after epoch 1
+    part = tiny_config(tmp_path, "part")
+    stop_after_epoch(part, 1)  # Ctrl-C
+    assert not part.run_dir.lock_file.exists()  # released on the way out
     resumed = tiny_config(tmp_path, "part")
     Trainer(resumed).fit(resume=True)
     a, b = _log(full.run_dir.root), _log(resumed.run_dir.root)
@@ -186,8 +187,9 @@ def test_checkpoint_is_atomic_and_weights_only(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["x.pt"]  # no temporary left behind
 
     torch.save({"obj": EvilPayload()}, tmp_path / "evil.pt")
-    with pytest.raises(RuntimeError, match="cannot load checkpoint"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt: cannot load checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
+    assert issubclass(CheckpointError, ValueError)  # a user error: one line on the command line
 
 
 def test_cli_train(tmp_path: Path) -> None:

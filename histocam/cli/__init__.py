@@ -16,14 +16,19 @@ from pathlib import Path
 
 import typer
 
-from histocam.cli.common_options import QUIET, known_split, show_progress
+from histocam.cli.common_options import BATCH_HELP, QUIET, known_split, show_progress
 from histocam.cli.data_commands import data_app
 from histocam.cli.evaluate_commands import evaluate, score_maps
 from histocam.cli.predict_command import predict_command
 from histocam.cli.report_commands import register as register_report_commands
-from histocam.cli.user_errors import user_error_message, user_errors  # noqa: F401 (API)
+from histocam.cli.user_errors import (  # noqa: F401 (user_error_message: API)
+    OneLineUsageErrors,
+    user_error_message,
+    user_errors,
+)
 
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     name="histocam",
     help="Weakly-supervised classification and ROI localization in histology images.",
     no_args_is_help=True,
@@ -43,9 +48,9 @@ def demo(
     out: Path = typer.Option(Path("runs"), help="parent folder of the demo run"),
     quick: bool = typer.Option(False, help="the quick variant: fewer and smaller images, fewer "
                                "epochs (a few minutes on two CPU cores)"),
-    n_train: int | None = typer.Option(None, help="synthetic training images (default: the "
-                                       "variant's)"),
-    epochs: int | None = typer.Option(None, help="epochs of the teacher and of PixelCAM "
+    n_train: int | None = typer.Option(None, min=2, help="synthetic training images (default: "
+                                       "the variant's)"),
+    epochs: int | None = typer.Option(None, min=1, help="epochs of the teacher and of PixelCAM "
                                       "(default: the variant's)"),
     seed: int = typer.Option(0, help="random seed"),
     quiet: bool = QUIET,
@@ -86,17 +91,23 @@ def methods(family: str | None = typer.Option(None, help="only this family")) ->
 def train(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="run YAML"),
-    resume: bool = typer.Option(False, help="continue the run from its last checkpoint"),
+    resume: bool = typer.Option(False, help="continue the run from its last checkpoint (with "
+                                "the config it was trained with)"),
+    overwrite: bool = typer.Option(False, help="delete the run's checkpoints, log, evaluations "
+                                   "and stored maps first, if it has any"),
     quiet: bool = QUIET,
 ) -> None:
     """Train a WSOL method: histocam train --config run.yaml KEY=VALUE ... (overrides); on N
-    processes: torchrun --nproc_per_node N -m histocam train ... (train.batch_size is global)."""
+    processes: torchrun --nproc_per_node N -m histocam train ... (train.batch_size is global).
+    A run that has results is never replaced without --overwrite."""
     from histocam.core.launch import launch
     from histocam.train import Trainer, load_run_config
 
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it: pass one")
     show_progress(quiet)
     run = load_run_config(config, list(ctx.args))
-    best = Trainer(run).fit(resume=resume)
+    best = Trainer(run).fit(resume=resume, overwrite=overwrite)
     if not launch().is_main:  # torchrun: one report, by rank 0
         return
     typer.echo(f"done: {run.run_dir}  B-LOC epoch {best['loc_epoch']} (valpx PxAP "
@@ -111,6 +122,7 @@ def cams(
     checkpoint: str = typer.Option("best-loc", help="best-loc, best-cl or last"),
     split: str = typer.Option("train"),
     device: str = typer.Option("auto"),
+    batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
     quiet: bool = QUIET,
 ) -> None:
     """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM).
@@ -120,7 +132,8 @@ def cams(
 
     known_split(split)
     show_progress(quiet)
-    path = Run(run).export_cams(checkpoint, split, device=device, progress=True)
+    path = Run(run).export_cams(checkpoint, split, device=device, batch_size=batch_size,
+                                progress=True)
     if collectives.is_main():
         typer.echo(f"wrote {path} (+ .json)")
 

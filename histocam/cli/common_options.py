@@ -10,6 +10,13 @@ from histocam.core import progress
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress display (stages, bars, epoch "
                      "lines): only the results and errors")
 
+#: Microns per pixel an option accepts: below any microscope's resolution to a millimetre a pixel.
+MIN_MPP, MAX_MPP = 0.01, 1000.0
+OUTSIDE_ROOT_HELP = ("read the paths of a CSV manifest that lie outside its folder (../x.png, "
+                     "absolute paths)")
+BATCH_HELP = ("images per batch (default: the largest that fits the evaluation memory budget, at "
+              "most the run's train.eval_batch_size)")
+
 
 def show_progress(quiet: bool) -> None:
     """The progress display of this command: bars on a terminal, log lines otherwise, none when

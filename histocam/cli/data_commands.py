@@ -10,7 +10,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from histocam.cli.common_options import QUIET, known_split, show_progress
+from histocam.cli.common_options import (
+    MAX_MPP,
+    MIN_MPP,
+    OUTSIDE_ROOT_HELP,
+    QUIET,
+    known_split,
+    show_progress,
+)
 from histocam.cli.user_errors import user_errors
 
 if TYPE_CHECKING:
@@ -71,6 +78,7 @@ def check(
     classes: str | None = typer.Option(None, help="comma-separated class names"),
     split: list[str] | None = typer.Option(None, help="check only these splits"),
     seed: int = typer.Option(0, help="split seed for datasets without split lists"),
+    allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
 ) -> None:
     """Validate a dataset: summary per split and class, and every problem found."""
     from pydantic import ValidationError
@@ -83,7 +91,8 @@ def check(
         known_split(name)
     try:
         config = DataConfig(dataset=path, root=root, split_seed=seed,
-                            classes=classes.split(",") if classes else None)
+                            classes=classes.split(",") if classes else None,
+                            allow_outside_root=allow_outside_root)
     except ValidationError as exc:  # an option this dataset does not use
         raise ValueError("; ".join(e["msg"].removeprefix("Value error, ")
                                    for e in exc.errors())) from None
@@ -99,11 +108,12 @@ def synth(
     out: Path = typer.Option(..., help="output folder (WSOL split-list layout)"),
     domain: str = typer.Option("colon", help="colon (GlaS-like) or node (CAMELYON-like)"),
     seed: int = typer.Option(0),
-    size: int = typer.Option(256, help="tile size"),
-    n_train: int = typer.Option(240),
-    n_valcl: int = typer.Option(40),
-    n_test: int = typer.Option(120),
-    stain_shift: float = typer.Option(0.0, help="0 = source stain; higher = further away"),
+    size: int = typer.Option(256, min=64, help="tile size"),
+    n_train: int = typer.Option(240, min=2),
+    n_valcl: int = typer.Option(40, min=2),
+    n_test: int = typer.Option(120, min=2),
+    stain_shift: float = typer.Option(0.0, min=0.0, max=3.0,
+                                      help="0 = source stain; higher = further away"),
     quiet: bool = QUIET,
 ) -> None:
     """Write a synthetic H&E dataset to disk in the same layout as real data."""
@@ -131,8 +141,9 @@ def gallery(
     dataset: str = typer.Argument(..., help="dataset name or path"),
     out: Path = typer.Option(..., help="PNG file to write"),
     split: str = typer.Option("train"),
-    n: int = typer.Option(16, help="number of samples (alternating classes)"),
+    n: int = typer.Option(16, min=1, help="number of samples (alternating classes)"),
     root: Path | None = typer.Option(None, help="image root for WSOL split lists"),
+    allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
 ) -> None:
     """Save a contact sheet of samples with their mask outlines."""
     from histocam.data.config import DataConfig
@@ -142,8 +153,8 @@ def gallery(
     known_split(split)
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; --out takes the PNG file to write")
-    save_gallery(open_dataset(DataConfig(dataset=dataset, root=root), split), out, n=n,
-                 title=f"{dataset} ({split})")
+    config = DataConfig(dataset=dataset, root=root, allow_outside_root=allow_outside_root)
+    save_gallery(open_dataset(config, split), out, n=n, title=f"{dataset} ({split})")
     console.print(f"wrote {out}")
 
 
@@ -166,11 +177,13 @@ def synth_slide(
     out: Path = typer.Option(..., help="output folder"),
     size: str = typer.Option("4096", help="level-0 size: W or WxH pixels"),
     seed: int = typer.Option(0),
-    tumours: int = typer.Option(3, help="tumour blobs (0: a normal slide)"),
-    tile: int = typer.Option(256, help="rendered tile size: the synthetic-node tile size of the "
-                             "runs to test (level 0 = their scale)"),
-    mpp: float = typer.Option(0.5, help="level-0 microns per pixel written in the TIFF"),
-    mask_downsample: int = typer.Option(16, help="level-0 pixels per pixel of the mask PNG"),
+    tumours: int = typer.Option(3, min=0, help="tumour blobs (0: a normal slide)"),
+    tile: int = typer.Option(256, min=64, help="rendered tile size: the synthetic-node tile size "
+                             "of the runs to test (level 0 = their scale)"),
+    mpp: float = typer.Option(0.5, min=MIN_MPP, max=MAX_MPP,
+                              help="level-0 microns per pixel written in the TIFF"),
+    mask_downsample: int = typer.Option(16, min=1, help="level-0 pixels per pixel of the mask "
+                                        "PNG"),
     name: str = typer.Option("synthetic-slide", help="file stem of the slide and its files"),
     stain: str = typer.Option("he", help="he (H&E) or ihc (pale DAB/haematoxylin)"),
     quiet: bool = QUIET,
@@ -197,22 +210,30 @@ def patches(
                                            "folders of them, named as their slides; slides "
                                            "without one are normal slides"),
     out: Path = typer.Option(..., help="output folder (WSOL split-list layout)"),
-    size: int = typer.Option(512, help="patch side in level-0 pixels"),
-    tissue: float = typer.Option(0.10, help="p_t: least tissue fraction, at low level and level 0"),
-    p0: float = typer.Option(0.20, help="least tumour fraction of a tumour patch"),
-    p1: float = typer.Option(0.50, help="tumour fraction above which patches are category 2"),
-    pn: float = typer.Option(0.01, help="category-2 patches drawn per category-1 patch"),
-    valcl_fraction: float = typer.Option(0.2, help="slides of each class in valcl"),
-    test_fraction: float = typer.Option(0.2, help="slides of each class in test"),
-    valpx_per_class: int = typer.Option(5, help="valpx patches per class (taken from valcl)"),
+    size: int = typer.Option(512, min=8, help="patch side in level-0 pixels"),
+    tissue: float = typer.Option(0.10, min=0.0, max=1.0,
+                                 help="p_t: least tissue fraction, at low level and level 0"),
+    p0: float = typer.Option(0.20, min=0.0, max=1.0, help="least tumour fraction of a tumour "
+                             "patch"),
+    p1: float = typer.Option(0.50, min=0.0, max=1.0, help="tumour fraction above which patches "
+                             "are category 2"),
+    pn: float = typer.Option(0.01, min=0.0, max=1.0, help="category-2 patches drawn per "
+                             "category-1 patch"),
+    valcl_fraction: float = typer.Option(0.2, min=0.0, max=1.0,
+                                         help="slides of each class in valcl"),
+    test_fraction: float = typer.Option(0.2, min=0.0, max=1.0,
+                                        help="slides of each class in test"),
+    valpx_per_class: int = typer.Option(5, min=1, help="valpx patches per class (taken from "
+                                        "valcl)"),
     splits: Path | None = typer.Option(None, help="CSV of slide,split (train/valcl/test) instead "
                                        "of the seeded slide split"),
     exclude: list[str] = typer.Option(["_2", "Exclusion"], help="annotation classes that are "
                                       "exclusions (CAMELYON16: _2)"),
     seed: int = typer.Option(0),
     backend: str = typer.Option("auto", help="auto, openslide or tiffslide"),
-    slide_mpp: float | None = typer.Option(None, help="level-0 microns per pixel of slides whose "
-                                           "file records none (for the tissue sizes)"),
+    slide_mpp: float | None = typer.Option(None, min=MIN_MPP, max=MAX_MPP, help="level-0 microns "
+                                           "per pixel of slides whose file records none (for "
+                                           "the tissue sizes)"),
     quiet: bool = QUIET,
 ) -> None:
     """Build a WSOL patch benchmark from annotated slides (survey Appendix B, CAMELYON16-512)."""

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from histocam.cli.common_options import QUIET, known_split, show_progress
+from histocam.cli.common_options import (
+    BATCH_HELP,
+    OUTSIDE_ROOT_HELP,
+    QUIET,
+    known_split,
+    show_progress,
+)
 from histocam.cli.user_errors import user_errors
 
 if TYPE_CHECKING:
@@ -70,6 +76,8 @@ def evaluate(
     save_maps: bool = typer.Option(False, help="also save the maps (float16 .npz)"),
     separability: bool = typer.Option(False, help="also compute the separability index J"),
     device: str = typer.Option("auto"),
+    batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
+    allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
     json_lines: bool = typer.Option(False, "--json", help="one JSON line per checkpoint instead "
                                     "of the table"),
     quiet: bool = QUIET,
@@ -80,17 +88,25 @@ def evaluate(
 
     from histocam.core import collectives
     from histocam.core.rundir import LABEL
+    from histocam.data.config import DataConfig
     from histocam.runs import Run
 
     known_split(split)
     show_progress(quiet)
     r = Run(run)
-    tag = r.data_tag(data)
     names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
+    other = data
+    if allow_outside_root:
+        if data is None:
+            raise ValueError("--allow-outside-root applies to the CSV manifest of --data; the "
+                             "run's own data follows data.allow_outside_root of its config")
+        other = DataConfig.model_validate({**r.data_config(data).model_dump(exclude_unset=True),
+                                           "allow_outside_root": True})
+    tag = r.data_tag(other)
     results = []
     for name in names:  # under torchrun: one process group, made by the first evaluation
-        result = r.evaluate(name, split, data=data, device=device, save_maps=save_maps,
-                            separability=separability)
+        result = r.evaluate(name, split, data=other, device=device, save_maps=save_maps,
+                            separability=separability, batch_size=batch_size)
         results.append(result)
         if json_lines and collectives.is_main():
             summary = {"checkpoint": name, "data": result.data, "accuracy": result.accuracy}
@@ -130,7 +146,7 @@ def score_maps(
     masks_dir: Path = typer.Argument(..., help="folder of <id>.png masks (missing = background)"),
     valpx_maps: Path | None = typer.Option(None, help="B-LOC maps: choose τ* here"),
     valpx_masks: Path | None = typer.Option(None, help="B-LOC masks"),
-    size: int = typer.Option(224, help="evaluation size (protocol: 224)"),
+    size: int = typer.Option(224, min=1, help="evaluation size (protocol: 224)"),
     native: bool = typer.Option(False, help="evaluate at each mask's own size instead"),
     json_output: bool = typer.Option(False, "--json", help="every metric as JSON instead of the "
                                      "table"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from histocam.cli.common_options import QUIET, show_progress
+from histocam.cli.common_options import MAX_MPP, MIN_MPP, QUIET, show_progress
 from histocam.cli.user_errors import user_errors
 
 SLIDES = "slides"
@@ -26,43 +26,50 @@ def predict_command(
                                    "both: labels from best-cl, maps from best-loc"),
     map_class: str = typer.Option("auto", help="class of the maps: a class name, predicted, or "
                                   "auto (the positive class when the data has a negative class)"),
-    threshold: float | None = typer.Option(None, help="region threshold (default: the run's τ* "
-                                           "from `histocam evaluate`; slide probability maps: 0.5)"),
+    threshold: float | None = typer.Option(None, min=0.0, max=1.0, help="region threshold "
+                                           "(default: the run's τ* from `histocam evaluate`; "
+                                           "slide probability maps: 0.5)"),
     regions: bool = typer.Option(True, help="write the region at the threshold (PNG + GeoJSON)"),
-    batch_size: int | None = typer.Option(None, help="default: the run's eval batch size"),
-    workers: int = typer.Option(2, help="DataLoader workers reading images and tiles"),
+    batch_size: int | None = typer.Option(None, min=1, help="images or tiles per batch (default: "
+                                          "the largest that fits the evaluation memory budget, "
+                                          "at most the run's train.eval_batch_size)"),
+    workers: int = typer.Option(2, min=0, help="DataLoader workers reading images and tiles"),
     device: str = typer.Option("auto"),
-    tile: int | None = typer.Option(None, help="tile size in pixels at the tile scale (default: "
-                                    "the run's training image size; 512 for file data)",
-                                    rich_help_panel=SLIDES),
-    overlap: int | None = typer.Option(None, help="tile overlap in pixels (default: a quarter "
-                                       "tile)", rich_help_panel=SLIDES),
-    mpp: float | None = typer.Option(None, help="tile scale in microns per pixel (default: the "
-                                     "run's training scale)", rich_help_panel=SLIDES),
-    magnification: float | None = typer.Option(None, help="tile scale as a magnification "
-                                               "(20: 0.5 µm/px, 40: 0.25 µm/px)",
+    tile: int | None = typer.Option(None, min=8, help="tile size in pixels at the tile scale "
+                                    "(default: the run's training image size; 512 for file "
+                                    "data)", rich_help_panel=SLIDES),
+    overlap: int | None = typer.Option(None, min=0, help="tile overlap in pixels (default: a "
+                                       "quarter tile)", rich_help_panel=SLIDES),
+    mpp: float | None = typer.Option(None, min=MIN_MPP, max=MAX_MPP, help="tile scale in microns "
+                                     "per pixel (default: the run's training scale)",
+                                     rich_help_panel=SLIDES),
+    magnification: float | None = typer.Option(None, min=0.1, max=1000.0, help="tile scale as a "
+                                               "magnification (20: 0.5 µm/px, 40: 0.25 µm/px)",
                                                rich_help_panel=SLIDES),
-    slide_mpp: float | None = typer.Option(None, help="level-0 microns per pixel of slides whose "
-                                           "file records none", rich_help_panel=SLIDES),
+    slide_mpp: float | None = typer.Option(None, min=MIN_MPP, max=MAX_MPP, help="level-0 microns "
+                                           "per pixel of slides whose file records none",
+                                           rich_help_panel=SLIDES),
     mpp_table: Path | None = typer.Option(None, help="CSV of slide,mpp rows: level-0 microns per "
                                           "pixel by slide (path, name or stem), over the file's",
                                           rich_help_panel=SLIDES),
-    map_downsample: int = typer.Option(8, help="tile pixels per slide-map pixel",
+    map_downsample: int = typer.Option(8, min=1, help="tile pixels per slide-map pixel",
                                        rich_help_panel=SLIDES),
-    min_tissue: float = typer.Option(0.0, help="keep tiles whose tissue fraction exceeds this",
-                                     rich_help_panel=SLIDES),
+    min_tissue: float = typer.Option(0.0, min=0.0, max=1.0, help="keep tiles whose tissue "
+                                     "fraction exceeds this", rich_help_panel=SLIDES),
     backend: str = typer.Option("auto", help="slide reader: auto, openslide or tiffslide",
                                 rich_help_panel=SLIDES),
-    tissue_threshold: float = typer.Option(0.03, help="optical density above the glass that "
-                                           "is tissue", rich_help_panel=TISSUE),
-    tissue_smooth: float = typer.Option(2.0, help="Gaussian σ in µm before the threshold",
-                                        rich_help_panel=TISSUE),
-    tissue_close: float = typer.Option(4.0, help="closing radius in µm",
+    tissue_threshold: float = typer.Option(0.03, min=0.0, max=3.0, help="optical density above "
+                                           "the glass that is tissue", rich_help_panel=TISSUE),
+    tissue_smooth: float = typer.Option(2.0, min=0.0, max=1000.0, help="Gaussian σ in µm before "
+                                        "the threshold", rich_help_panel=TISSUE),
+    tissue_close: float = typer.Option(4.0, min=0.0, max=1000.0, help="closing radius in µm",
                                        rich_help_panel=TISSUE),
-    tissue_max_hole: float = typer.Option(10_000.0, help="holes in tissue smaller than this "
-                                          "(µm²) are tissue", rich_help_panel=TISSUE),
-    tissue_min_area: float = typer.Option(2_000.0, help="fragments smaller than this (µm²) are "
-                                          "not tissue", rich_help_panel=TISSUE),
+    tissue_max_hole: float = typer.Option(10_000.0, min=0.0, max=1e9, help="holes in tissue "
+                                          "smaller than this (µm²) are tissue",
+                                          rich_help_panel=TISSUE),
+    tissue_min_area: float = typer.Option(2_000.0, min=0.0, max=1e9, help="fragments smaller "
+                                          "than this (µm²) are not tissue",
+                                          rich_help_panel=TISSUE),
     slide_map: str = typer.Option("auto", help="probability (each tile's probability, blended), "
                                   "map (the method's maps), or auto (map for methods whose maps "
                                   "are probabilities)", rich_help_panel=OUTPUTS),
@@ -72,12 +79,13 @@ def predict_command(
                                     "tiles), area (tissue fraction in the region), mean; auto: "
                                     "topk, or mean without a positive class",
                                     rich_help_panel=OUTPUTS),
-    top_k: int = typer.Option(5, help="tiles averaged by --aggregation topk",
+    top_k: int = typer.Option(5, min=1, help="tiles averaged by --aggregation topk",
                               rich_help_panel=OUTPUTS),
-    region_smooth: float = typer.Option(20.0, help="Gaussian σ in µm of the map before the "
-                                        "region threshold", rich_help_panel=OUTPUTS),
-    region_min_area: float = typer.Option(10_000.0, help="smallest region reported, µm²",
-                                          rich_help_panel=OUTPUTS),
+    region_smooth: float = typer.Option(20.0, min=0.0, max=10_000.0, help="Gaussian σ in µm of "
+                                        "the map before the region threshold",
+                                        rich_help_panel=OUTPUTS),
+    region_min_area: float = typer.Option(10_000.0, min=0.0, max=1e12, help="smallest region "
+                                          "reported, µm²", rich_help_panel=OUTPUTS),
     heatmap_rgba: bool = typer.Option(False, help="also write STEM.heatmap-rgba.tif (colour map, "
                                       "value as alpha)", rich_help_panel=OUTPUTS),
     overlay_scale: str = typer.Option("fixed", help="overlay colours: fixed (0–1) or pNN (0 to "
@@ -101,10 +109,6 @@ def predict_command(
     from histocam.wsi.tissue import TissueOptions
 
     show_progress(quiet)
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch-size {batch_size}: must be at least 1")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--threshold {threshold}: must be in [0, 1]")
     shard_spec = parse_shard(shard) if shard is not None else None
     tissue = TissueOptions(threshold=tissue_threshold, smooth_um=tissue_smooth,
                            close_um=tissue_close, max_hole_um2=tissue_max_hole,

@@ -39,8 +39,9 @@ def report(
 @user_errors
 def stain_shift(
     run: Path = typer.Argument(..., help="trained run directory"),
-    max_strength: float = typer.Option(0.5, help="strength of the last level"),
-    levels: int = typer.Option(10, help="number of shifted levels (level 0 = original)"),
+    max_strength: float = typer.Option(0.5, min=0.0, max=10.0, help="strength of the last level "
+                                       "(above 0)"),
+    levels: int = typer.Option(10, min=1, help="number of shifted levels (level 0 = original)"),
     seed: int = typer.Option(0, help="seed of the shift direction in HED space"),
     checkpoint: str = typer.Option("both", help="best-loc, best-cl or both"),
     device: str = typer.Option("auto"),

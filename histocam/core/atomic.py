@@ -68,11 +68,24 @@ def load_error_reason(exc: BaseException) -> str:
     return first[0][:200] if first else type(exc).__name__
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded (corrupt, not a torch file, or holding objects that
+    weights-only loading refuses: a pickle that would run code) or that lacks an entry it must
+    hold; the message names the file."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    needs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The state dict saved at ``path`` (``weights_only``), holding at least ``needs``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"{path}: cannot load checkpoint ({load_error_reason(exc)})") from exc
+        raise CheckpointError(f"{path}: cannot load checkpoint ({load_error_reason(exc)})") from exc
+    missing = [key for key in needs if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a histocam checkpoint (it has no "
+                              f"{', '.join(missing)})")
+    return state

@@ -1,8 +1,9 @@
 """Every path of a run directory, named in this one module (docs/ARCHITECTURE.md, "Runs on disk").
 
 ```
+RUN/.lock                    held by the process writing into the run (histocam.core.runlock)
 RUN/config.yaml              the resolved RunConfig
-RUN/log.csv                  one row per epoch
+RUN/log.csv                  one row per epoch (a copy of the rows that last.pt holds)
 RUN/checkpoints/NAME.pt      best-loc, best-cl, last (atomic; weights-only loading)
 RUN/checkpoints/resume.pt    mid-epoch state for --resume
 RUN/cams/CKPT-SPLIT.npz      stored low-resolution maps (+ .json provenance)
@@ -13,18 +14,29 @@ RUN/metrics/EXPERIMENT.json  stain-shift, tsne, thresholds
 ``RunDir`` hands out these paths and reads and writes the run's own formats (the log, the typed
 evaluation results); ``PipelineDir`` does the same for a pipeline's folder of runs. Nothing else in
 histocam spells a run's file name.
+
+**An epoch is committed by one write: ``last.pt``.** It holds, besides the weights and the
+optimiser, every log row so far and the names of the checkpoints the epoch selected;
+``commit_epoch`` writes it first, then the selected checkpoints and ``log.csv``, which are both
+functions of it. ``recover`` (at ``--resume``) rewrites from ``last.pt`` whatever a kill left
+unwritten: a selected checkpoint of an older epoch, a log missing its last row. A kill before
+``last.pt`` is whole leaves the previous epoch's files (the epoch is trained again); a kill after
+it is finished by ``recover``; a kill inside an atomic write leaves a temporary file, which
+``remove_temporaries`` deletes. No file of a committed epoch is ever newer than its ``last.pt``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from histocam.core.atomic import load_checkpoint, save_checkpoint, write_text_atomic
 from histocam.core.results import EvaluationResult, read_per_image, write_per_image
+from histocam.core.runlock import RunLock
 
 #: The checkpoints a run keeps: B-LOC (valpx PxAP), B-CL (valcl accuracy) and the last epoch's.
 CHECKPOINTS = ("best-loc", "best-cl", "last")
@@ -32,6 +44,8 @@ CHECKPOINTS = ("best-loc", "best-cl", "last")
 SELECTED = ("best-loc", "best-cl")
 LABEL = {"best-loc": "B-LOC", "best-cl": "B-CL", "last": "last"}
 RESUME = "resume"
+#: What a selected checkpoint (B-LOC, B-CL) holds: the part of the epoch's ``last.pt`` it is.
+SELECTED_KEYS = ("model", "epoch", "metrics", "config", "class_names")
 Experiment = Literal["stain-shift", "tsne", "thresholds"]
 EXPERIMENTS: tuple[Experiment, ...] = ("stain-shift", "tsne", "thresholds")
 
@@ -76,6 +90,40 @@ class RunDir:
     def name(self) -> str:
         return self.root.name
 
+    # ------------------------------------------------------------------ lock and contents
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def lock(self, operation: str) -> RunLock:
+        """``with run.lock("training"):`` this process alone writes into the run
+        (``histocam.core.runlock``; under torchrun rank 0 takes it for the job)."""
+        return RunLock(self.lock_file, operation)
+
+    def results(self) -> list[Path]:
+        """What the run has made: checkpoints, log, evaluations, stored maps. A ``config.yaml``
+        alone is not a result (a run that stopped before its first evaluation ended)."""
+        made = sorted(self.checkpoint("last").parent.glob("*.pt"))
+        return made + [p for p in (self.log, self.metrics_dir(), self.cams_dir) if p.exists()]
+
+    def remove_results(self) -> None:
+        """Delete the run's own files (checkpoints, log, evaluations, stored maps, config), as
+        ``--overwrite`` does; other files in the folder are left alone."""
+        for folder in (self.checkpoint("last").parent, self.metrics_dir(), self.cams_dir):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        self.log.unlink(missing_ok=True)
+        self.config.unlink(missing_ok=True)
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete what interrupted writes left (``.NAME.*.tmp`` of atomic writes, ``.NAME.part*``
+        of sharded stores); only the lock's holder may, as no other process writes then."""
+        left = [p for pattern in (".*.tmp", ".*.part*-of-*") for p in self.root.rglob(pattern)
+                if p.is_file()]
+        for path in left:
+            path.unlink(missing_ok=True)
+        return left
+
     # ------------------------------------------------------------------ config and log
     @property
     def config(self) -> Path:
@@ -100,35 +148,14 @@ class RunDir:
         with self.log.open(newline="") as fh:
             return list(csv.DictReader(fh))
 
-    def append_log(self, row: dict[str, Any]) -> None:
-        """Add one epoch's row (floats with 6 significant digits); a column that appears later
-        is added to the header, earlier rows leave it empty."""
-        rows: list[dict[str, Any]] = list(self.read_log())
-        rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        fields: list[str] = []
-        for r in rows:
-            fields.extend(k for k in r if k not in fields)
-        self._write_log(rows, fields)
+    def epochs_done(self) -> int:
+        """The last epoch in the log; -1 before the first evaluation."""
+        return max((int(r["epoch"]) for r in self.read_log()), default=-1)
 
-    def truncate_log(self, last_epoch: int) -> None:
-        """Drop the rows after ``last_epoch`` (a resumed run writes them again)."""
-        if not self.log.is_file():
-            return
-        with self.log.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields = list(reader.fieldnames or [])
-            rows = [r for r in reader if int(r["epoch"]) <= last_epoch]
-        self._write_log(rows, fields)
-
-    def remove_log(self) -> None:
-        self.log.unlink(missing_ok=True)
-
-    def _write_log(self, rows: list[dict[str, Any]], fields: list[str]) -> None:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(self.log, text.getvalue())
+    def write_log(self, rows: list[dict[str, Any]]) -> None:
+        """Write the log of ``rows`` (floats with 6 significant digits); a column that appears
+        later is added to the header, earlier rows leave it empty."""
+        write_text_atomic(self.log, _log_text(rows))
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, name: str) -> Path:
@@ -155,18 +182,47 @@ class RunDir:
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         return save_checkpoint(state, self.checkpoint(name))
 
-    def load_checkpoint(self, name: str, device: Any = "cpu") -> dict[str, Any]:
-        return load_checkpoint(self.checkpoint(name), device)
+    def load_checkpoint(self, name: str, device: Any = "cpu",
+                        needs: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The checkpoint's state, holding at least ``needs`` (else a ``CheckpointError``)."""
+        return load_checkpoint(self.checkpoint(name), device, needs)
 
     def remove_resume_state(self) -> None:
         self.resume_state.unlink(missing_ok=True)
+
+    def commit_epoch(self, state: dict[str, Any], selected: list[str]) -> None:
+        """Write an ended epoch: ``last.pt`` (``state``, holding ``log``, every row so far, and
+        ``selected``; the commit), then the ``selected`` checkpoints and the log derived from it,
+        then drop the mid-epoch state, now older than ``last.pt``."""
+        self.save_checkpoint("last", {**state, "selected": list(selected)})
+        for name in selected:
+            self.save_checkpoint(name, {k: state[k] for k in SELECTED_KEYS})
+        self.write_log(state["log"])
+        self.remove_resume_state()
+
+    def recover(self, state: dict[str, Any]) -> None:
+        """Finish the commit of ``last.pt``'s epoch (``state``) after a kill: rewrite each
+        checkpoint it selected that holds an older epoch, the log from its rows, and remove the
+        temporary files of interrupted writes. Only the lock's holder may call it."""
+        self.remove_temporaries()
+        for name in state["selected"]:
+            if (not self.has_checkpoint(name)
+                    or self.load_checkpoint(name)["epoch"] != state["epoch"]):
+                self.save_checkpoint(name, {k: state[k] for k in SELECTED_KEYS})
+        text = _log_text(state["log"])
+        if not self.log.is_file() or self.log.read_bytes() != text.encode():
+            write_text_atomic(self.log, text)
 
     # ------------------------------------------------------------------ stored maps
     def stored_maps(self, checkpoint: str, split: str) -> Path:
         """The CAM store of ``checkpoint``'s maps of ``split`` (``histocam cams``); its provenance
         is the ``.json`` beside it (``histocam.maps.store``)."""
         self.checkpoint(checkpoint)
-        return self.root / "cams" / f"{checkpoint}-{split}.npz"
+        return self.cams_dir / f"{checkpoint}-{split}.npz"
+
+    @property
+    def cams_dir(self) -> Path:
+        return self.root / "cams"
 
     @staticmethod
     def holding(store: str | Path) -> RunDir:
@@ -256,6 +312,19 @@ class RunDir:
         return self.metrics_dir() / f"{name}.json"
 
 
+def _log_text(rows: list[dict[str, Any]]) -> str:
+    rows = [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            for row in rows]
+    fields: list[str] = []
+    for r in rows:
+        fields.extend(k for k in r if k not in fields)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
 class PipelineDir:
     """The folder of a pipeline (``histocam pipeline pixelcam``): its config, its runs and the
     comparison of the teacher with its student."""
@@ -309,7 +378,6 @@ def runs_in(path: str | Path) -> list[RunDir]:
         raise RunError(f"{path}: not a run directory (no {RunDir(path).config.name}) and holds no "
                        "runs")
     return inner
-
 
 
 class CrossvalDir:

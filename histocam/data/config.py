@@ -76,6 +76,8 @@ class DataConfig(StrictModel):
     mpp: float | None = Field(None, gt=0, le=1000, description="microns per pixel of the images "
                               "as stored, the scale `histocam predict` tiles slides at; default: "
                               "the dataset's own when known (histocam.data.mpp)")
+    allow_outside_root: bool = Field(False, description="CSV manifests: read paths outside the "
+                                     "CSV's folder (../x.png, absolute paths)")
     color_jitter: bool = True
     stain_augment: float = Field(0.0, ge=0, le=1, description="HED stain augmentation strength")
     stain_normalize: Literal["none", "macenko"] = Field(
@@ -144,6 +146,9 @@ class DataConfig(StrictModel):
             if "root" in changed and Path(self.dataset).suffix.lower() == ".csv":
                 problems.append("data.root is not used by a CSV manifest: its paths are relative "
                                 "to the CSV's folder; remove data.root")
+        if "allow_outside_root" in changed and Path(self.dataset).suffix.lower() != ".csv":
+            problems.append("data.allow_outside_root is read only for a CSV manifest (the paths "
+                            f"of {self.dataset!r} are not checked against a folder): remove it")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -1,20 +1,27 @@
 """A CSV manifest for users' own data: ``image,label[,mask][,split][,group][,mpp]`` with a header
 row.
 
-Paths are relative to the CSV's folder. ``label`` is a class name or an integer index; the class
-encoding comes from ``classes`` (a list of names, index = position), or a ``classes.txt`` beside the
-CSV (one name per line). ``mask`` is a mask path, empty for an unannotated image, or the word
-``background`` for an annotated image without foreground. Without a ``split`` column the splits are
-drawn by seed (stratified; valpx from valcl). ``group`` names the patient (or slide) of each image:
-cross-validation folds (``data.folds``) never put one group in two splits. ``mpp`` is the images'
-microns per pixel, one value for the whole manifest (``manifest_mpp``), the scale
-``histocam predict`` tiles slides at.
+Paths are relative to the CSV's folder and name one file one way: each is normalised lexically
+(``./a.png``, ``a//b.png`` and ``a/../a/b.png`` are ``a.png``, ``a/b.png``, ``a/b.png``), and the
+normalised image path is the image's id, so one image listed twice under two spellings is a
+duplicate (an error naming both lines), never two images that could fall in different splits.
+A path that leaves the CSV's folder (``../x.png``, an absolute path) is an error unless
+``allow_outside_root`` (``data.allow_outside_root``, ``--allow-outside-root``) allows it.
+
+``label`` is a class name or an integer index; the class encoding comes from ``classes`` (a list of
+names, index = position), or a ``classes.txt`` beside the CSV (one name per line). ``mask`` is a
+mask path, empty for an unannotated image, or the word ``background`` for an annotated image
+without foreground. Without a ``split`` column the splits are drawn by seed (stratified; valpx from
+valcl). ``group`` names the patient (or slide) of each image: cross-validation folds
+(``data.folds``) never put one group in two splits. ``mpp`` is the images' microns per pixel, one
+value for the whole manifest (``manifest_mpp``), the scale ``histocam predict`` tiles slides at.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import posixpath
 from pathlib import Path
 
 from histocam.data.config import SPLIT_KEYS
@@ -48,6 +55,19 @@ def _encode(label: str, class_names: list[str] | None, where: str) -> int:
     raise DataError(where, f"unknown label {label!r} (classes: {class_names})")
 
 
+def manifest_path(cell: str, where: str, column: str, allow_outside_root: bool) -> str:
+    """A path cell of a manifest in its one spelling (``posixpath.normpath``); a path outside the
+    manifest's folder is a ``DataError`` unless ``allow_outside_root``."""
+    path = posixpath.normpath(cell)
+    if path == ".":
+        raise DataError(where, f"{column} {cell!r} is a folder, not a file")
+    if not allow_outside_root and (posixpath.isabs(path) or path.split("/")[0] == ".."):
+        raise DataError(where, f"{column} {cell!r} is outside the manifest's folder; set "
+                        "data.allow_outside_root: true (command line: --allow-outside-root) to "
+                        "read it")
+    return path
+
+
 def read_csv_manifest(
     csv_path: str | Path,
     class_names: list[str] | None = None,
@@ -58,6 +78,7 @@ def read_csv_manifest(
     valpx_per_class: int = 3,
     folds: int | None = None,
     fold: int | None = None,
+    allow_outside_root: bool = False,
 ) -> Layout:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -76,23 +97,27 @@ def read_csv_manifest(
         if unknown:
             raise DataError(csv_path, f"unknown columns {sorted(unknown)}")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    if not rows:
+        raise DataError(csv_path, "no rows under the header: the manifest lists no image")
     records: dict[str, list[Record]] = {}
-    seen: dict[str, set[str]] = {}
+    seen: dict[str, dict[str, int]] = {}  # image id -> split -> line
     for line_no, row in enumerate(rows, start=2):
         where = f"{csv_path}:{line_no}"
-        image_rel = row["image"]
-        if not image_rel:
+        if not row["image"]:
             raise DataError(where, "empty image path")
+        image_rel = manifest_path(row["image"], where, "image", allow_outside_root)
         mask_cell = row.get("mask", "")
-        mask_path = None if mask_cell in ("", ALL_BACKGROUND) else base / mask_cell
+        mask_path = (None if mask_cell in ("", ALL_BACKGROUND)
+                     else base / manifest_path(mask_cell, where, "mask", allow_outside_root))
         split = row.get("split", "") or "pool"
         if split not in (*SPLITS, "pool"):
             raise DataError(where, f"unknown split {split!r} (expected one of {SPLITS})")
-        earlier = seen.setdefault(image_rel, set())
-        if earlier and (split in earlier or not (earlier | {split}) <= {"valcl", "valpx"}):
-            raise DataError(where, f"duplicate image {image_rel!r} (already in "
-                            f"{', '.join(sorted(earlier))}; only valpx may repeat valcl images)")
-        earlier.add(split)
+        earlier = seen.setdefault(image_rel, {})
+        if earlier and (split in earlier or not {*earlier, split} <= {"valcl", "valpx"}):
+            first = min(earlier.values())
+            raise DataError(where, f"duplicate image {image_rel!r}: line {first} lists it already"
+                            f" ({', '.join(sorted(earlier))}; only valpx may repeat valcl images)")
+        earlier[split] = line_no
         records.setdefault(split, []).append(Record(
             id=image_rel, image_path=base / image_rel,
             label=_encode(row["label"], class_names, where),

@@ -135,9 +135,10 @@ class Layout:
     unused: dict[str, str] = field(default_factory=dict)
 
     def dataset(self, split: str) -> FileDataset:
-        if split not in self.splits:
-            raise KeyError(f"{self.name} has no split {split!r} (has {sorted(self.splits)})")
-        return FileDataset(self.splits[split], self.class_names, self.name, split)
+        """The split's images; a split the files do not list has none."""
+        if split not in SPLITS:
+            raise KeyError(f"{self.name} has no split {split!r} (splits: {', '.join(SPLITS)})")
+        return FileDataset(self.splits.get(split, []), self.class_names, self.name, split)
 
 
 def layout_from_pool(

@@ -15,6 +15,16 @@ class DataError(Exception):
         self.problem = problem
         super().__init__(f"{path}: {problem}" if path is not None else problem)
 
+    def __reduce__(self):
+        # pickled whole (path and problem), so a DataLoader worker can hand it to the main process
+        return type(self), (self.path, self.problem)
+
+
+class StorageError(OSError):
+    """An I/O error on a file histocam itself writes or keeps (a cache entry, an output): a fault
+    of the disk or the machine, never a bad sample, so it stops the command instead of being
+    skipped. Built as ``StorageError(errno, reason, filename)``."""
+
 
 class Severity(str, Enum):
     ERROR = "error"

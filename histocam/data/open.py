@@ -148,7 +148,8 @@ def list_class_names(list_dir: Path, config: DataConfig) -> list[str]:
 
 def _open_path(path: Path, config: DataConfig) -> DatasetSource:
     if path.suffix.lower() == ".csv":
-        layout = read_csv_manifest(path, config.classes, **_split_kwargs(config, 0.2, 3))
+        layout = read_csv_manifest(path, config.classes, **_split_kwargs(config, 0.2, 3),
+                                   allow_outside_root=config.allow_outside_root)
         _reject_unused(config, path, layout.unused, layout.class_names)
         return layout
     if is_wsol_lists(path):

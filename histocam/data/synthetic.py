@@ -11,6 +11,11 @@ foreground fractions) and lymph-node-like tiles (normal with empty masks / tumou
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +23,12 @@ import numpy as np
 from histocam.core.progress import track
 from histocam.data.config import SyntheticConfig
 from histocam.data.dataset import SPLITS
+from histocam.data.errors import StorageError
 from histocam.data.sample import Sample
 from histocam.data.synth_colon import render_colon
 from histocam.data.synth_node import render_node
+
+log = logging.getLogger("histocam")
 
 DOMAINS = {"colon": (render_colon, ["benign", "malignant"]),
            "node": (render_node, ["normal", "tumor"])}
@@ -114,19 +122,70 @@ def render_sample(domain: str, split: str, index: int, label: int,
 
 def render_cached(domain: str, split: str, index: int, label: int,
                   config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``render_sample``, kept in ``config.cache_dir`` when set.
+
+    A cache entry that cannot be decoded, or holds arrays of another shape, is rendered again and
+    replaced (a warning names it): the cache holds nothing that cannot be made again. An I/O error
+    of the cache folder itself (a full disk, no permission) is a ``StorageError`` naming the file:
+    the sample is fine, the machine is not.
+    """
     if config.cache_dir is None:
         return render_sample(domain, split, index, label, config)
     folder = Path(config.cache_dir) / f"{domain}-{_knob_hash(domain, config)}"
     path = folder / f"{split}-{index:05d}-{label}.npz"
-    if path.is_file():
-        with np.load(path) as data:
-            return data["image"], data["mask"]
+    cached = _read_cache_entry(path, config.size)
+    if cached is not None:
+        return cached
     image, mask = render_sample(domain, split, index, label, config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npz")
-    np.savez_compressed(tmp, image=image, mask=mask)
-    tmp.replace(path)
+    _write_cache_entry(path, image, mask)
     return image, mask
+
+
+def _read_cache_entry(path: Path, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (image, mask) stored at ``path``; None when absent or corrupt (warned)."""
+    try:
+        with path.open("rb") as fh:
+            data = np.load(fh, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
+            image, mask = data["image"], data["mask"]
+    except FileNotFoundError:
+        return None
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError) as exc:
+        problem = f"undecodable ({type(exc).__name__}: {exc})"
+    except OSError as exc:
+        raise StorageError(exc.errno, f"cannot read the synthetic cache ({exc.strerror or exc})",
+                           str(path)) from exc
+    else:
+        if (image.shape, image.dtype, mask.shape, mask.dtype) == (
+                (size, size, 3), np.uint8, (size, size), np.bool_):
+            return image, mask
+        problem = f"holds {image.dtype} {image.shape} and {mask.dtype} {mask.shape}"
+    log.warning("%s: corrupt synthetic cache entry (%s): rendered again", path, problem)
+    return None
+
+
+def _save_npz(fh, image: np.ndarray, mask: np.ndarray) -> None:
+    np.savez_compressed(fh, image=image, mask=mask)
+
+
+def _write_cache_entry(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
+    """Store one sample atomically (a temporary file renamed over ``path``, removed on failure);
+    concurrent writers of one entry write the same bytes, the last rename wins."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            _save_npz(fh, image, mask)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise StorageError(exc.errno, f"cannot write the synthetic cache ({exc.strerror or exc})",
+                           str(path)) from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 class SyntheticSource:

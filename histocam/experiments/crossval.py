@@ -44,7 +44,6 @@ from histocam.experiments.pipeline import PipelineConfig, run_pipeline
 from histocam.maps.colour import COLOUR_FLOOR, colour_map_pxap
 from histocam.runs.run import Run
 from histocam.train.run_config import RunConfig
-from histocam.train.trainer import Trainer
 
 
 def is_pipeline(tree: dict) -> bool:
@@ -96,26 +95,10 @@ def evaluated(run: Run, checkpoint: str) -> FoldCheckpoint:
 
 
 def _train_run(tree: dict) -> dict[str, Any]:
-    """Train one fold's run (resumed if it stopped early, reused if finished) and evaluate its
-    B-LOC, B-CL and last checkpoints on the fold's test split."""
-    config = RunConfig.model_validate(tree)
-    run_dir = config.run_dir
-    if not run_dir.has_started():
-        Trainer(config).fit()
-    else:
-        stored = Run(run_dir).config
-        if ((stored.data, stored.seed, stored.train, stored.method.name)
-                != (config.data, config.seed, config.train, config.method.name)):
-            raise ValueError(f"{run_dir}: trained with another configuration than this one "
-                             f"(see {run_dir.config}); move it away or choose another name")
-        if _last_epoch(run_dir) < config.train.epochs:
-            Trainer(config).fit(resume=True)
-    run = Run(run_dir)
+    """Train one fold's run (resumed if it stopped early, reused if finished; ``Run.train``) and
+    evaluate its B-LOC, B-CL and last checkpoints on the fold's test split."""
+    run = Run.train(RunConfig.model_validate(tree))
     return {"model": {c: evaluated(run, c) for c in (*SELECTED, "last")}}
-
-
-def _last_epoch(run_dir) -> int:
-    return max((int(r["epoch"]) for r in run_dir.read_log()), default=-1)
 
 
 def _pipeline_run(tree: dict) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from histocam.metrics.classification import ClassificationAccuracy
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.pxap import chance_pxap
 from histocam.runs.run import Run
+from histocam.train.memory import fit_batch
 from histocam.train.split_pass import evaluate_split
 
 N_LEVELS = 10
@@ -94,6 +95,12 @@ def run_stain_shift(run_dir: str | Path, *, checkpoints: tuple[str, ...] = SELEC
                     split: str = "test", device: str = "auto") -> Path:
     """Evaluate each checkpoint at each level; store the result with the run, return its path."""
     run = Run(run_dir).require_trained()
+    with run.writing("stain-shift", device):  # the run's lock, until the result is written
+        return _stain_shift(run, checkpoints, max_strength, n_levels, seed, split, device)
+
+
+def _stain_shift(run: Run, checkpoints: tuple[str, ...], max_strength: float, n_levels: int,
+                 seed: int, split: str, device: str) -> Path:
     dev = resolve_device(device)
     shift = StainShift.from_seed(seed)
     levels = strengths(max_strength, n_levels)
@@ -105,12 +112,13 @@ def run_stain_shift(run_dir: str | Path, *, checkpoints: tuple[str, ...] = SELEC
     for ckpt in checkpoints:
         stages.next(f"{run.dir.name} {LABEL[ckpt]}: {split} images at {n_levels + 1} stain levels")
         method, names = run.method(ckpt, str(dev))
+        batch = fit_batch(method, run.config.data.eval_size, dev, limit=t.eval_batch_size)
         accuracy, pxap, chance = [], [], []
         for level, strength in enumerate(levels):
             classified, pixels = ClassificationAccuracy(len(names)), PixelHistogram(dev)
             evaluate_split(method, RestainedDataset(dataset, shift, strength), run.config.data,
                            dev, {"accuracy": classified, "pixels": pixels},
-                           batch_size=t.eval_batch_size, num_workers=t.num_workers,
+                           batch_size=batch, num_workers=t.num_workers,
                            progress=f"level {level}/{n_levels} (s = {strength:.3g})")
             accuracy.append(classified.compute().accuracy)
             pxap.append(pixels.pxap)

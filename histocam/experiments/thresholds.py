@@ -56,6 +56,11 @@ def run_thresholds(run_dir: str | Path, *, split: str = "test", device: str = "a
     """Store the threshold sensitivity of both selected checkpoints with the run; returns the
     path written."""
     run = Run(run_dir)
+    with run.writing("thresholds", device):  # the run's lock, until the result is written
+        return _thresholds(run, split, device)
+
+
+def _thresholds(run: Run, split: str, device: str) -> Path:
     entries = {}
     stages = Stages(len(SELECTED))
     for ckpt in SELECTED:

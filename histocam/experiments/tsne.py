@@ -27,6 +27,7 @@ from histocam.metrics.protocol import Batch
 from histocam.metrics.separability import SeparabilityIndex, separability_index
 from histocam.runs.run import Run
 from histocam.train.loader import make_loader
+from histocam.train.memory import fit_batch
 
 MIN_CELLS = 6
 TSNE_DEFINITION = ("each point is one cell of the encoder's last feature grid of one test image, red = "
@@ -55,12 +56,19 @@ def run_tsne(run_dir: str | Path, *, checkpoint: str = "best-loc", n_images: int
              split: str = "test", seed: int = 0, device: str = "auto") -> Path:
     """Store the t-SNE of ``checkpoint``'s pixel features with the run; returns the path written."""
     run = Run(run_dir).require_trained()
+    with run.writing("t-SNE", device):  # the run's lock, until the result is written
+        return _tsne(run, checkpoint, n_images, split, seed, device)
+
+
+def _tsne(run: Run, checkpoint: str, n_images: int, split: str, seed: int, device: str) -> Path:
     dev = resolve_device(device)
     method, class_names = run.method(checkpoint, str(dev))
     data = run.config.data
     dataset = open_source(data).dataset(split)
-    loader = make_loader(dataset, JointTransform.from_config(data, train=False),
-                         run.config.train.eval_batch_size, shuffle=False, num_workers=0)
+    batch = fit_batch(method, data.eval_size, dev, limit=run.config.train.eval_batch_size,
+                      localize=False)
+    loader = make_loader(dataset, JointTransform.from_config(data, train=False), batch,
+                         shuffle=False, num_workers=0)
     overall = SeparabilityIndex(class_names)
     chosen: dict[int, int] = {}
     images, skipped = [], 0

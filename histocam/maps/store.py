@@ -3,11 +3,14 @@
 ``histocam.runs.Run.export_cams`` runs a trained run's checkpoint (B-LOC by default) over a split
 with the evaluation transform and stores, for every image, the normalised low-resolution map of its
 ground-truth class (float16) in the run's store (``RunDir.stored_maps``; written map by map with
-``NpzWriter``) with a JSON sidecar: run, checkpoint, epoch, method, a hash of the teacher config and
-one of the dataset identity. ``load_cams`` refuses a store made for another dataset or split, or one
-that lacks images of the split. The maps are then transformed jointly with their images (same crop
-and flip) by ``JointTransform``. Under torchrun the ranks map their blocks of the split into part
-files that rank 0 merges, in order, into the same single store (``ShardedNpzWriter``).
+``NpzWriter``) with a JSON sidecar: run, checkpoint, epoch, method, a hash of the teacher config, one
+of the dataset identity and one of the split's labels (``split_identity``). ``load_cams`` refuses a
+store made for another dataset, split or labelling (a CSV relabelled after the export), one that
+lacks images of the split, and one of another store format (``STORE_FORMAT``). An image id's array
+name (``npz_key``) is its percent-encoding: one name per id, whatever the id holds. The maps are
+then transformed jointly with their images (same crop and flip) by ``JointTransform``. Under
+torchrun the ranks map their blocks of the split into part files that rank 0 merges, in order,
+into the same single store (``ShardedNpzWriter``).
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import torch
 
 from histocam.core.collectives import all_gather_objects, distributed_ready
 from histocam.data.config import DataConfig
+from histocam.data.open import open_source
 from histocam.data.synthetic import generator_version
 
+#: The layout of a store and its sidecar; a store of another format is refused (exported again).
+STORE_FORMAT = 2
 IDENTITY_FIELDS = ("dataset", "root", "classes", "split_seed", "valcl_fraction", "test_fraction",
                    "valpx_per_class", "synthetic")
 
@@ -50,9 +57,22 @@ def dataset_identity(config: DataConfig) -> str:
     return config_hash({k: dump.get(k) for k in IDENTITY_FIELDS})
 
 
+def split_identity(dataset) -> str:
+    """Hash of a split's images and their labels, in order: relabelling one image changes it."""
+    return config_hash([[str(i), int(y)] for i, y in zip(dataset.ids, dataset.labels)])
+
+
+def store_identity(data_config: DataConfig, dataset) -> dict:
+    """The sidecar entries that say which data a store is for (checked by ``load_cams``)."""
+    return {"format": STORE_FORMAT, "dataset": data_config.dataset,
+            "dataset_identity": dataset_identity(data_config), "split": dataset.split,
+            "labels_identity": split_identity(dataset)}
+
+
 def npz_key(image_id: str) -> str:
-    """The array name of an image id in an ``.npz`` (ids may contain ``/``)."""
-    return image_id.replace("/", "__")
+    """The array name of an image id in an ``.npz``: its percent-encoding (``/`` is ``%2F``,
+    ``%`` is ``%25``), so that two ids never share a name."""
+    return quote(image_id, safe="")
 
 
 def provenance_path(npz: str | Path) -> Path:
@@ -182,7 +202,18 @@ def _checked_meta(npz: Path, data_config: DataConfig, split: str) -> dict:
     if not npz.is_file() or not meta_path.is_file():
         raise CAMStoreError(f"{npz}: CAM store (and its .json) not found; export it with "
                             "`histocam cams RUN --checkpoint best-loc --split train`")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CAMStoreError(f"{meta_path}: unreadable provenance ({exc}); export the maps again "
+                            "with `histocam cams RUN`") from None
+    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+        run, ckpt = (meta.get("run", "RUN"), meta.get("checkpoint", "best-loc")) if isinstance(
+            meta, dict) else ("RUN", "best-loc")
+        raise CAMStoreError(
+            f"{npz}: a CAM store of an older format (its array names can collide and it does not "
+            f"record the labels); export it again: histocam cams {run} --checkpoint {ckpt} "
+            f"--split {split}")
     if meta["split"] != split:
         raise CAMStoreError(f"{npz}: CAMs of split {meta['split']!r}, needed {split!r}")
     if meta["dataset_identity"] != dataset_identity(data_config):
@@ -190,6 +221,11 @@ def _checked_meta(npz: Path, data_config: DataConfig, split: str) -> dict:
             f"{npz}: CAMs were computed for another dataset or split definition (made on "
             f"{meta['dataset']!r}; identity {meta['dataset_identity']} != "
             f"{dataset_identity(data_config)}); export them again for this dataset")
+    if meta["labels_identity"] != split_identity(open_source(data_config).dataset(split)):
+        raise CAMStoreError(
+            f"{npz}: CAMs of other labels of split {split!r} (the dataset was relabelled after "
+            f"the export); export them again: histocam cams {meta['run']} --checkpoint "
+            f"{meta['checkpoint']} --split {split}")
     return meta
 
 

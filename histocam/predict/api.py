@@ -27,6 +27,7 @@ from histocam.predict.inputs import collect_inputs, unique_stems
 from histocam.predict.predictor import Predictor
 from histocam.predict.slide import DEFAULT_TILE, SlideOptions, tile_mpp
 from histocam.runs.run import Run
+from histocam.train.memory import fit_batch
 
 
 @dataclass
@@ -72,7 +73,8 @@ def predict(run: str | Path | Run, inputs: list[str | Path], out: str | Path, *,
     device = str(command_device(device))  # under torchrun: the rank's own GPU
     predictor = Predictor.from_run(run, checkpoint, device=device, map_class=map_class,
                                    threshold=threshold)
-    batch = batch_size or predictor.batch_size
+    batch = batch_size or fit_batch(predictor.map_method, predictor.eval_size, predictor.device,
+                                    limit=predictor.batch_size)
     options = replace(options, batch_size=batch).check()
     positive = slide_positive(predictor)
     run_mpp = dataset_mpp(run.config.data)

@@ -45,6 +45,7 @@ from histocam.metrics.predictions import Predictions
 from histocam.metrics.protocol import Metric
 from histocam.metrics.pxap import chance_pxap, pxap_from_histograms
 from histocam.metrics.separability import SeparabilityIndex
+from histocam.train.memory import fit_batch
 from histocam.train.split_pass import evaluate_split
 
 if TYPE_CHECKING:
@@ -57,8 +58,12 @@ class DataMismatchError(ValueError):
 
 def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
                  data: str | Path | DataConfig | None = None, device: str = "auto",
-                 save_maps: bool = False, separability: bool = False) -> EvaluationResult:
+                 save_maps: bool = False, separability: bool = False,
+                 batch_size: int | None = None) -> EvaluationResult:
     """The metrics of ``checkpoint`` on ``split`` (written under the run, and returned).
+
+    ``batch_size``: images per batch (per rank); by default the largest that fits the memory
+    budget (``histocam.train.memory.fit_batch``), at most the run's ``train.eval_batch_size``.
 
     Under torchrun (a collective: every rank calls it) the images of valpx and of ``split`` are
     shared out over the ranks (``shard=True``), every metric is merged through the metric protocol
@@ -68,7 +73,9 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
     collectives.setup(dev)
     method, class_names = run.method(checkpoint, str(dev))
     t = run.config.train
-    kwargs = dict(batch_size=t.eval_batch_size, num_workers=t.num_workers, shard=True)
+    batch = batch_size or fit_batch(method, run.config.data.eval_size, dev,
+                                    limit=t.eval_batch_size)
+    kwargs = dict(batch_size=batch, num_workers=t.num_workers, shard=True)
     own = open_source(run.config.data)
     valpx = PixelHistogram(dev)
     label = f"{run.dir.name} {checkpoint}"

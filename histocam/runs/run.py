@@ -18,13 +18,14 @@ import yaml
 from pydantic import ValidationError
 
 from histocam.core import collectives
-from histocam.core.atomic import write_text_atomic
+from histocam.core.atomic import CheckpointError, write_text_atomic
 from histocam.core.collectives import all_gather_objects
 from histocam.core.devices import command_device, resolve_device
 from histocam.core.progress import message
 from histocam.core.progress import task as progress_task
 from histocam.core.results import EvaluationResult
 from histocam.core.rundir import CHECKPOINTS, RunDir, RunError
+from histocam.core.runlock import RunLock
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
@@ -33,13 +34,15 @@ from histocam.maps.store import (
     config_hash,
     dataset_identity,
     provenance_path,
+    store_identity,
     store_is_current,
 )
 from histocam.methods.base import WSOLMethod
 from histocam.methods.catalog import create_method
 from histocam.runs.evaluation import evaluate_run
 from histocam.train.loader import make_loader
-from histocam.train.run_config import RunConfig
+from histocam.train.memory import fit_batch
+from histocam.train.run_config import RunConfig, config_changes
 from histocam.train.trainer import Trainer
 
 __all__ = ["CHECKPOINTS", "Run", "RunError"]
@@ -75,14 +78,28 @@ class Run:
 
     @classmethod
     def train(cls, config: RunConfig) -> Run:
-        """The trained run of ``config``: trained here unless both selected checkpoints exist
-        (then the run as it was trained, with its own config), resumed when an epoch has ended.
-        Under torchrun (a collective) rank 0 decides for every rank."""
+        """The trained run of ``config``: trained here, resumed when an epoch has ended, or, when
+        its last epoch has ended, the run as it was trained. A run trained with another config
+        (but for ``RESUMABLE_KEYS``) is an error. Under torchrun (a collective) rank 0 decides
+        for every rank."""
         run_dir = config.run_dir
-        if collectives.from_main(run_dir.is_trained()):
-            return cls(run_dir)
-        Trainer(config).fit(resume=bool(collectives.from_main(run_dir.has_started())))
-        return cls(run_dir, config=config)
+        if not collectives.from_main(run_dir.has_started()):
+            Trainer(config).fit()
+            return cls(run_dir, config=config)
+        stored = cls(run_dir)
+        changed = config_changes(stored.config, config)
+        if changed:
+            raise RunError(f"{run_dir}: trained with another configuration than this one "
+                           f"({'; '.join(changed)}); move it away or choose another name")
+        if collectives.from_main(run_dir.epochs_done()) < config.train.epochs:
+            Trainer(config).fit(resume=True)
+        return stored
+
+    def writing(self, operation: str, device: str = "auto") -> RunLock:
+        """``with run.writing("evaluation"):`` the run's lock (``RunDir.lock``), taken for the
+        job: it joins the job's process group first (``collectives.setup``)."""
+        collectives.setup(command_device(device))
+        return self.dir.lock(operation)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, checkpoint: str) -> Path:
@@ -108,8 +125,9 @@ class Run:
         if not path.is_file():
             raise RunError(f"{path}: checkpoint not found (is the run trained?)")
         try:
-            return self.dir.load_checkpoint(checkpoint, device)
-        except RuntimeError as exc:
+            return self.dir.load_checkpoint(checkpoint, device,
+                                            needs=("model", "epoch", "class_names"))
+        except CheckpointError as exc:
             raise RunError(str(exc)) from None
 
     def method(self, checkpoint: str = "best-loc", device: str = "cpu"
@@ -175,20 +193,27 @@ class Run:
                     device: str = "auto", batch_size: int | None = None,
                     progress: bool = False) -> Path:
         """Store the normalised low-resolution map of every image's ground-truth class of
-        ``split`` (float16, streamed to ``RunDir.stored_maps``) with its provenance.
+        ``split`` (float16, streamed to ``RunDir.stored_maps``) with its provenance;
+        ``batch_size`` by default from the memory budget (``histocam.train.memory.fit_batch``).
 
         Under torchrun (a collective: every rank calls it) each rank maps its contiguous block of
         the images (``collectives.shard_indices``) into a part file and rank 0 merges the parts,
         in rank order, into the same single ``.npz`` and ``.json`` one process writes (same maps,
         same order); every rank returns once both exist. It joins the job's process group,
         making it on first use (``collectives.setup``)."""
-        dev = command_device(device)
-        collectives.setup(dev)
+        with self.writing("map export", device):
+            return self._export_cams(checkpoint, split, command_device(device), batch_size,
+                                     progress)
+
+    def _export_cams(self, checkpoint: str, split: str, dev: torch.device,
+                     batch_size: int | None, progress: bool) -> Path:
         method, state = self._load(checkpoint, str(dev))
         data = self.config.data
         dataset = open_source(data).dataset(split)
+        batch_size = batch_size or fit_batch(method, data.eval_size, dev,
+                                             limit=self.config.train.eval_batch_size)
         loader = make_loader(dataset, JointTransform.from_config(data, train=False),
-                             batch_size or self.config.train.eval_batch_size, shuffle=False,
+                             batch_size, shuffle=False,
                              num_workers=self.config.train.num_workers,
                              indices=collectives.shard_indices(len(dataset)))
         npz = self.dir.stored_maps(checkpoint, split)
@@ -211,8 +236,7 @@ class Run:
                 "run": str(self.dir.root.resolve()), "checkpoint": checkpoint,
                 "epoch": state["epoch"], "method": self.config.method.name,
                 "teacher_config_hash": config_hash(self.config.method.model_dump(mode="json")),
-                "dataset": data.dataset, "dataset_identity": dataset_identity(data),
-                "split": split, "class_names": state["class_names"], "ids": ids,
+                **store_identity(data, dataset), "class_names": state["class_names"], "ids": ids,
                 "map_shape": shape,
             }, indent=2))
         collectives.barrier()  # the store is complete before any rank reads it
@@ -221,10 +245,13 @@ class Run:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, checkpoint: str, split: str = "test", *,
                  data: str | Path | DataConfig | None = None, device: str = "auto",
-                 save_maps: bool = False, separability: bool = False) -> EvaluationResult:
+                 save_maps: bool = False, separability: bool = False,
+                 batch_size: int | None = None) -> EvaluationResult:
         """Test metrics of a checkpoint (``histocam.runs.evaluation``)."""
-        return evaluate_run(self, checkpoint, split, data=data, device=device,
-                            save_maps=save_maps, separability=separability)
+        with self.writing("evaluation", device):
+            return evaluate_run(self, checkpoint, split, data=data, device=device,
+                                save_maps=save_maps, separability=separability,
+                                batch_size=batch_size)
 
     def evaluation(self, checkpoint: str, split: str = "test", *, device: str = "auto"
                    ) -> EvaluationResult:

@@ -5,6 +5,7 @@ Every key is consumed: unknown keys anywhere are an error (``histocam.core.confi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,10 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(2, ge=0)
     amp: bool = Field(True, description="mixed precision (CUDA only)")
     on_bad_sample: Literal["skip", "error"] = "skip"
+    max_bad_fraction: float = Field(
+        1.0, gt=0, le=1, description="with on_bad_sample: skip, the largest share of an epoch's "
+        "training samples (and of valcl, valpx) that may be unreadable; a larger share, or all of "
+        "them, stops the run")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
     log_valcl_pxap: bool = Field(
         False, description="also log, each epoch, the PxAP of every valcl image that has a mask "
@@ -92,6 +97,44 @@ class RunConfig(RunIdentity):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+#: The keys that ``--resume`` may change, none of them part of the recipe the weights are trained
+#: by: where the run is (``name``, ``out_dir``: a run folder may be moved); what runs it
+#: (``device``: a run may continue on another machine, with that device's rounding); how its
+#: training data are read (``train.num_workers``: the sample order and each sample's augmentation
+#: are seeded by (seed, epoch, index), whatever process or loader worker reads it); how often the
+#: mid-epoch state is saved (``train.checkpoint_every``); how many images an evaluation batch
+#: holds (``train.eval_batch_size``: evaluation runs the model in eval mode, each image's maps and
+#: scores independent of its batch, and computes no gradient). Every other key (seed, data,
+#: method, epochs, optimiser, ...) is the run's content: a resume that changes one is refused.
+RESUMABLE_KEYS = ("name", "out_dir", "device", "train.num_workers", "train.checkpoint_every",
+                  "train.eval_batch_size")
+
+
+def config_changes(saved: RunConfig, new: RunConfig,
+                   allowed: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
+    """``key: old -> new`` for each key (dotted) whose value differs between the two configs,
+    ``allowed`` keys aside."""
+    old, now = _flat(saved.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    absent = object()
+    out = []
+    for key in sorted(old.keys() | now.keys()):
+        if key in allowed or old.get(key, absent) == now.get(key, absent):
+            continue
+        before, after = (json.dumps(d[key]) if key in d else "(absent)" for d in (old, now))
+        out.append(f"{key}: {before} -> {after}")
+    return out
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -39,12 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from histocam.core import collectives, progress
-from histocam.core.atomic import load_checkpoint
+from histocam.core.atomic import CheckpointError, load_checkpoint
 from histocam.core.collectives import all_gather_objects, all_reduce_sum
+from histocam.core.configs import describe_invalid
 from histocam.core.devices import command_device
-from histocam.core.rundir import RESUME
+from histocam.core.rundir import LABEL, RESUME, RunError
+from histocam.data.errors import DataError
 from histocam.data.open import negative_class, open_source
 from histocam.data.transforms import JointTransform
 from histocam.maps.store import load_cams
@@ -53,8 +56,14 @@ from histocam.methods.catalog import create_method
 from histocam.metrics.classification import ClassificationAccuracy
 from histocam.metrics.histogram import PixelHistogram
 from histocam.train import distributed
-from histocam.train.loader import make_train_loader, train_batches
-from histocam.train.run_config import RunConfig
+from histocam.train.loader import (
+    check_bad_samples,
+    check_training_splits,
+    make_train_loader,
+    train_batches,
+)
+from histocam.train.memory import fit_batch
+from histocam.train.run_config import RESUMABLE_KEYS, RunConfig, config_changes
 from histocam.train.seeding import (
     epoch_seed,
     rng_state,
@@ -71,7 +80,11 @@ def build_method(config: RunConfig, num_classes: int) -> WSOLMethod:
     """The method of a run, started from ``config.init`` (a checkpoint's weights) when set."""
     method = create_method(config.method, num_classes)
     if config.init is not None:
-        method.load_initial_state(load_checkpoint(config.init)["model"])
+        try:
+            method.load_initial_state(load_checkpoint(config.init, needs=("model",))["model"])
+        except RuntimeError as exc:  # another architecture's weights
+            raise CheckpointError(f"{config.init}: its weights do not fit method "
+                                  f"{config.method.name!r} ({str(exc).splitlines()[0]})") from exc
     return method
 
 
@@ -91,6 +104,7 @@ class Trainer:
         set_deterministic(config.deterministic)
         seed_everything(config.seed)
         self.source = open_source(config.data)
+        check_training_splits(self.source, config.data.dataset)
         self.class_names = self.source.class_names
         self.method = build_method(config, len(self.class_names)).to(self.device)
         if self.dist.active:
@@ -113,44 +127,62 @@ class Trainer:
         self.run_dir = config.run_dir
         self.best = {"pxap": float("-inf"), "accuracy": float("-inf"), "loc_epoch": None,
                      "cl_epoch": None}
+        self.rows: list[dict[str, Any]] = []  # the log's rows, saved in every "last" checkpoint
         self.warned = False  # the method's training warnings are logged once per run
+        self.eval_batches: dict[bool, int] | None = None  # localize -> batch (memory budget)
 
     # ------------------------------------------------------------------ public
-    def fit(self, resume: bool = False) -> dict[str, Any]:
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+        """Train the run: a fresh one, or (``resume``) the one in its directory from where it
+        stopped. A fresh run never replaces a run's results unless ``overwrite``. The run's lock
+        is held throughout (``RunDir.lock``)."""
+        if resume and overwrite:
+            raise ValueError("--resume continues a run and --overwrite replaces it: pass one")
         try:
-            start, partial = self._prepare_run_dir(resume)
-            if start == 0:
-                self._evaluate_and_select(0, {}, 0.0)
-                start = 1
-            epochs = self.config.train.epochs
-            with progress.task(f"{self.config.name}: epochs", epochs, start - 1) as all_epochs:
-                for epoch in range(start, epochs + 1):
-                    began = time.perf_counter()
-                    train_stats = self._train_epoch(epoch, partial if epoch == start else None)
-                    self._warn(epoch, train_stats)
-                    self.method.on_epoch_end(epoch)
-                    self.scheduler.step()
-                    self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
-                    all_epochs.advance()
-            collectives.barrier()
+            with self.run_dir.lock("training"):
+                start, partial = self._prepare_run_dir(resume, overwrite)
+                if start == 0:
+                    self._evaluate_and_select(0, {}, 0.0)
+                    start = 1
+                epochs = self.config.train.epochs
+                with progress.task(f"{self.config.name}: epochs", epochs, start - 1) as all_epochs:
+                    for epoch in range(start, epochs + 1):
+                        began = time.perf_counter()
+                        train_stats = self._train_epoch(epoch, partial if epoch == start else None)
+                        self._warn(epoch, train_stats)
+                        self.method.on_epoch_end(epoch)
+                        self.scheduler.step()
+                        self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
+                        all_epochs.advance()
+                collectives.barrier()
         finally:
             collectives.teardown(self.dist)
         return dict(self.best)
 
     # ------------------------------------------------------------------ internals
-    def _prepare_run_dir(self, resume: bool) -> tuple[int, dict | None]:
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> tuple[int, dict | None]:
         """(first epoch to train, the mid-epoch state to continue it from or None)."""
         run = self.run_dir
         if resume:
             if not run.has_started():
                 raise FileNotFoundError(f"cannot resume: {run.checkpoint('last')} does not exist")
-            state = run.load_checkpoint("last", self.device)
+            full = ("model", "optimizer", "scheduler", "scaler", "best", "epoch")
+            state = run.load_checkpoint("last", self.device, needs=full)
+            self._check_resumable(state)
             partial = None
             if run.resume_state.is_file():
-                mid_state = run.load_checkpoint(RESUME, self.device)
+                mid_state = run.load_checkpoint(
+                    RESUME, self.device, needs=(*full, "step", "ranks", "world", "batch_size"))
                 if mid_state["epoch"] > state["epoch"]:
-                    state = partial = mid_state
+                    partial = mid_state
                     self._check_same_job(run.resume_state, partial)
+            self.rows = list(state["log"])
+            collectives.barrier()  # every rank has read before rank 0 writes
+            if self.dist.is_main:  # finish what a kill left of the last epoch's commit
+                run.recover(state)
+                if partial is None:
+                    run.remove_resume_state()
+            state = partial or state
             self.method.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -158,22 +190,45 @@ class Trainer:
             self.best = dict(state["best"])
             done = state["epoch"] - (1 if partial else 0)
             if self.dist.is_main:
-                run.truncate_log(done)
                 where = (f"in epoch {partial['epoch']} after step {partial['step']}" if partial
                          else f"after epoch {done}")
                 progress.message(f"resuming {self.run_dir} {where}")
             collectives.barrier()
             return done + 1, partial
-        if run.has_started():
-            raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume to continue it "
-                                  "or choose another name")
-        collectives.barrier()  # every rank has looked before rank 0 writes
+        made = collectives.from_main([str(p.relative_to(run.root)) for p in run.results()])
+        if made and not overwrite:
+            raise FileExistsError(
+                f"{run} already holds a run ({', '.join(made)}): continue it with --resume, "
+                "replace it with --overwrite, or train under another name")
         if self.dist.is_main:
+            if overwrite:
+                run.remove_results()
+            run.remove_temporaries()
             run.write_config(self.config.to_yaml())
-            run.remove_log()
-            run.remove_resume_state()
         collectives.barrier()
         return 0, None
+
+    def _check_resumable(self, state: dict) -> None:
+        """The run resumed is the one configured: the config of the "last" checkpoint (``state``)
+        equals this one but for ``RESUMABLE_KEYS``; that checkpoint holds the log rows that
+        ``RunDir.recover`` rewrites."""
+        last = self.run_dir.checkpoint("last")
+        if "log" not in state or "selected" not in state:
+            raise RunError(f"{last}: holds no log rows, so it cannot be resumed "
+                           "(train it again under another name or with --overwrite)")
+        try:
+            saved = RunConfig.model_validate(state["config"])
+        except ValidationError as exc:
+            raise RunError(f"{last}: its config is not valid for this histocam "
+                           f"({describe_invalid(exc)}); train it again under another name or "
+                           "with --overwrite") from None
+        changed = config_changes(saved, self.config)
+        if changed:
+            raise RunError(
+                f"cannot resume {self.run_dir}: the config differs from the one it was trained "
+                f"with ({self.run_dir.config}): {'; '.join(changed)}. Resume with that config, "
+                "or start a new run under another name or with --overwrite (a resume may change "
+                f"only {', '.join(RESUMABLE_KEYS)})")
 
     def _check_same_job(self, path: Path, partial: dict) -> None:
         batch = self.config.train.batch_size
@@ -190,16 +245,18 @@ class Trainer:
         done = partial["step"] if partial else 0
         per_rank = t.batch_size // ctx.world
         drop_last = len(train) > t.batch_size
-        n_batches = len(train_batches(len(train), per_rank, seed=cfg.seed, epoch=epoch,
-                                      rank=ctx.rank, world=ctx.world, drop_last=drop_last))
+        batches_of_rank = train_batches(len(train), per_rank, seed=cfg.seed, epoch=epoch,
+                                        rank=ctx.rank, world=ctx.world, drop_last=drop_last)
+        n_batches = len(batches_of_rank)
         total = min(n_batches, t.max_steps_per_epoch or n_batches)
+        tried = sum(len(b) for b in batches_of_rank[done:total])  # by this process
         loader = make_train_loader(
             train, JointTransform.from_config(cfg.data, train=True), per_rank, seed=cfg.seed,
             epoch=epoch, num_workers=t.num_workers, rank=ctx.rank, world=ctx.world,
             skip_batches=done, drop_last=drop_last, on_bad_sample=t.on_bad_sample, cams=self.cams)
         batches = iter(loader)
         totals: dict[str, float] = {}
-        n_seen, n_correct = 0, 0
+        n_seen, n_correct, n_read = 0, 0, 0
         if partial is not None:
             mine = partial["ranks"][ctx.rank]  # this rank's generators and partial sums
             set_rng_state(mine["rng"], self.device)
@@ -209,8 +266,11 @@ class Trainer:
         with progress.task(f"epoch {epoch} training", total, done, unit="batches") as bar:
             for step in range(done + 1, total + 1):
                 batch = next(batches)
-                if collectives.all_ranks(batch is not None):  # a rank without a readable sample:
-                    b, correct, losses = self._train_step(batch, params)  # every rank skips
+                size = 0 if batch is None else batch["image"].shape[0]
+                n_read += size
+                # a step trains on 2 samples or more (BatchNorm); a rank with none: every rank skips
+                if collectives.all_ranks(size >= (2 if ctx.world == 1 else 1)):
+                    b, correct, losses = self._train_step(batch, params)
                     n_seen += b
                     n_correct += correct
                     for key, value in losses.items():
@@ -221,9 +281,16 @@ class Trainer:
         del batches
         if ctx.active:  # the epoch's sums over every rank
             keys = sorted(totals)
-            summed = all_reduce_sum(torch.tensor([totals[k] for k in keys] + [n_seen, n_correct],
+            summed = all_reduce_sum(torch.tensor([totals[k] for k in keys]
+                                                 + [n_seen, n_correct, tried, n_read],
                                                  dtype=torch.float64)).tolist()
-            totals, n_seen, n_correct = dict(zip(keys, summed)), summed[-2], summed[-1]
+            totals = dict(zip(keys, summed))
+            n_seen, n_correct, tried, n_read = (int(v) for v in summed[-4:])
+        check_bad_samples(train, tried, tried - n_read, t.max_bad_fraction, f"in epoch {epoch}")
+        if n_seen == 0:
+            raise DataError(None, f"no train sample of {train.name} was trained on in epoch "
+                            f"{epoch}: every batch was left with fewer than 2 readable samples; "
+                            "the run stopped")
         stats = {f"train_{k}": v / max(n_seen, 1) for k, v in totals.items()}
         stats["train_accuracy"] = 100.0 * n_correct / max(n_seen, 1)
         return stats
@@ -273,14 +340,23 @@ class Trainer:
         """Merged (all-rank) valcl accuracy and valpx PxAP decide B-CL and B-LOC on every rank
         alike; rank 0 writes."""
         t = self.config.train
-        options = dict(batch_size=t.eval_batch_size, num_workers=t.num_workers,
-                       on_bad_sample=t.on_bad_sample, shard=True)
+        if self.eval_batches is None:  # memory per image does not change with the weights
+            self.eval_batches = {localize: fit_batch(
+                self.method, self.config.data.eval_size, self.device, limit=t.eval_batch_size,
+                localize=localize) for localize in (False, True)}
+        options = dict(num_workers=t.num_workers, on_bad_sample=t.on_bad_sample, shard=True)
         valcl = ClassificationAccuracy(len(self.class_names))
-        valpx = PixelHistogram(self.device)
+        valpx, valpx_read = PixelHistogram(self.device), ClassificationAccuracy(len(self.class_names))
         evaluate_split(self.method, self.source.dataset("valcl"), self.config.data, self.device,
-                       {"accuracy": valcl}, **options, progress=f"epoch {epoch} valcl")
+                       {"accuracy": valcl}, batch_size=self.eval_batches[False], **options,
+                       progress=f"epoch {epoch} valcl")
         evaluate_split(self.method, self.source.dataset("valpx"), self.config.data, self.device,
-                       {"pixels": valpx}, **options, progress=f"epoch {epoch} valpx")
+                       {"pixels": valpx, "read": valpx_read}, batch_size=self.eval_batches[True],
+                       **options, progress=f"epoch {epoch} valpx")
+        for split, read in (("valcl", valcl), ("valpx", valpx_read)):
+            dataset = self.source.dataset(split)
+            check_bad_samples(dataset, len(dataset), len(dataset) - int(read.matrix.sum()),
+                              t.max_bad_fraction, f"in the evaluation of epoch {epoch}")
         accuracy = valcl.compute().accuracy
         pxap = valpx.pxap
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
@@ -291,46 +367,36 @@ class Trainer:
             if wanted:  # logged for later study; never read by the selection below
                 traced = PixelHistogram(self.device)
                 evaluate_split(self.method, self.source.dataset(split), self.config.data,
-                               self.device, {"pixels": traced}, **options)
+                               self.device, {"pixels": traced},
+                               batch_size=self.eval_batches[True], **options)
                 row[key] = traced.pxap if traced.pxap is not None else ""
         metrics = {"valcl_accuracy": accuracy, "valpx_pxap": pxap}
-        saved = []
+        selected = []
         if pxap is not None and pxap >= self.best["pxap"]:
             self.best.update(pxap=pxap, loc_epoch=epoch)
-            self._save("best-loc", epoch, metrics)
-            saved.append("B-LOC")
+            selected.append("best-loc")
         if self.method.classifier_frozen and pxap is None:
             raise ValueError(f"{self.config.method.name} selects its checkpoints on valpx PxAP "
                              "(its classifier is frozen), but no valpx image has a mask")
         if self.method.classifier_frozen:  # B-CL carries no information: it is B-LOC (NEGEV)
-            if "B-LOC" in saved:
+            if "best-loc" in selected:
                 self.best.update(accuracy=accuracy, cl_epoch=epoch)
-                self._save("best-cl", epoch, metrics)
-                saved.append("B-CL")
+                selected.append("best-cl")
         elif accuracy >= self.best["accuracy"]:
             self.best.update(accuracy=accuracy, cl_epoch=epoch)
-            self._save("best-cl", epoch, metrics)
-            saved.append("B-CL")
-        self._save("last", epoch, metrics, full=True)
+            selected.append("best-cl")
+        saved = [LABEL[name] for name in selected]
+        row["selected"] = "+".join(saved)
+        self.rows.append(row)
         if not self.dist.is_main:
             return
-        self.run_dir.remove_resume_state()  # older than the last epoch's checkpoint from now on
-        row["selected"] = "+".join(saved)
-        self.run_dir.append_log(row)
+        self.run_dir.commit_epoch({
+            "model": self.method.state_dict(), "epoch": epoch, "metrics": metrics,
+            "config": self.config.model_dump(mode="json"), "class_names": self.class_names,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "best": dict(self.best), "log": list(self.rows),
+        }, selected)
         pxap_text = f"{pxap:.2f}" if pxap is not None else "n/a"
         loss_text = f" loss {train_stats['train_loss']:.4f}" if "train_loss" in train_stats else ""
         progress.message(f"epoch {epoch:3d}{loss_text}  valcl acc {accuracy:6.2f}  valpx PxAP "
                          f"{pxap_text:>6}  {seconds:6.1f}s  {' '.join(saved)}")
-
-    def _save(self, which: str, epoch: int, metrics: dict, full: bool = False) -> None:
-        if not self.dist.is_main:
-            return
-        state: dict[str, Any] = {
-            "model": self.method.state_dict(), "epoch": epoch, "metrics": metrics,
-            "config": self.config.model_dump(mode="json"), "class_names": self.class_names,
-        }
-        if full:
-            state.update(optimizer=self.optimizer.state_dict(),
-                         scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
-                         best=dict(self.best))
-        self.run_dir.save_checkpoint(which, state)
