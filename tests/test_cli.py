@@ -1,6 +1,10 @@
-"""The command line: version, method listing, help texts."""
+"""The command line: version, method listing, help texts, a start that imports no torch."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -57,3 +61,40 @@ def test_every_command_has_help() -> None:
 def test_methods_rejects_an_unknown_family() -> None:
     result = CliRunner().invoke(app, ["methods", "--family", "pooling-ish"])
     assert result.exit_code == 2 and "'pooling-ish': not a family" in result.output
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """``histocam --help`` and ``histocam methods`` import neither torch nor the other heavy
+    libraries (timm, matplotlib, scikit-learn): checked in a fresh interpreter."""
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "import histocam.cli\n"
+            "heavy = ('torch', 'timm', 'matplotlib', 'sklearn', 'torchvision')\n"
+            "print(','.join(m for m in heavy if m in sys.modules) or 'none')\n"
+            "for args in (['--help'], ['methods']):\n"
+            "    result = CliRunner().invoke(histocam.cli.app, args)\n"
+            "    assert result.exit_code == 0, result.output\n"
+            "print(','.join(m for m in heavy if m in sys.modules) or 'none')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["none", "none"], done.stdout + done.stderr
+
+
+def test_the_stored_method_listing_is_the_registrys() -> None:
+    """``histocam methods`` reads cli/methods.json: made from the current method sources and
+    equal to the listing built from the registry. Regenerate it with
+    ``python -m histocam.cli.listing``."""
+    from histocam.cli import listing
+
+    stored = json.loads(listing.LISTING.read_text())
+    assert stored["sources"] == listing.sources_hash(), "stale: python -m histocam.cli.listing"
+    assert stored["listing"] == listing.build_listing()
+    assert listing.read_listing() == stored["listing"]
+
+
+def test_an_edited_method_source_is_listed_from_the_registry(monkeypatch) -> None:
+    from histocam.cli import listing
+
+    monkeypatch.setattr(listing, "sources_hash", lambda: "another")
+    monkeypatch.setattr(listing, "build_listing", lambda: {"families": [], "methods": ["fresh"]})
+    assert listing.read_listing() == {"families": [], "methods": ["fresh"]}

@@ -81,22 +81,49 @@ def case_train_missing_config(tmp, run):
 
 def case_train_unknown_key(tmp, run):
     argv = _train(tmp, "foo=1")
-    return argv, ["foo: unknown key"]
+    return argv, ["error: override foo=1: unknown key"]
 
 
 def case_train_unknown_nested_key(tmp, run):
     argv = _train(tmp, "method.bogus=1")
-    return argv, ["method.bogus: unknown key"]
+    return argv, ["error: override method.bogus=1: unknown key", "known: name, backbone"]
+
+
+def case_train_mistyped_key_in_an_override(tmp, run):
+    """Blamed on the override, not on the file, with the key that was meant."""
+    argv = _train(tmp, "train.epoch=2")
+    return argv, ["error: override train.epoch=2: unknown key; did you mean train.epochs?"]
+
+
+def case_train_mistyped_key_in_the_file(tmp, run):
+    config = _tiny_yaml(tmp / "run.yaml", tmp, **{"data.split_sed": 3})
+    return ["train", "-c", config], [f"error: {config}: invalid config: data.split_sed: unknown "
+                                     "key; did you mean data.split_seed?"]
+
+
+def case_train_a_key_of_another_method(tmp, run):
+    """A DeepMIL key, once the method is switched to WILDCAT, is named as DeepMIL's."""
+    config = _tiny_yaml(tmp / "run.yaml", tmp, method={"name": "deepmil", "gated": False,
+                                                       "backbone": {"name": "test_resnet"}})
+    return (["train", "-c", config, "method.name=wildcat"],
+            [str(config), "method.gated: a key of deepmil, not of wildcat (the method set by "
+                          "override method.name=wildcat)"])
 
 
 def case_train_unknown_method(tmp, run):
     argv = _train(tmp, "method.name=nope")
-    return argv, ["'nope'", "unknown method"]
+    return argv, ["override method.name=nope", "'nope'", "unknown method"]
 
 
 def case_train_invalid_value(tmp, run):
     argv = _train(tmp, "train.epochs=-1")
-    return argv, ["train.epochs", "greater than or equal to 0"]
+    return argv, ["override train.epochs=-1", "greater than or equal to 0"]
+
+
+def case_train_dataset_key_the_dataset_does_not_read(tmp, run):
+    argv = _train(tmp, "data.split_seed=3")
+    return argv, ["data.split_seed is not used by the generated dataset 'synthetic-colon'",
+                  "data.synthetic.seed"]
 
 
 def case_train_override_without_value(tmp, run):
@@ -215,6 +242,17 @@ def case_evaluate_lists_without_classes(tmp, run):
     copy = _copy_run(run, tmp / "copy")
     return (["evaluate", copy, "--checkpoint", "best-loc", "--data", lists],
             [str(lists), "class names", "unknown"])
+
+
+def case_evaluate_a_folder_of_runs(tmp, run):
+    return ["evaluate", run.parent], [str(run.parent), "a folder of runs: teacher",
+                                      str(run.parent / "teacher")]
+
+
+def case_predict_a_folder_of_runs(tmp, run):
+    return (["predict", run.parent, tmp, "--out", tmp / "out"],
+            [str(run.parent), "not a run directory but a folder of runs: teacher; give one of "
+                              "them"])
 
 
 def case_cams_missing_run(tmp, run):
@@ -420,7 +458,8 @@ def test_evaluate_on_other_data_with_as_many_classes(trained: Path, tmp_path: Pa
     copy = _copy_run(trained, tmp_path / "copy")
     result = invoke(["evaluate", copy, "--checkpoint", "best-loc", "--data", "synthetic-node"])
     assert result.exit_code == 0, result.output
-    assert '"data": "synthetic-node"' in result.output
+    assert "data: synthetic-node (out of distribution" in result.stdout
+    assert "run class = data class: benign = normal, malignant = tumor" in result.stdout
 
 
 def test_bugs_are_not_user_errors() -> None:
@@ -453,9 +492,10 @@ def test_evaluate_on_a_csv_reading_outside_its_folder(trained: Path, tmp_path: P
     csv = tmp_path / "lists" / "other.csv"
     csv.write_text("image,label,mask,split\n" + "\n".join(rows) + "\n")
     copy = _copy_run(trained, tmp_path / "copy")
-    args = ["evaluate", copy, "--checkpoint", "best-loc", "--data", csv, "--device", "cpu"]
+    args = ["evaluate", copy, "--checkpoint", "best-loc", "--data", csv, "--device", "cpu",
+            "--json", "--quiet"]
     refused = invoke(args)
     assert refused.exit_code == 2 and "is outside the manifest's folder" in refused.output
     allowed = invoke([*args, "--allow-outside-root"])
     assert allowed.exit_code == 0, allowed.output
-    assert json.loads(allowed.output)["data"] == str(csv)
+    assert json.loads(allowed.stdout)["data"] == str(csv)

@@ -269,7 +269,8 @@ def test_torchrun_pipeline_evaluate_and_cams_equal_one_process(tmp_path: Path) -
     (two_root / "two.yaml").write_text(yaml.safe_dump(_pipeline(two_root)))
     proc = _torchrun_commands(
         tmp_path, f"pipeline pixelcam --config {two_root / 'two.yaml'}",
-        f"evaluate {teacher_two} --checkpoint best-loc --save-maps --separability --device cpu",
+        f"evaluate {teacher_two} --checkpoint best-loc --save-maps --separability --device cpu "
+        "--json",
         f"cams {teacher_two} --checkpoint best-cl --split test --device cpu")
     assert proc.stdout.count("run directory: ") == 1  # one report per command, by rank 0
     assert proc.stdout.count('"checkpoint": "best-loc"') == 1

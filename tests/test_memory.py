@@ -99,7 +99,8 @@ def test_evaluate_takes_its_batch_from_the_budget_or_the_option(trained: Path,
     monkeypatch.setattr(run_evaluate, "evaluate_split", spy)
     method, _ = Run(trained).method("best-loc")
     monkeypatch.setattr(memory, "EVAL_MEMORY_BUDGET", 3 * peak_tensor_bytes(method, 64, "cpu"))
-    args = ["evaluate", str(trained), "--checkpoint", "best-loc", "--device", "cpu"]
+    args = ["evaluate", str(trained), "--checkpoint", "best-loc", "--device", "cpu", "--json",
+            "--quiet"]
     by_budget = CliRunner().invoke(app, args)
     assert by_budget.exit_code == 0, by_budget.output
     assert seen == [3, 3]  # valpx and test, 3 images a batch
@@ -107,7 +108,7 @@ def test_evaluate_takes_its_batch_from_the_budget_or_the_option(trained: Path,
     assert by_option.exit_code == 0, by_option.output
     assert seen[2:] == [1, 1]
     # the same metrics, up to the float rounding of convolutions batched differently
-    budget, option = json.loads(by_budget.output), json.loads(by_option.output)
+    budget, option = json.loads(by_budget.stdout), json.loads(by_option.stdout)
     assert budget.keys() == option.keys() and budget["data"] == option["data"]
     for key in ("accuracy", "pxap", "TP*", "FN*", "FP*", "TN*"):
         assert budget[key] == pytest.approx(option[key], abs=1e-3), key

@@ -134,7 +134,7 @@ def test_cli_predicts_a_slide_with_all_outputs(run_dir, tmp_path) -> None:
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["predict", str(run_dir), str(tmp_path / "s.tif"), "--out",
                                    str(out), "--device", "cpu", "--workers", "0", "--tile", "64",
-                                   "--no-progress"])
+                                   "--quiet"])
     assert res.exit_code == 0, res.output
     out = out / "slides" / "s"
     summary = json.loads((out / "s.json").read_text())
@@ -171,7 +171,7 @@ def test_bad_inputs_give_one_error_line_naming_the_file(run_dir, tmp_path, name,
         path.write_bytes(content)
     res = CliRunner().invoke(app, ["predict", str(run_dir), str(path), "--out",
                                    str(tmp_path / "o"), "--device", "cpu", "--workers", "0",
-                                   "--no-progress"])
+                                   "--quiet"])
     assert res.exit_code == 2, res.output
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0]

@@ -68,7 +68,7 @@ def runs(tmp_path_factory) -> Iterator[dict]:
         result = CliRunner().invoke(app, ["report", str(plain.dir), str(evil.dir), "--out",
                                           str(out), "--gallery", "2"])
         assert result.exit_code == 0, result.output
-        assert result.output.strip() == f"report: {out}"
+        assert result.stdout.strip() == f"report: {out}"  # the stage lines go to stderr
     yield {"plain": plain, "evil": evil, "report": out, "html": out.read_text()}
 
 
@@ -138,9 +138,14 @@ def test_comparison_table_and_paired_tests_match_stored_scores(runs) -> None:
     rows = page.rows["comparison"][1:]
     assert [(r[0], r[2]) for r in rows] == [("plain", "B-LOC"), ("plain", "B-CL"),
                                            (EVIL, "B-LOC"), (EVIL, "B-CL")]
+    assert page.rows["comparison"][0][3:7] == ["CL", "CL chance", "PxAP", "PxAP chance"]
     stored = json.loads((runs["plain"].dir.root / "metrics" / "best-loc-test.json").read_text())
-    assert rows[0][4] == f"{stored['localization']['pxap']:.1f}"
-    assert rows[0][3] == f"{stored['classification']['accuracy']:.1f}"
+    cl = stored["classification"]
+    rows_true = [sum(r) for r in cl["confusion_matrix"]]
+    assert rows[0][3].removesuffix(" ⚠") == f"{cl['accuracy']:.1f}"
+    assert rows[0][4] == f"{100 * max(rows_true) / sum(rows_true):.1f}"  # the majority class
+    assert rows[0][5] == f"{stored['localization']['pxap']:.1f}"
+    assert rows[0][6] == f"{stored['localization']['chance']:.1f}"
     assert rows[0][-1] == f"{stored['separability']['mean']:.3f}" and rows[2][-1] == "n/a"
 
     def ap(run: Run) -> dict[str, float]:
@@ -205,13 +210,14 @@ def test_report_opens_in_headless_chromium(runs, tmp_path) -> None:
 def test_out_of_distribution_evaluation_is_listed(runs) -> None:
     page = parse(runs["html"])
     rows = [r for table_rows in page.rows.values() for r in table_rows
-            if r and r[0] == "plain" and len(r) == 6]
+            if r and r[0] == "plain" and len(r) == 7]
     tag = next(p.name for p in (runs["plain"].dir.root / "metrics").iterdir() if p.is_dir())
     stored = json.loads((runs["plain"].dir.root / "metrics" / tag / "best-loc-test.json").read_text())
     assert tag.startswith("synthetic-node-")
     assert rows == [["plain", tag, "synthetic-node", "B-LOC",
                      f"{stored['classification']['accuracy']:.1f}",
-                     f"{stored['localization']['pxap']:.1f}"]]
+                     f"{stored['localization']['pxap']:.1f}",
+                     f"{stored['localization']['chance']:.1f}"]]  # PxAP beside its chance
 
 
 @pytest.mark.slow
@@ -374,3 +380,72 @@ def test_training_curves_draw_a_parts_reference_dashed_in_its_colour(monkeypatch
     assert chance.get_color() == pixel.get_color() != lines["loss"].get_color()
     assert pixel.get_linestyle() == "-" and chance.get_linestyle() == "--"
     assert list(chance.get_ydata()) == [6.93] * 3
+
+
+@pytest.mark.slow
+def test_report_has_contents_collapsible_parts_and_gallery_headers(runs) -> None:
+    import re
+
+    html = runs["html"]
+    page = parse(html)
+    ids = set(re.findall(r'id="([^"]+)"', html))
+    toc = html[html.index('<nav class="toc">'):html.index("</nav>")]
+    links = re.findall(r'href="#([^"]+)"', toc)
+    assert links[:2] == ["comparison", "paired-tests"] and "run-0" in links and "run-1" in links
+    assert "run-0-gallery" in links and "run-0-test" in links
+    assert set(links) <= ids  # every entry leads somewhere
+    parts = [link for link in links if not re.fullmatch(r"run-\d+", link)]  # not a run's heading
+    assert html.count('<details class="section"') == len(parts)  # each part folds
+    # galleries: one per class of each run, headed by block and panel
+    assert html.count('<table class="gallery">') == 4  # 2 runs × 2 classes
+    assert '<th class="kind" colspan="3">best (AP)</th>' in html
+    assert "<th>image</th><th>map</th><th>region ≥ τ*</th>" in html
+    text = re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)
+    assert "`" not in text and "<code>histocam evaluate RUN --data OTHER</code>" in text
+    assert "differences are run b − run a" in html  # the sign, in the header and the tests
+    for run in (runs["plain"], runs["evil"]):  # a checkpoint near chance is flagged, by name
+        for ckpt, label in (("best-loc", "B-LOC"), ("best-cl", "B-CL")):
+            cl = json.loads(run.dir.evaluation(ckpt).json.read_text())["classification"]
+            counts = [sum(r) for r in cl["confusion_matrix"]]
+            near = cl["accuracy"] < 100 * max(counts) / sum(counts) + 10
+            flag = f"the {label} checkpoint classifies near chance (CL {cl['accuracy']:.1f} on test"
+            assert (flag in html) == near, (run.dir, ckpt)
+    assert page.rows["paired-tests"][0][4] == "mean b − a"
+
+
+def test_a_teacher_is_listed_before_its_students() -> None:
+    """So that every paired difference between them is student − teacher, as pipelines print it."""
+    from types import SimpleNamespace
+
+    from histocam.report.compare import teachers_first
+
+    def result(root: str, teacher: str | None = None):
+        return SimpleNamespace(run=SimpleNamespace(dir=SimpleNamespace(root=Path(root))),
+                               teacher_dir=Path(teacher) if teacher else None, name=root)
+
+    other, student, teacher = result("/r/other"), result("/r/pix", "/r/cam"), result("/r/cam")
+    second = result("/r/negev", "/r/cam")
+    ordered = teachers_first([other, student, second, teacher])
+    assert [r.name for r in ordered] == ["/r/other", "/r/cam", "/r/pix", "/r/negev"]
+    alone = result("/r/pix2", "/r/absent")  # a teacher not in the report: order unchanged
+    assert teachers_first([alone, other]) == [alone, other]
+
+
+def test_outline_shows_every_mask_even_one_that_is_all_foreground() -> None:
+    from histocam.core.visual import outline
+
+    white = np.full((8, 10, 3), 255, np.uint8)
+    framed = outline(white, np.ones((8, 10), bool))
+    ring = np.ones((8, 10), bool)
+    ring[2:-2, 2:-2] = False
+    assert np.array_equal((framed == (255, 0, 255)).all(-1), ring)  # 2 px, along the edges
+    assert (framed[2:-2, 2:-2] == 255).all()
+    assert np.array_equal(outline(white, np.zeros((8, 10), bool)), white)
+    square = np.zeros((8, 10), bool)
+    square[2:6, 3:8] = True
+    drawn = outline(white, square, width=1)
+    inner = square.copy()
+    inner[3:5, 4:7] = False
+    assert np.array_equal((drawn == (255, 0, 255)).all(-1), inner)
+    black = (drawn == 0).all(-1)  # one pixel outside, 4-connected: no corners
+    assert black.sum() == 18 and black[1, 3:8].all() and black[2:6, 2].all() and not black[1, 2]

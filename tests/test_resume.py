@@ -88,7 +88,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) -> N
                            "--resume", "train.num_workers=1"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert f"in epoch {KILL_EPOCH} after step {KILL_STEP}" in " ".join(proc.stdout.split())
+    assert f"in epoch {KILL_EPOCH} after step {KILL_STEP}" in " ".join(proc.stderr.split())
     assert not (run_dir / "checkpoints" / "resume.pt").exists()
 
     a, b = _log(full.run_dir.root), _log(run_dir)
@@ -201,7 +201,8 @@ def test_training_on_a_full_disk_is_one_error_line_and_resumes(tmp_path: Path, m
     ckpts = tmp_path / "disk" / "checkpoints"
     before = {p.name: p.read_bytes() for p in ckpts.iterdir()}
     _fill_disk_after(monkeypatch, 1000)
-    result = CliRunner().invoke(app, ["train", "--config", str(config), "--resume"])
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--resume",
+                                      "--quiet"])  # stderr: the error alone
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {ckpts}/"), lines

@@ -38,9 +38,9 @@ def _data(seed, n=4, h=9, w=13):
 def test_score_maps_native_equals_accumulator(tmp_path: Path) -> None:
     maps, masks = _data(0)
     md, kd = _write(tmp_path, "test", maps, masks)
-    result = CliRunner().invoke(app, ["score-maps", str(md), str(kd), "--native"])
+    result = CliRunner().invoke(app, ["score-maps", str(md), str(kd), "--native", "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     acc = PxAP()
     acc.update(Batch(maps=torch.from_numpy(maps), masks=torch.from_numpy(masks)))
     assert out["pxap"] == pytest.approx(acc.compute()) and out["n_images"] == 4
@@ -50,7 +50,8 @@ def test_score_maps_native_equals_accumulator(tmp_path: Path) -> None:
 def test_score_maps_resizes_to_protocol_size(tmp_path: Path) -> None:
     maps, masks = _data(1)
     md, kd = _write(tmp_path, "test", maps, masks)
-    out = json.loads(CliRunner().invoke(app, ["score-maps", str(md), str(kd), "--size", "18"]).output)
+    out = json.loads(CliRunner().invoke(app, ["score-maps", str(md), str(kd), "--size", "18",
+                                              "--json"]).stdout)
     m = torch.nn.functional.interpolate(torch.from_numpy(maps)[:, None], (18, 18), mode="bilinear",
                                         align_corners=False)[:, 0]
     k = torch.nn.functional.interpolate(torch.from_numpy(masks).float()[:, None], (18, 18),
@@ -67,8 +68,8 @@ def test_tau_star_comes_from_valpx_only(tmp_path: Path) -> None:
     vmd, vkd = _write(tmp_path, "valpx", vmaps, vmasks)
     md, kd = _write(tmp_path, "test", tmaps, tmasks)
     args = ["score-maps", str(md), str(kd), "--valpx-maps", str(vmd), "--valpx-masks", str(vkd),
-            "--native"]
-    first = json.loads(CliRunner().invoke(app, args).output)
+            "--native", "--json"]
+    first = json.loads(CliRunner().invoke(app, args).stdout)
     valpx = PixelHistogram()
     valpx.update(Batch(maps=torch.from_numpy(vmaps), masks=torch.from_numpy(vmasks)))
     assert first["tau_star_valpx"] == pytest.approx(best_threshold(valpx))
@@ -78,9 +79,16 @@ def test_tau_star_comes_from_valpx_only(tmp_path: Path) -> None:
     flipped = ~tmasks
     for i, k in enumerate(flipped):
         Image.fromarray(k.astype(np.uint8) * 255).save(kd / f"img{i}.png")
-    second = json.loads(CliRunner().invoke(app, args).output)
+    second = json.loads(CliRunner().invoke(app, args).stdout)
     assert second["tau_star_valpx"] == first["tau_star_valpx"]
     assert second["pxap"] != first["pxap"]
+    # without --json: a table of the same numbers for a person, and no JSON
+    table = CliRunner().invoke(app, args[:-1]).stdout
+    row = next(line.split() for line in table.splitlines() if line.strip().startswith("4 "))
+    assert row[:4] == ["4", f"{second['pxap']:.1f}", f"{second['chance']:.1f}",
+                       f"{second['tau_star_valpx']:.3f}"]
+    assert row[4:8] == [f"{second[k]:.1f}" for k in ("TP*", "FN*", "FP*", "TN*")]
+    assert "{" not in table and "evaluated at native mask resolution" in table
 
 
 def test_report_without_valpx_has_no_tau_star() -> None:
@@ -167,7 +175,7 @@ def test_score_maps_reads_every_map_format_predict_writes(tmp_path: Path) -> Non
     out = tmp_path / "predicted"
     result = CliRunner().invoke(app, ["predict", str(_random_run(tmp_path / "runs")), str(images),
                                       "--out", str(out), "--device", "cpu", "--workers", "0",
-                                      "--threshold", "0.5", "--no-progress"])
+                                      "--threshold", "0.5", "--quiet"])
     assert result.exit_code == 0, result.output
     float_maps = sorted(out.glob("*.map.npy"))
     assert len(float_maps) == 2 and np.load(float_maps[0]).dtype == np.float16
@@ -184,13 +192,15 @@ def test_score_maps_reads_every_map_format_predict_writes(tmp_path: Path) -> Non
         png = np.asarray(Image.open(out / f"{image_id}.map.png"), np.float32) / 255
         expected_png.update(Batch(maps=torch.from_numpy(png)[None],
                                   masks=torch.from_numpy(mask)[None]))
-    scored = CliRunner().invoke(app, ["score-maps", str(out), str(masks), "--native"])
+    scored = CliRunner().invoke(app, ["score-maps", str(out), str(masks), "--native",
+                                      "--json"])
     assert scored.exit_code == 0, scored.output
-    assert json.loads(scored.output)["pxap"] == pytest.approx(expected_npy.compute())
+    assert json.loads(scored.stdout)["pxap"] == pytest.approx(expected_npy.compute())
     pngs = tmp_path / "png-maps"  # the 8-bit maps alone
     pngs.mkdir()
     for path in out.glob("*.map.png"):
         (pngs / path.name).write_bytes(path.read_bytes())
-    scored = CliRunner().invoke(app, ["score-maps", str(pngs), str(masks), "--native"])
+    scored = CliRunner().invoke(app, ["score-maps", str(pngs), str(masks), "--native",
+                                      "--json"])
     assert scored.exit_code == 0, scored.output
-    assert json.loads(scored.output)["pxap"] == pytest.approx(expected_png.compute())
+    assert json.loads(scored.stdout)["pxap"] == pytest.approx(expected_png.compute())

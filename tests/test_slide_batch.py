@@ -77,7 +77,7 @@ def test_a_folder_with_truncated_corrupt_and_other_files_finishes_the_good_slide
     (folder / "notes.txt").write_text("not a slide")
     out = tmp_path / "out"
     proc = histocam("predict", str(run_dir), str(folder), "--out", str(out), "--device", "cpu",
-                    "--workers", "1", "--tile", "64", "--no-progress")
+                    "--workers", "1", "--tile", "64", "--quiet")
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, stdout + stderr
     assert "Traceback" not in stdout + stderr and "Task was destroyed" not in stderr
@@ -103,7 +103,7 @@ def test_one_truncated_tiled_tiff_is_one_error_line_naming_it(run_dir, tmp_path)
     (tmp_path / "t.tif").write_bytes(whole[: len(whole) * 6 // 10])
     res = CliRunner().invoke(app, ["predict", str(run_dir), str(tmp_path / "t.tif"), "--out",
                                    str(tmp_path / "o"), "--device", "cpu", "--workers", "0",
-                                   "--no-progress"])
+                                   "--quiet"])
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert lines[0].startswith("error: ") and str(tmp_path / "t.tif") in lines[0]
@@ -120,7 +120,7 @@ def test_a_corrupt_file_in_a_slides_resume_folder_is_named(run_dir, tmp_path) ->
     batch.write_bytes(b"PK\x03\x04 not a zip")
     res = CliRunner().invoke(app, ["predict", str(run_dir), str(tmp_path / "s.tif"), "--out",
                                    str(out), "--device", "cpu", "--workers", "0", "--tile", "64",
-                                   "--no-progress"])
+                                   "--quiet"])
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert str(batch) in lines[0] and "--redo" in lines[0]
@@ -132,7 +132,7 @@ def test_two_shards_side_by_side_cover_every_slide_once(run_dir, tmp_path) -> No
         small_slide(tmp_path / f"s{k}.tif", k)
     out = tmp_path / "out"
     procs = [histocam("predict", str(run_dir), str(tmp_path), "--out", str(out), "--device",
-                      "cpu", "--workers", "0", "--tile", "64", "--no-progress", "--shard", f"{i}/2")
+                      "cpu", "--workers", "0", "--tile", "64", "--quiet", "--shard", f"{i}/2")
              for i in range(2)]
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
@@ -175,7 +175,7 @@ def test_a_result_of_another_run_or_options_is_never_returned_as_done(run_dir, t
     other = predict_run(tmp_path / "runs", "other", seed=2)
     small_slide(tmp_path / "s.tif")
     args = ["--out", str(tmp_path / "out"), "--device", "cpu", "--workers", "0", "--tile", "64",
-            "--no-progress"]
+            "--quiet"]
     runner = CliRunner()
     first = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "s.tif"), *args])
     assert first.exit_code == 0, first.output
@@ -222,7 +222,7 @@ def test_out_of_range_options_are_one_error_line(run_dir, tmp_path, option) -> N
     small_slide(tmp_path / "s.tif")
     res = CliRunner().invoke(app, ["predict", str(run_dir), str(tmp_path / "s.tif"), "--out",
                                    str(tmp_path / "o"), "--device", "cpu", "--workers", "0",
-                                   "--no-progress", *option])
+                                   "--quiet", *option])
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert lines[0].startswith("error: ") and option[-2] in lines[0]

@@ -122,6 +122,23 @@ def test_evaluate_command_outputs(tmp_path: Path) -> None:
         per_image = [float(r["ap"]) for r in rows if r["id"] in ids]
         assert got["mean_image_ap"] == pytest.approx(np.mean(per_image), abs=1e-3)
     assert (cfg.run_dir.root / "metrics" / "best-loc-test-curves.png").is_file()
+    # a table for a person: the stored numbers, rounded, and where the files went
+    row = next(line.split() for line in result.stdout.splitlines()
+               if line.strip().startswith("B-LOC"))
+    cl = metrics["classification"]
+    assert row[1:3] == [f"{cl['accuracy']:.1f}", "50.0"]  # CL, and always the majority class
+    assert row[3:6] == [f"{loc['pxap']:.1f}", f"{loc['chance']:.1f}", f"{loc['tau_star_valpx']:.3f}"]
+    assert row[6:10] == [f"{loc[k]:.1f}" for k in ("TP*", "FN*", "FP*", "TN*")]
+    assert row[-1] == f"{metrics['separability']['mean']:.3f}"
+    assert "data: synthetic-colon (the run's own)" in result.stdout
+    assert f"wrote: {cfg.run_dir.evaluation('best-loc').json}" in result.stdout
+    assert "{" not in result.stdout  # no JSON unless asked
+    # --json: one line per checkpoint, for programs
+    result = CliRunner().invoke(app, ["evaluate", str(cfg.run_dir), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["checkpoint"] for r in lines] == ["best-loc", "best-cl"]
+    assert lines[0]["pxap"] == loc["pxap"] and lines[0]["TP*"] == loc["TP*"]
 
 
 def test_bad_samples_are_skipped_and_logged(tmp_path: Path, caplog) -> None:
@@ -151,8 +168,13 @@ def test_config_unknown_keys_and_overrides(tmp_path: Path) -> None:
                                                 "method.backbone.name=resnet50"])
     assert cfg.train.epochs == 5 and cfg.method.q == 7.5 and cfg.method.backbone.name == "resnet50"
     assert "q: 7.5" in cfg.to_yaml()
-    with pytest.raises(ValueError, match=r"r\.yaml: invalid config: train\.epoch: unknown key"):
+    with pytest.raises(ValueError, match=r"^override train\.epoch=5: unknown key; did you mean "
+                       r"train\.epochs\?$"):
         load_run_config(tmp_path / "r.yaml", ["train.epoch=5"])
+    (tmp_path / "bad.yaml").write_text("train: {epoch: 2}\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: invalid config: train\.epoch: unknown key; "
+                       r"did you mean train\.epochs\?"):
+        load_run_config(tmp_path / "bad.yaml", ["train.epochs=5"])
     with pytest.raises(ValueError, match="not key=value"):
         apply_overrides({}, ["train.epochs"])
     with pytest.raises(FileNotFoundError):

@@ -127,7 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run, images = make_run(Path(tmp), args)
         command = [sys.executable, "-m", "histocam", "evaluate", str(run), "--checkpoint",
-                   "best-loc", "--device", "cpu"]
+                   "best-loc", "--device", "cpu", "--json", "--quiet"]
         command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)

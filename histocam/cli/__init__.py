@@ -3,6 +3,11 @@
 Every user error (a missing run, file or checkpoint, a bad config key or value, a stale CAM store,
 unknown names, unloadable weights) ends in one line ``error: ...`` on stderr and exit status 2;
 a traceback means a bug in histocam.
+
+The commands import the library inside their bodies, so that ``histocam --help`` and
+``histocam methods`` start without importing torch (``benchmarks/speed/cli_startup.py``). Long
+commands show their progress on stderr (``histocam.core.progress``; ``--quiet``: none); stdout
+holds the results.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from pathlib import Path
 
 import typer
 
-from histocam.cli.data_commands import OUTSIDE_ROOT_HELP, data_app, known_split
+from histocam.cli.common_options import BATCH_HELP, QUIET, known_split, show_progress
+from histocam.cli.data_commands import data_app
+from histocam.cli.evaluate_commands import evaluate, score_maps
 from histocam.cli.predict_command import predict_command
 from histocam.cli.report_commands import register as register_report_commands
 from histocam.cli.user_errors import (  # noqa: F401 (user_error_message: API)
@@ -19,9 +26,6 @@ from histocam.cli.user_errors import (  # noqa: F401 (user_error_message: API)
     user_error_message,
     user_errors,
 )
-
-BATCH_HELP = ("images per batch (default: the largest that fits the evaluation memory budget, at "
-              "most the run's train.eval_batch_size)")
 
 app = typer.Typer(
     cls=OneLineUsageErrors,
@@ -33,6 +37,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("predict")(predict_command)
+app.command("evaluate")(evaluate)
+app.command("score-maps")(score_maps)
 register_report_commands(app)  # report, stain-shift, tsne, thresholds
 
 
@@ -40,14 +46,22 @@ register_report_commands(app)  # report, stain-shift, tsne, thresholds
 @user_errors
 def demo(
     out: Path = typer.Option(Path("runs"), help="parent folder of the demo run"),
-    n_train: int = typer.Option(240, min=2, help="synthetic training images"),
-    epochs: int = typer.Option(10, min=1, help="epochs of the teacher and of PixelCAM"),
+    quick: bool = typer.Option(False, help="the quick variant: fewer and smaller images, fewer "
+                               "epochs (a few minutes on two CPU cores)"),
+    n_train: int | None = typer.Option(None, min=2, help="synthetic training images (default: "
+                                       "the variant's)"),
+    epochs: int | None = typer.Option(None, min=1, help="epochs of the teacher and of PixelCAM "
+                                      "(default: the variant's)"),
     seed: int = typer.Option(0, help="random seed"),
+    quiet: bool = QUIET,
 ) -> None:
-    """PixelCAM end to end on the embedded synthetic H&E benchmark (a few CPU minutes)."""
+    """PixelCAM end to end on the embedded synthetic H&E benchmark: a CAM teacher, its maps,
+    PixelCAM trained from them, both evaluated, a figure and a report (a few CPU minutes; --quick:
+    fewer and smaller tiles, fewer epochs)."""
     from histocam.experiments.demo import run_demo
 
-    run_demo(out, n_train=n_train, seed=seed, epochs=epochs)
+    show_progress(quiet)
+    run_demo(out, quick=quick, n_train=n_train, epochs=epochs, seed=seed)
 
 
 @app.command()
@@ -57,26 +71,18 @@ def methods(family: str | None = typer.Option(None, help="only this family")) ->
     from rich.console import Console
     from rich.table import Table
 
-    from histocam.methods import FAMILIES, METHODS
-    from histocam.methods.base import MethodConfig
+    from histocam.cli.listing import read_listing
 
-    if family is not None and family not in FAMILIES:
-        raise ValueError(f"--family {family!r}: not a family (one of {', '.join(FAMILIES)})")
-
+    listing = read_listing()
+    if family is not None and family not in listing["families"]:
+        raise ValueError(f"--family {family!r}: not a family (one of "
+                         f"{', '.join(listing['families'])})")
     table = Table("method", "family", "paper", "map", "hyper-parameters (default)", "summary")
-    for name in METHODS.names():
-        info = METHODS.info(name)
-        if family and info["family"] != family:
+    for m in listing["methods"]:
+        if family and m["family"] != family:
             continue
-        cls = METHODS.get(name)
-        params = []
-        for key, field in cls.Config.model_fields.items():
-            if key in ("name", "backbone", "map_tta"):  # common to every method
-                continue
-            default = field.get_default(call_default_factory=True)
-            params.append(f"{key}={default.name if isinstance(default, MethodConfig) else default}")
-        table.add_row(name, info["family"], info["paper"], info["map"], ", ".join(params) or "-",
-                      info["summary"])
+        params = ", ".join(f"{k}={v}" for k, v in m["params"].items()) or "-"
+        table.add_row(m["name"], m["family"], m["paper"], m["map"], params, m["summary"])
     Console(width=200).print(table)
 
 
@@ -89,6 +95,7 @@ def train(
                                 "the config it was trained with)"),
     overwrite: bool = typer.Option(False, help="delete the run's checkpoints, log, evaluations "
                                    "and stored maps first, if it has any"),
+    quiet: bool = QUIET,
 ) -> None:
     """Train a WSOL method: histocam train --config run.yaml KEY=VALUE ... (overrides); on N
     processes: torchrun --nproc_per_node N -m histocam train ... (train.batch_size is global).
@@ -98,6 +105,7 @@ def train(
 
     if resume and overwrite:
         raise ValueError("--resume continues a run and --overwrite replaces it: pass one")
+    show_progress(quiet)
     run = load_run_config(config, list(ctx.args))
     best = Trainer(run).fit(resume=resume, overwrite=overwrite)
     if not launch().is_main:  # torchrun: one report, by rank 0
@@ -109,55 +117,13 @@ def train(
 
 @app.command()
 @user_errors
-def evaluate(
-    run: Path = typer.Argument(..., help="run directory"),
-    split: str = typer.Option("test"),
-    checkpoint: str = typer.Option("both", help="best-loc, best-cl, last or both"),
-    data: str | None = typer.Option(None, help="evaluate on another dataset (registered name or "
-                                    "path); its results are stored under the data's tag"),
-    save_maps: bool = typer.Option(False, help="also save the maps (float16 .npz)"),
-    separability: bool = typer.Option(False, help="also compute the separability index J"),
-    device: str = typer.Option("auto"),
-    batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
-    allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
-) -> None:
-    """Evaluate a trained run on a split; τ* is chosen on the run's valpx and applied to the split.
-    On N processes: torchrun --nproc_per_node N -m histocam evaluate RUN (rank 0 writes)."""
-    import json
-
-    from histocam.core import collectives
-    from histocam.data.config import DataConfig
-    from histocam.runs import Run
-
-    known_split(split)
-    r = Run(run)
-    names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
-    other = data
-    if allow_outside_root:
-        if data is None:
-            raise ValueError("--allow-outside-root applies to the CSV manifest of --data; the "
-                             "run's own data follows data.allow_outside_root of its config")
-        other = DataConfig.model_validate({**r.data_config(data).model_dump(exclude_unset=True),
-                                           "allow_outside_root": True})
-    for name in names:  # under torchrun: one process group, made by the first evaluation
-        result = r.evaluate(name, split, data=other, device=device, save_maps=save_maps,
-                            separability=separability, batch_size=batch_size)
-        summary = {"checkpoint": name, "data": result.data, "accuracy": result.accuracy}
-        if result.localization is not None:
-            loc = result.localization
-            summary.update({"pxap": loc.pxap, "chance": loc.chance, **loc.area_rates})
-        if collectives.is_main():
-            typer.echo(json.dumps(summary))
-
-
-@app.command()
-@user_errors
 def cams(
     run: Path = typer.Argument(..., help="trained teacher run directory"),
     checkpoint: str = typer.Option("best-loc", help="best-loc, best-cl or last"),
     split: str = typer.Option("train"),
     device: str = typer.Option("auto"),
     batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
+    quiet: bool = QUIET,
 ) -> None:
     """Store a run's low-resolution CAMs of a split (the pseudo-label source of PixelCAM).
     On N processes: torchrun --nproc_per_node N -m histocam cams RUN (rank 0 writes)."""
@@ -165,6 +131,7 @@ def cams(
     from histocam.runs import Run
 
     known_split(split)
+    show_progress(quiet)
     path = Run(run).export_cams(checkpoint, split, device=device, batch_size=batch_size,
                                 progress=True)
     if collectives.is_main():
@@ -177,10 +144,10 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
     """Train the seeded student ``method`` from a trained teacher run (its maps exported unless
     current); the data, backbone and classifier are the teacher's."""
     from histocam.core import collectives
-    from histocam.core.configs import apply_overrides
     from histocam.experiments.pipeline import PipelineConfig, student_run_config
     from histocam.runs import Run
     from histocam.train import Trainer
+    from histocam.train.config_errors import validate_config
 
     teacher = Run(teacher_run).require_trained()
     for item in args:
@@ -190,13 +157,12 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
                              "name), seed, device and deterministic can be set (or use `histocam "
                              "pipeline pixelcam`)")
     base = teacher.config
-    tree = apply_overrides({
+    p = validate_config(PipelineConfig, teacher.dir.config, args, base={
         "out_dir": str(teacher_run.parent), "seed": base.seed, "device": base.device,
         "data": base.data.model_dump(mode="json"),
         "backbone": base.method.backbone.model_dump(mode="json"),
         "student": {"method": {"name": method}, "train": base.train.model_dump(mode="json")},
-        "teacher_run": str(teacher_run)}, args)
-    p = PipelineConfig.model_validate(tree)
+        "teacher_run": str(teacher_run)})
     teacher.stored_maps(p.student.teacher_maps, device=p.device)  # makes the group
     cfg = student_run_config(p, teacher)
     cfg = cfg.model_copy(update={"name": name or f"{cfg.name}-{teacher.dir.name}"})
@@ -212,9 +178,11 @@ def pixelcam(
     teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
     name: str | None = typer.Option(None, help="run name (default pixelcam-<teacher method>-"
                                     "<teacher run>)"),
+    quiet: bool = QUIET,
 ) -> None:
     """Train PixelCAM from a trained teacher run (its CAMs are exported unless current);
     KEY=VALUE overrides of the student stage, e.g. student.method.n=10 student.train.epochs=5."""
+    show_progress(quiet)
     _train_student("pixelcam", teacher_run, name, list(ctx.args))
 
 
@@ -225,9 +193,11 @@ def negev(
     teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
     name: str | None = typer.Option(None, help="run name (default negev-<teacher method>-"
                                     "<teacher run>)"),
+    quiet: bool = QUIET,
 ) -> None:
     """Train NEGEV (a decoder on the frozen teacher) from a trained teacher run; KEY=VALUE
     overrides of the student stage, e.g. student.method.negative_term=none."""
+    show_progress(quiet)
     _train_student("negev", teacher_run, name, list(ctx.args))
 
 
@@ -244,12 +214,14 @@ def pipeline_pixelcam(
     teacher: str | None = typer.Option(None, help="teacher method (cam, deepmil, gradcampp, "
                                                      "layercam, ...)"),
     student: str | None = typer.Option(None, help="student method: pixelcam (default) or negev"),
+    quiet: bool = QUIET,
 ) -> None:
     """Teacher -> stored CAMs -> PixelCAM (or NEGEV) -> evaluation of both -> comparison table.
     On N processes: torchrun --nproc_per_node N -m histocam pipeline pixelcam ..."""
     from histocam.core import collectives
     from histocam.experiments.pipeline import comparison_table, load_pipeline_config, run_pipeline
 
+    show_progress(quiet)
     overrides = list(ctx.args) + ([f"teacher.method.name={teacher}"] if teacher else [])
     overrides += [f"student.method.name={student}"] if student else []
     p = load_pipeline_config(config, overrides)
@@ -271,6 +243,7 @@ def crossval(
         None, help="pipeline configs: a crossval folder of teacher runs (its fold<f>-s<seed> runs "
         "are the teachers, as teacher_run), or a path with {fold} and {seed}, e.g. an earlier "
         "round's students: runs/cv/pix/fold{fold}-s{seed}/pixelcam-cam"),
+    quiet: bool = QUIET,
 ) -> None:
     """Cross-validate a config over patient-disjoint folds × seeds: mean ± std over folds, with
     chance and the colour floor beside every PxAP (KEY=VALUE overrides as for train). Finished
@@ -278,6 +251,7 @@ def crossval(
     from histocam.core.configs import load_config_tree
     from histocam.experiments.crossval import crossval_dir, crossval_table, run_crossval
 
+    show_progress(quiet)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
@@ -289,23 +263,6 @@ def crossval(
     typer.echo(crossval_table(summary))
     folder = crossval_dir(tree)
     typer.echo(f"\nwritten: {folder.summary_json}, {folder.summary_md}")
-
-
-@app.command("score-maps")
-@user_errors
-def score_maps(
-    maps_dir: Path = typer.Argument(..., help="folder of <id>.npy float maps in [0, 1]"),
-    masks_dir: Path = typer.Argument(..., help="folder of <id>.png masks (missing = background)"),
-    valpx_maps: Path | None = typer.Option(None, help="B-LOC maps: choose τ* here"),
-    valpx_masks: Path | None = typer.Option(None, help="B-LOC masks"),
-    size: int = typer.Option(224, min=1, help="evaluation size (protocol: 224)"),
-    native: bool = typer.Option(False, help="evaluate at each mask's own size instead"),
-) -> None:
-    """Score saved maps against masks per the protocol; prints metrics JSON on stdout."""
-    from histocam.metrics.score_maps import score_map_dirs
-
-    report = score_map_dirs(maps_dir, masks_dir, valpx_maps, valpx_masks, None if native else size)
-    typer.echo(report.to_json())
 
 
 def _print_version(value: bool) -> None:

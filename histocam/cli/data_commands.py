@@ -3,36 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from histocam.cli.common_options import (
+    MAX_MPP,
+    MIN_MPP,
+    OUTSIDE_ROOT_HELP,
+    QUIET,
+    known_split,
+    show_progress,
+)
 from histocam.cli.user_errors import user_errors
-from histocam.data.check import CheckReport, check_source
-from histocam.data.config import DataConfig
-from histocam.data.dataset import SPLITS
 
-#: Microns per pixel an option accepts: below any microscope's resolution to a millimetre a pixel.
-MIN_MPP, MAX_MPP = 0.01, 1000.0
-OUTSIDE_ROOT_HELP = ("read the paths of a CSV manifest that lie outside its folder (../x.png, "
-                     "absolute paths)")
+if TYPE_CHECKING:
+    from histocam.data.check import CheckReport
+
 data_app = typer.Typer(help="Inspect, validate and generate datasets.", no_args_is_help=True)
 console = Console(width=120) if not Console().is_terminal else Console()
 
 
-def known_split(split: str) -> str:
-    """``split`` if it is a split name, else a ValueError naming it and the split names."""
-    if split not in SPLITS:
-        raise ValueError(f"--split {split!r}: not a split (one of {', '.join(SPLITS)})")
-    return split
-
-
 def print_report(report: CheckReport) -> None:
     """Summary tables (counts, sizes, mask coverage) followed by every problem found."""
+    import numpy as np
+
     names = report.class_names
     console.print(f"[bold]{report.name}[/]  classes: "
                   + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
@@ -83,6 +81,10 @@ def check(
     allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
 ) -> None:
     """Validate a dataset: summary per split and class, and every problem found."""
+    from pydantic import ValidationError
+
+    from histocam.data.check import check_source
+    from histocam.data.config import DataConfig
     from histocam.data.open import open_source
 
     for name in split or []:
@@ -112,8 +114,11 @@ def synth(
     n_test: int = typer.Option(120, min=2),
     stain_shift: float = typer.Option(0.0, min=0.0, max=3.0,
                                       help="0 = source stain; higher = further away"),
+    quiet: bool = QUIET,
 ) -> None:
     """Write a synthetic H&E dataset to disk in the same layout as real data."""
+    from pydantic import ValidationError
+
     from histocam.data.config import SyntheticConfig
     from histocam.data.synthetic import DOMAINS, write_synthetic
 
@@ -125,6 +130,7 @@ def synth(
     except ValidationError as exc:
         raise ValueError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')} "
                                    f"{e['input']!r}: {e['msg']}" for e in exc.errors())) from None
+    show_progress(quiet)
     write_synthetic(domain, out, config, progress=True)
     console.print(f"wrote synthetic-{domain} to {out}; check it with: histocam data check {out}")
 
@@ -140,6 +146,7 @@ def gallery(
     allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
 ) -> None:
     """Save a contact sheet of samples with their mask outlines."""
+    from histocam.data.config import DataConfig
     from histocam.data.contact_sheet import save_gallery
     from histocam.data.open import open_dataset
 
@@ -179,12 +186,14 @@ def synth_slide(
                                         "PNG"),
     name: str = typer.Option("synthetic-slide", help="file stem of the slide and its files"),
     stain: str = typer.Option("he", help="he (H&E) or ihc (pale DAB/haematoxylin)"),
+    quiet: bool = QUIET,
 ) -> None:
     """Write a synthetic pyramidal TIFF slide of synthetic-node tissue with a known tumour region:
     the slide, its GeoJSON annotation (level-0 pixels) and its masks (tumour, tissue)."""
     from histocam.wsi.synth_slide import write_synth_slide
 
     width, height = _size(size)
+    show_progress(quiet)
     made = write_synth_slide(out, width=width, height=height, tile=tile, tumours=tumours, seed=seed,
                              mpp=mpp, mask_downsample=mask_downsample, name=name, progress=True,
                              stain=stain)
@@ -225,11 +234,13 @@ def patches(
     slide_mpp: float | None = typer.Option(None, min=MIN_MPP, max=MAX_MPP, help="level-0 microns "
                                            "per pixel of slides whose file records none (for "
                                            "the tissue sizes)"),
+    quiet: bool = QUIET,
 ) -> None:
     """Build a WSOL patch benchmark from annotated slides (survey Appendix B, CAMELYON16-512)."""
     from histocam.predict.inputs import collect_inputs
     from histocam.wsi.patches import PatchProtocol, build_patch_benchmark
 
+    show_progress(quiet)
     found = collect_inputs(list(slides))
     if found.images:
         raise ValueError(f"{found.images[0]}: not a slide (a plain image); give slides only")

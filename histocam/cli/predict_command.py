@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from histocam.cli.data_commands import MAX_MPP, MIN_MPP
+from histocam.cli.common_options import MAX_MPP, MIN_MPP, QUIET, show_progress
 from histocam.cli.user_errors import user_errors
 
 SLIDES = "slides"
@@ -99,7 +99,7 @@ def predict_command(
                                      "RANK/WORLD_SIZE)", rich_help_panel=BATCH),
     redo: bool = typer.Option(False, help="recompute slides already done (or done with other "
                               "settings)", rich_help_panel=BATCH),
-    progress: bool = typer.Option(True, help="progress bars"),
+    quiet: bool = QUIET,
 ) -> None:
     """Predict classes and maps of images and whole slides with a trained run; see the README
     for the output files. Exits 1 when some inputs failed (each named on an error line)."""
@@ -108,6 +108,7 @@ def predict_command(
     from histocam.wsi.scale import read_mpp_table
     from histocam.wsi.tissue import TissueOptions
 
+    show_progress(quiet)
     shard_spec = parse_shard(shard) if shard is not None else None
     tissue = TissueOptions(threshold=tissue_threshold, smooth_um=tissue_smooth,
                            close_um=tissue_close, max_hole_um2=tissue_max_hole,
@@ -125,7 +126,7 @@ def predict_command(
     result = predict(run, inputs, out, checkpoint=checkpoint, device=device, map_class=map_class,
                      threshold=threshold, batch_size=batch_size, num_workers=workers,
                      image_outputs=ImageOutputs(regions=regions), slide_options=options,
-                     progress=progress, skip_errors=skip_errors, shard=shard_spec)
+                     progress=True, skip_errors=skip_errors, shard=shard_spec)
     for note in result.notes:
         typer.echo(f"note: {note}")
     for path, why in result.skipped:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from histocam.cli.common_options import QUIET, show_progress
 from histocam.cli.user_errors import user_errors
 
 
@@ -22,12 +23,14 @@ def report(
     slides: list[Path] = typer.Option(None, help="`histocam predict` output folders: a section of "
                                       "their slides (thumbnail, overlay, score, areas)",
                                       show_default=False),
+    quiet: bool = QUIET,
 ) -> None:
     """One self-contained HTML page (no network, no script) comparing runs: configs, curves,
     test tables, threshold curves, galleries, paired t-tests and the experiments' plots; and the
     slides `histocam predict` wrote, with --slides."""
     from histocam.report import build_report
 
+    show_progress(quiet)
     path = build_report(runs or [], out, n_gallery=gallery, device=device, evaluate=evaluate,
                         title=title, slides=slides or [])
     typer.echo(f"report: {path}")
@@ -42,10 +45,12 @@ def stain_shift(
     seed: int = typer.Option(0, help="seed of the shift direction in HED space"),
     checkpoint: str = typer.Option("both", help="best-loc, best-cl or both"),
     device: str = typer.Option("auto"),
+    quiet: bool = QUIET,
 ) -> None:
     """CL and PxAP of the test images re-stained at increasing strengths (PixelCAM Figs. 4/5)."""
     from histocam.experiments.stain_shift import run_stain_shift
 
+    show_progress(quiet)
     path = run_stain_shift(run, checkpoints=_checkpoints(checkpoint), max_strength=max_strength,
                            n_levels=levels, seed=seed, device=device)
     typer.echo(f"wrote {path}")
@@ -58,10 +63,12 @@ def tsne(
     images: int = typer.Option(3, min=1, help="images per class"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    quiet: bool = QUIET,
 ) -> None:
     """t-SNE of FG/BG pixel features and the separability J (PixelCAM Figs. 19–24, App. D)."""
     from histocam.experiments.tsne import run_tsne
 
+    show_progress(quiet)
     if checkpoint not in ("best-loc", "best-cl"):
         raise ValueError(f"--checkpoint {checkpoint!r}: expected best-loc or best-cl")
     path = run_tsne(run, checkpoint=checkpoint, n_images=images, seed=seed, device=device)
@@ -72,10 +79,12 @@ def tsne(
 def thresholds(
     run: Path = typer.Argument(..., help="run directory (evaluated first if needed)"),
     device: str = typer.Option("auto"),
+    quiet: bool = QUIET,
 ) -> None:
     """Share of pixels above each threshold vs localisation and PxAP (survey Fig. 8)."""
     from histocam.experiments.thresholds import run_thresholds
 
+    show_progress(quiet)
     typer.echo(f"wrote {run_thresholds(run, device=device)}")
 
 

@@ -23,7 +23,7 @@ class StrictModel(BaseModel):
 
 
 class ConfigError(ValueError):
-    """A config file whose content is not a valid config; the message names the file."""
+    """A config that is not valid; the message blames the file or the override."""
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -65,12 +65,17 @@ def load_config_tree(path: str | Path | None = None,
     return apply_overrides(tree, overrides or [])
 
 
+def problems(exc: ValidationError) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, problem) of each error of a pydantic validation error; an unknown key's problem
+    is ``unknown key``."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        out.append((loc, "unknown key" if err["type"] == "extra_forbidden"
+                    else err["msg"].removeprefix("Value error, ")))
+    return out
+
+
 def describe_invalid(exc: ValidationError) -> str:
     """One line for a pydantic validation error: ``key.path: problem; ...``."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-        msg = ("unknown key" if err["type"] == "extra_forbidden"
-               else err["msg"].removeprefix("Value error, "))
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
+    return "; ".join(f"{'.'.join(loc)}: {msg}" if loc else msg for loc, msg in problems(exc))

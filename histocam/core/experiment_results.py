@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
-from histocam.core.results import PairedTest, Result, Separability
+from histocam.core.results import NEAR_CHANCE_POINTS, PairedTest, Result, Separability
 
 
 class StainShiftCurve(Result):
@@ -86,12 +86,16 @@ class ThresholdsResult(Result):
 
 
 class CheckpointSummary(Result):
-    """One checkpoint of one run of a pipeline on test: PxAP, chance, CL, area rates, J and the
-    per-image AP (image id -> AP, images with foreground)."""
+    """One checkpoint of one run of a pipeline on test: PxAP, chance, CL and its chance level
+    (always the most frequent class), area rates, J and the per-image AP (image id -> AP, images
+    with foreground)."""
+
+    omitted_when_none = ("accuracy_chance",)
 
     pxap: float | None
     chance: float | None
     accuracy: float
+    accuracy_chance: float | None = None
     tp_area: float | None = Field(alias="TP*")
     fn_area: float | None = Field(alias="FN*")
     fp_area: float | None = Field(alias="FP*")
@@ -103,6 +107,12 @@ class CheckpointSummary(Result):
     def area_rates(self) -> dict[str, float | None]:
         return {"TP*": self.tp_area, "FN*": self.fn_area, "FP*": self.fp_area,
                 "TN*": self.tn_area}
+
+    @property
+    def near_chance(self) -> bool:
+        """CL within ``NEAR_CHANCE_POINTS`` of its chance level (``Classification.near_chance``)."""
+        return self.accuracy_chance is not None and \
+            self.accuracy < self.accuracy_chance + NEAR_CHANCE_POINTS
 
 
 class InferenceCost(Result):
@@ -135,6 +145,8 @@ class PipelineComparison(Result):
     teacher_method: str
     student_method: str
     paired_ttest_pxap_b_loc: PairedTest | None
+    #: the teacher checkpoint whose maps gave the student's seeds
+    teacher_maps: str = "best-loc"
 
 
 class ClassSummary(Result):

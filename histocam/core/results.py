@@ -71,6 +71,13 @@ class Result(BaseModel):
                               "with this histocam") from None
 
 
+#: A classifier within this many accuracy points of its chance level is "near chance".
+NEAR_CHANCE_POINTS = 10.0
+
+#: How a method's maps are scaled (``WSOLMethod.probability_maps``), as results record it.
+MAP_SCALES = {True: "probability", False: "min-max per image"}
+
+
 class Classification(Result):
     """CL: top-1 accuracy × 100, per class, and the confusion matrix (rows = true class)."""
 
@@ -78,6 +85,19 @@ class Classification(Result):
     per_class: list[float]
     confusion_matrix: list[list[int]]
     n_images: int
+
+    @property
+    def chance(self) -> float:
+        """The CL of always answering the most frequent true class: the chance level of CL on
+        these images."""
+        rows = [sum(r) for r in self.confusion_matrix]
+        return 100.0 * max(rows) / sum(rows) if sum(rows) else float("nan")
+
+    @property
+    def near_chance(self) -> bool:
+        """Within ``NEAR_CHANCE_POINTS`` of its chance level: its decisions, and the class
+        evidence a CAM shows, carry little information."""
+        return bool(self.accuracy < self.chance + NEAR_CHANCE_POINTS)
 
 
 class OperatingPoint(Result):
@@ -227,13 +247,15 @@ PER_IMAGE_FIELDS = list(PerImageRow.model_fields)
 class EvaluationResult(Result):
     """One checkpoint of one run evaluated on one split."""
 
-    omitted_when_none = ("class_names", "localization", "separability")
+    omitted_when_none = ("maps", "class_names", "localization", "separability")
 
     run: str
     checkpoint: str
     split: str
     method: str
     data: str
+    #: how the maps are scaled: ``probability`` or ``min-max per image`` (``MAP_SCALES``)
+    maps: str | None = None
     classification: Classification
     class_names: ClassMapping | None = None
     localization: Localization | None = None

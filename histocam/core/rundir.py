@@ -224,6 +224,11 @@ class RunDir:
     def cams_dir(self) -> Path:
         return self.root / "cams"
 
+    @staticmethod
+    def holding(store: str | Path) -> RunDir:
+        """The run directory that holds the CAM store ``store`` (``stored_maps``)."""
+        return RunDir(Path(store).parent.parent)
+
     # ------------------------------------------------------------------ evaluations
     def metrics_dir(self, tag: str | None = None) -> Path:
         """Where evaluations go: the run's own data, or ``metrics/TAG`` for other data."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from histocam.core.progress import track
 from histocam.data.config import SyntheticConfig
 from histocam.data.dataset import SPLITS
 from histocam.data.errors import StorageError
@@ -224,9 +225,7 @@ def write_synthetic(domain: str, out: str | Path, config: SyntheticConfig | None
         lines: dict[str, list[str]] = {f: [] for f in ("ids", "labels", "sizes", "loc")}
         iterator = range(len(ds))
         if progress:
-            from rich.progress import track
-
-            iterator = track(iterator, description=f"{domain} {split}")
+            iterator = track(iterator, f"{domain} {split}", unit="images")
         for i in iterator:
             image_id = ds.ids[i]
             rel_image = f"images/{image_id}.png"

@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from histocam.core import collectives
-from histocam.core.configs import StrictModel, load_config_tree
+from histocam.core.configs import StrictModel
 from histocam.core.devices import command_device, resolve_device
 from histocam.core.experiment_results import (
     CheckpointSummary,
@@ -29,6 +29,7 @@ from histocam.core.experiment_results import (
     PipelineComparison,
     RoleResults,
 )
+from histocam.core.progress import Stages
 from histocam.core.results import PairedTest
 from histocam.core.rundir import LABEL, SELECTED, PipelineDir
 from histocam.data.config import DataConfig
@@ -39,6 +40,7 @@ from histocam.methods.composed import ComposedConfig
 from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
 from histocam.runs.run import Run
+from histocam.train.config_errors import validate_config
 from histocam.train.run_config import RunConfig, RunIdentity, TrainConfig
 
 
@@ -113,7 +115,7 @@ class PipelineConfig(RunIdentity):
 
 def load_pipeline_config(path: str | Path | None = None,
                          overrides: list[str] | None = None) -> PipelineConfig:
-    return PipelineConfig.model_validate(load_config_tree(path, overrides))
+    return validate_config(PipelineConfig, path, overrides)
 
 
 def teacher_run_config(p: PipelineConfig) -> RunConfig:
@@ -164,8 +166,17 @@ def inference_cost(run: Run, data: DataConfig, device: str, batch: int = 8,
     return InferenceCost(forward_ms=forward, forward_and_map_ms=mapped, ratio=mapped / forward)
 
 
-def run_pipeline(p: PipelineConfig, progress: bool = True) -> PipelineComparison:
+#: The pipeline's stages (``run_pipeline`` shows them as ``[i/n] ...``).
+PIPELINE_STAGES = 4
+
+
+def run_pipeline(p: PipelineConfig, progress: bool = True,
+                 stages: Stages | None = None) -> PipelineComparison:
     """The whole pipeline; returns the comparison (on every rank).
+
+    Its ``PIPELINE_STAGES`` stages are shown as ``[i/n] ...`` lines (``histocam.core.progress``),
+    numbered by ``stages`` (a caller that adds stages of its own, such as the demo, passes its
+    ``Stages``); ``progress=False`` leaves out the per-image bars of the map export.
 
     Under torchrun every stage runs on all the ranks in one process group (this call's, or the
     caller's when it has one): the trainings are data-parallel, the map export and the evaluations
@@ -178,12 +189,22 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> PipelineComparison
         folder.root.mkdir(parents=True, exist_ok=True)
         folder.config.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
     collectives.barrier()
+    stages = stages or Stages(PIPELINE_STAGES)
     if p.teacher_run is not None:  # used as it is: never trained here
         teacher = Run(p.teacher_run).require_trained()
+        stages.next(f"teacher: {teacher.dir} (given, not trained here)")
     else:
-        teacher = Run.train(teacher_run_config(p))
+        config = teacher_run_config(p)
+        stages.next(_training(config, f"training the teacher ({config.method.name})"))
+        teacher = Run.train(config)
+    stages.next(f"exporting the teacher's {LABEL[p.student.teacher_maps]} maps of the training "
+                "images (the student's seeds)")
     teacher.stored_maps(p.student.teacher_maps, device=p.device, progress=progress)
-    student = Run.train(student_run_config(p, teacher))
+    config = student_run_config(p, teacher)
+    label = STUDENT_LABELS.get(config.method.name, config.method.name)
+    stages.next(_training(config, f"training {label} from the teacher's maps"))
+    student = Run.train(config)
+    stages.next("evaluating the teacher and the student on test (B-LOC and B-CL)")
     summaries = {role: {ckpt: _summary(run, ckpt, p.device) for ckpt in SELECTED}
                  for role, run in (("teacher", teacher), ("student", student))}
     comparison = None
@@ -195,11 +216,22 @@ def run_pipeline(p: PipelineConfig, progress: bool = True) -> PipelineComparison
         comparison = PipelineComparison(
             **roles, teacher_method=teacher.config.method.name,
             student_method=student.config.method.name,
-            paired_ttest_pxap_b_loc=_ttest(roles["teacher"], roles["student"]))
+            paired_ttest_pxap_b_loc=_ttest(roles["teacher"], roles["student"]),
+            teacher_maps=p.student.teacher_maps)
         comparison.write(folder.comparison_json)
         folder.comparison_md.write_text(comparison_table(comparison) + "\n")
         save_map_figure(teacher, student, folder.maps_figure, p.device)
     return collectives.from_main(comparison)
+
+
+def _training(config: RunConfig, text: str) -> str:
+    """The stage line of a training: how many epochs, or that the run is reused or resumed
+    (``Run.train`` decides the same from the same files)."""
+    if collectives.from_main(config.run_dir.is_trained()):
+        return f"{text}: {config.run_dir} is trained, reused"
+    resumed = collectives.from_main(config.run_dir.has_started())
+    epochs = config.train.epochs
+    return f"{text}, {epochs} epoch{'s' if epochs != 1 else ''}" + (" (resumed)" if resumed else "")
 
 
 def _summary(run: Run, checkpoint: str, device: str) -> CheckpointSummary:
@@ -208,7 +240,8 @@ def _summary(run: Run, checkpoint: str, device: str) -> CheckpointSummary:
     loc = result.localization
     return CheckpointSummary(
         pxap=result.pxap, chance=loc.chance if loc is not None else None,
-        accuracy=result.accuracy, **(loc.area_rates if loc is not None else
+        accuracy=result.accuracy, accuracy_chance=result.classification.chance,
+        **(loc.area_rates if loc is not None else
                                      dict.fromkeys(("TP*", "FN*", "FP*", "TN*"))),
         separability=result.separability.mean,
         per_image_ap=result.image_ap())
@@ -227,6 +260,15 @@ def _ttest(teacher: RoleResults, student: RoleResults) -> PairedTest | None:
 STUDENT_LABELS = {"pixelcam": "PixelCAM", "negev": "NEGEV"}
 
 
+def _near_chance_warning(role: str, selection: str, row: CheckpointSummary,
+                         student: str | None) -> str:
+    """Why a checkpoint that classifies near chance matters; ``student``: the student whose
+    seeds its maps gave, if they did."""
+    text = (f"the {role}'s {selection} checkpoint classifies near chance (CL {row.accuracy:.1f} on "
+            f"test; always answering the most frequent class gives {row.accuracy_chance:.1f})")
+    return text + (f": its maps are a poor source of seeds for {student}" if student else "")
+
+
 def comparison_table(results: PipelineComparison) -> str:
     """Markdown table: PxAP, CL, TP*/FN*/FP*/TN*, the FG/BG separability J of the encoder's pixel
     features (PixelCAM Table 4; our definition in docs/protocol.md, "Metrics") at B-LOC and B-CL,
@@ -239,15 +281,23 @@ def comparison_table(results: PipelineComparison) -> str:
 
     lines = ["| model | selection | PxAP | chance | CL | TP* | FN* | FP* | TN* | J | map ms/img |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for role, label in ((results.teacher, t), (results.student, f"{t} + {s}")):
+    warnings = []
+    for name, role, label in (("teacher", results.teacher, t),
+                              ("student", results.student, f"{t} + {s}")):
         for ckpt in SELECTED:
             r = role.at(ckpt)
             cells = [cell(v) for v in (r.pxap, r.chance, r.accuracy, *r.area_rates.values())]
+            if r.near_chance:
+                cells[2] += " ⚠"
+                seeds = name == "teacher" and ckpt == results.teacher_maps
+                warnings.append(_near_chance_warning(name, LABEL[ckpt], r, s if seeds else None))
             cells.append(cell(r.separability, 3))
             lines.append(f"| {label} | {LABEL[ckpt]} | " + " | ".join(cells)
                          + f" | {role.cost.forward_and_map_ms:.1f} |")
     from histocam.metrics.separability import DEFINITION
 
+    if warnings:
+        lines.append("\n" + "\n".join(f"warning: {w}" for w in warnings))
     lines.append("\nchance: the PxAP of an all-ones map on the same test images (the foreground "
                  "fraction).")
     lines.append(f"\nJ (mean over test images with both regions): {DEFINITION}")

@@ -21,7 +21,8 @@ import torch
 
 from histocam.core.devices import resolve_device
 from histocam.core.experiment_results import StainShiftCurve, StainShiftResult
-from histocam.core.rundir import SELECTED
+from histocam.core.progress import Stages
+from histocam.core.rundir import LABEL, SELECTED
 from histocam.data.open import open_source
 from histocam.data.sample import Sample
 from histocam.data.stain import hed_to_rgb, rgb_to_hed
@@ -107,15 +108,18 @@ def _stain_shift(run: Run, checkpoints: tuple[str, ...], max_strength: float, n_
     dataset = source.dataset(split)
     t = run.config.train
     curves = {}
+    stages = Stages(len(checkpoints))
     for ckpt in checkpoints:
+        stages.next(f"{run.dir.name} {LABEL[ckpt]}: {split} images at {n_levels + 1} stain levels")
         method, names = run.method(ckpt, str(dev))
         batch = fit_batch(method, run.config.data.eval_size, dev, limit=t.eval_batch_size)
         accuracy, pxap, chance = [], [], []
-        for strength in levels:
+        for level, strength in enumerate(levels):
             classified, pixels = ClassificationAccuracy(len(names)), PixelHistogram(dev)
             evaluate_split(method, RestainedDataset(dataset, shift, strength), run.config.data,
                            dev, {"accuracy": classified, "pixels": pixels},
-                           batch_size=batch, num_workers=t.num_workers)
+                           batch_size=batch, num_workers=t.num_workers,
+                           progress=f"level {level}/{n_levels} (s = {strength:.3g})")
             accuracy.append(classified.compute().accuracy)
             pxap.append(pixels.pxap)
             fg, bg = pixels.fg.cpu().numpy(), pixels.bg.cpu().numpy()

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from histocam.core.experiment_results import ThresholdSensitivity, ThresholdsResult
-from histocam.core.rundir import SELECTED
+from histocam.core.progress import Stages
+from histocam.core.rundir import LABEL, SELECTED
 from histocam.metrics.localization import ThresholdCurves, read_threshold_curves
 from histocam.runs.run import Run
 
@@ -61,7 +62,11 @@ def run_thresholds(run_dir: str | Path, *, split: str = "test", device: str = "a
 
 def _thresholds(run: Run, split: str, device: str) -> Path:
     entries = {}
+    stages = Stages(len(SELECTED))
     for ckpt in SELECTED:
+        current = run.dir.evaluation_is_current(ckpt, split)
+        stages.next(f"{run.dir.name} {LABEL[ckpt]}: " + ("the stored evaluation" if current else
+                                                         f"evaluating on {split}"))
         result = run.evaluation(ckpt, split, device=device)
         curves = read_threshold_curves(run.dir.evaluation(ckpt, split).curves_csv)
         if curves is None and result.localization is not None:  # the curves alone are missing

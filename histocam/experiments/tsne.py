@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from histocam.core.devices import resolve_device
 from histocam.core.experiment_results import TsneImage, TsneResult
+from histocam.core.progress import task as progress_task
 from histocam.data.open import open_source
 from histocam.data.transforms import JointTransform
 from histocam.metrics.protocol import Batch
@@ -71,8 +72,10 @@ def _tsne(run: Run, checkpoint: str, n_images: int, split: str, seed: int, devic
     overall = SeparabilityIndex(class_names)
     chosen: dict[int, int] = {}
     images, skipped = [], 0
-    with torch.no_grad():
+    with torch.no_grad(), progress_task(f"{run.dir.name} {checkpoint}: features and t-SNE",
+                                        len(dataset), unit="images") as bar:
         for batch in loader:
+            bar.advance(len(batch["id"]))
             has = batch["has_mask"]
             if not bool(has.any()):
                 continue

@@ -196,6 +196,6 @@ class TopDownCAM(abc.ABC):
 def _progress(iterable, enabled: bool, label: str):
     if not enabled:
         return iterable
-    from rich.progress import track
+    from histocam.core.progress import track
 
-    return track(iterable, description=f"{label} forwards", transient=True)
+    return track(iterable, f"{label} forwards")

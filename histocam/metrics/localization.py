@@ -61,7 +61,8 @@ CURVE_COLUMNS = [f.name for f in fields(ThresholdCurves)]
 
 def write_threshold_curves(hist: PixelHistogram, csv_path: Path, png_path: Path | None = None,
                            title: str = "") -> None:
-    """PxPrec, PxRec, TP, FN, FP, TN vs τ (the survey's Fig. 8) as CSV and optionally PNG."""
+    """PxPrec, PxRec, TP, FN, FP, TN vs τ (the survey's Fig. 8) as CSV and optionally PNG (TP and
+    PxRec, equal by definition, as one curve)."""
     c = curves(hist)
     keys = CURVE_COLUMNS
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,15 +80,18 @@ def write_threshold_curves(hist: PixelHistogram, csv_path: Path, png_path: Path 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("precision", "PxPrec"), ("recall", "PxRec"), ("TP", "TP"), ("FN", "FN"),
-                       ("FP", "FP"), ("TN", "TN")):
-        ax.plot(c["threshold"], 100 * c[key], label=label)
+    # TP(τ) is PxRec(τ) by definition: one curve; each rate its own colour and line style
+    for key, label, style in (("precision", "PxPrec", dict(color="k")),
+                              ("TP", "TP = PxRec", dict(color="tab:green")),
+                              ("FN", "FN", dict(color="tab:green", linestyle="--")),
+                              ("FP", "FP", dict(color="tab:red")),
+                              ("TN", "TN", dict(color="tab:red", linestyle="--"))):
+        ax.plot(c["threshold"], 100 * c[key], label=label, **style)
     ax.set_xlabel("threshold τ")
     ax.set_ylabel("%")
     ax.set_title(title or "threshold sensitivity")
-    ax.legend(ncol=3, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, fontsize=9, frameon=False)
+    fig.savefig(png_path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 

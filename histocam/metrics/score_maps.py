@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histocam.core.progress import track
 from histocam.core.results import Localization
 from histocam.data.errors import DataError
 from histocam.data.io import read_mask, read_mask_values
@@ -129,7 +130,8 @@ def load_map(path: Path) -> torch.Tensor:
 def accumulate(maps_dir: Path, masks_dir: Path, size: int | None, per_image: PerImageScores | None
                ) -> PixelHistogram:
     hist = PixelHistogram()
-    for image_id, map_path, mask_path in pair_files(Path(maps_dir), Path(masks_dir)):
+    pairs = pair_files(Path(maps_dir), Path(masks_dir))
+    for image_id, map_path, mask_path in track(pairs, f"scoring {maps_dir}", unit="maps"):
         m = load_map(map_path)
         if mask_path is None:
             mask = torch.zeros(m.shape if size is None else (size, size))

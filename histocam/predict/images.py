@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histocam.core.progress import track
 from histocam.core.visual import colormap_lut, overlay, to_uint8
 from histocam.data.errors import DataError
 from histocam.data.io import read_image
@@ -75,11 +76,7 @@ def predict_images(predictor: Predictor, paths: list[Path], out: Path, *, batch_
                                                     predictor.stain_normalize), batch_size,
                                          shuffle=False, num_workers=num_workers,
                                          collate_fn=list)
-    steps = loader
-    if progress:
-        from rich.progress import track
-
-        steps = track(loader, description="images", total=len(loader), transient=True)
+    steps = track(loader, "images", len(loader), unit="batches") if progress else loader
     lut = colormap_lut()
     tau = predictor.tau if outputs.regions else None
     names = predictor.class_names

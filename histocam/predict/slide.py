@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from histocam.core.progress import track
 from histocam.data.errors import DataError
 from histocam.predict.aggregate import AGGREGATIONS, DEFAULT_TOP_K, SlideScore, resolve_aggregation
 from histocam.predict.predictor import Predictor
@@ -304,12 +305,9 @@ def _class_name(names: list[str], index: int | None) -> str | None:
 
 
 def _progress(iterable, description: str, total: int, enabled: bool):
-    """``iterable`` with a progress bar on a terminal when ``enabled``."""
-    if not enabled:
-        return iterable
-    from rich.progress import track
-
-    return track(iterable, description=description, total=total, transient=True)
+    """``iterable`` counted by the progress display (``histocam.core.progress``) when
+    ``enabled``."""
+    return track(iterable, description, total, unit="batches") if enabled else iterable
 
 
 def _infer(predictor: Predictor, path: Path, backend: str, grid: TileGrid, todo: np.ndarray,

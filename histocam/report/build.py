@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from histocam.core.progress import Stages
 from histocam.core.rundir import SELECTED
-from histocam.report.html import esc, note, page
-from histocam.report.load import RunResults, expand_run_dirs, load_results
-from histocam.report.sections import (
-    anchor,
+from histocam.report.compare import (
+    SIGN,
     comparison_table,
     cross_experiments,
     paired_tests,
-    run_section,
+    teachers_first,
 )
+from histocam.report.html import esc, note, page, read, section, toc
+from histocam.report.load import RunResults, expand_run_dirs, load_results
+from histocam.report.sections import run_section
 from histocam.report.slides import slide_section
 from histocam.runs.run import Run
 
@@ -35,24 +37,46 @@ def evaluate_missing(run_dirs: list[Path], device: str = "auto") -> list[str]:
 
 def render(all_results: list[RunResults], *, n_gallery: int = 3, device: str = "cpu",
            title: str = "histocam report", slides: list[Path] | None = None) -> str:
-    """The page: the runs' comparison and sections, then the predicted slides of ``slides``
-    (prediction folders) when given."""
-    links = [f'<a href="#{anchor(i)}">{esc(r.name)}</a>' for i, r in enumerate(all_results)]
-    if slides:
-        links.append('<a href="#slides">slides</a>')
-    body = [f"<h1>{esc(title)}</h1>", f"<nav>{' '.join(links)}</nav>"]
+    """The page: a header that says how to read it, the table of contents, the comparison across
+    runs, one section per run (teachers before their students), then the predicted slides of
+    ``slides`` (prediction folders) when given."""
+    all_results = teachers_first(all_results)
+    stages = Stages(len(all_results) + (1 if all_results else 0) + (1 if slides else 0))
+    body, entries = [], []
     if all_results:
-        body += ["<h2>Comparison</h2>",
-                 note("test split; τ* = argmax mIoU on the run's own valpx (never on test); chance "
-                      "= the PxAP of an all-ones map (the foreground fraction); J = FG/BG "
-                      "separability of the encoder's last features, when the evaluation computed "
-                      "it"),
-                 comparison_table(all_results), "<h3>Paired t-tests</h3>",
-                 paired_tests(all_results), cross_experiments(all_results)]
-        body += [run_section(i, r, n_gallery, device) for i, r in enumerate(all_results)]
+        stages.next("report: the comparison across runs")
+        experiments, any_experiments = cross_experiments(all_results)
+        body += [section("comparison", "Comparison of the runs",
+                         note("test split; τ* = argmax mIoU on the run's own valpx (never on "
+                              "test); PxAP chance = the PxAP of an all-ones map (the foreground "
+                              "share); CL chance = always answering the most frequent class; J = "
+                              "FG/BG separability of the encoder's last features, when the "
+                              "evaluation computed it") + comparison_table(all_results)),
+                 section("paired-tests", "Paired t-tests of per-image AP",
+                         paired_tests(all_results))]
+        entries += [("comparison", "Comparison of the runs", []),
+                    ("paired-tests", "Paired t-tests of per-image AP", [])]
+        if any_experiments:
+            body.append(section("experiments", "Experiments across runs", experiments))
+            entries.append(("experiments", "Experiments across runs", []))
+    for i, r in enumerate(all_results):
+        stages.next(f"report: {r.name} (tables, curves, gallery)")
+        students = [o.name for o in all_results if o.teacher_dir is not None
+                    and o.teacher_dir.resolve() == r.run.dir.root.resolve()]
+        html, parts = run_section(i, r, n_gallery, device, students)
+        body.append(html)
+        entries.append((f"run-{i}", r.name, parts))
     if slides:
+        stages.next("report: the predicted slides")
         body.append(slide_section(slides))
-    return page(title, "\n".join(body))
+        entries.append(("slides", "Slides", []))
+    header = [f"<h1>{esc(title)}</h1>"]
+    if all_results:
+        header.append(read(f"{len(all_results)} run(s). Every PxAP is shown next to its chance "
+                           f"level and every CL next to its own; {SIGN}. Each part below folds "
+                           "and unfolds by its title."))
+    header.append(toc(entries))
+    return page(title, "\n".join(header + body))
 
 
 def build_report(runs: list[str | Path], out: str | Path, *, n_gallery: int = 3,

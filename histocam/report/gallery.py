@@ -1,5 +1,7 @@
 """Galleries: the best, worst and random test images of each class, as rows of
-image | mask | map | region at τ* (the map thresholded at the τ* chosen on valpx).
+image | map | region at τ* (the map thresholded at the τ* chosen on valpx), the mask drawn as an
+outline on each panel (``core.visual.outline``: an all-foreground mask frames the panel), in an
+HTML table whose headers name each block and panel.
 
 Images are ranked by their per-image AP from the evaluation's per-image CSV; a class without
 foreground (e.g. normal lymph-node tiles, whose AP is undefined) is ranked by the background IoU
@@ -17,12 +19,23 @@ import numpy as np
 import torch
 
 from histocam.core.results import PerImageRow
-from histocam.core.visual import colorize, downscale, grid, image_to_uint8, region_overlay
+from histocam.core.visual import (
+    colorize,
+    downscale,
+    downscale_mask,
+    image_to_uint8,
+    outline,
+    region_overlay,
+)
 from histocam.data.transforms import JointTransform
 from histocam.maps.store import npz_key
+from histocam.report.html import esc, fmt, image
 from histocam.report.load import CheckpointResults, RunResults
+from histocam.report.plots import array_uri
 
 KINDS = ("best", "worst", "random")
+PANELS = ("image", "map", "region ≥ τ*")
+SCORES = {"ap": "AP", "iou_bg": "background IoU"}  # what images are ranked by, in words
 
 
 @dataclass
@@ -31,7 +44,7 @@ class GalleryRow:
     image_id: str
     score_name: str
     score: float
-    panels: list[np.ndarray]  # image, mask, map, region (uint8)
+    panels: list[np.ndarray]  # PANELS (uint8), the mask outlined on each
 
 
 def pick(rows: list[PerImageRow], n: int, seed: int = 0
@@ -78,29 +91,41 @@ def gallery_rows(results: RunResults, ckpt: CheckpointResults, label: int, n: in
         if m.shape != image.shape[:2]:
             raise ValueError(f"{ckpt.maps}: map of {item['id']} is {m.shape}, the image is "
                              f"{image.shape[:2]}")
-        panels = [image_to_uint8(image), image_to_uint8(item["mask"].numpy()), colorize(m),
-                  region_overlay(image, m, tau)]
+        panels = [downscale(p, panel) for p in (image_to_uint8(image), colorize(m),
+                                                 region_overlay(image, m, tau))]
+        mask = downscale_mask(item["mask"].numpy() > 0.5, panels[0].shape[:2])
         out.append(GalleryRow(kind, item["id"], key, row.score(key),
-                              [downscale(p, panel) for p in panels]))
+                              [outline(p, mask) for p in panels]))
     return out
 
 
-def gallery_image(rows: list[GalleryRow]) -> np.ndarray:
-    """Best, worst and random side by side (4 panels each), rank by rank downwards; a kind with
-    fewer images leaves white panels."""
-    by_kind = [[r for r in rows if r.kind == kind] for kind in KINDS]
-    by_kind = [k for k in by_kind if k]
-    blank = np.full_like(rows[0].panels[0], 255)
-    depth = max(len(k) for k in by_kind)
-    lines = []
-    for rank in range(depth):
-        line: list[np.ndarray] = []
-        for i, kind in enumerate(by_kind):
-            if i:
-                line.append(np.full_like(blank, 255)[:, : max(1, blank.shape[1] // 6)])
-            line += kind[rank].panels if rank < len(kind) else [blank] * 4
-        lines.append(np.concatenate(line, axis=1))
-    return grid([[line] for line in lines])
+def gallery_table(rows: list[GalleryRow]) -> str:
+    """Best, worst and random side by side, rank by rank downwards, as an HTML table whose
+    headers name each block and panel; under each image its id and score."""
+    by_kind = [(kind, [r for r in rows if r.kind == kind]) for kind in KINDS]
+    by_kind = [(kind, chosen) for kind, chosen in by_kind if chosen]
+    n = len(PANELS)
+    gap, head_gap = '<td class="gap"></td>', '<th class="gap"></th>'
+    kinds = head_gap.join(
+        f'<th class="kind" colspan="{n}">{esc(kind)} ({esc(SCORES[chosen[0].score_name])})</th>'
+        for kind, chosen in by_kind)
+    panels = head_gap.join("".join(f"<th>{esc(p)}</th>" for p in PANELS) for _ in by_kind)
+    body = []
+    for rank in range(max(len(chosen) for _, chosen in by_kind)):
+        images, captions = [], []
+        for _, chosen in by_kind:
+            if rank < len(chosen):
+                r = chosen[rank]
+                images.append("".join(f"<td>{image(array_uri(p, jpeg_quality=85), PANELS[i])}</td>"
+                                      for i, p in enumerate(r.panels)))
+                captions.append(f'<td colspan="{n}">{esc(r.image_id)}: '
+                                f"{esc(SCORES[r.score_name])} {fmt(r.score)}</td>")
+            else:
+                images.append("<td></td>" * n)
+                captions.append(f'<td colspan="{n}"></td>')
+        body += [f"<tr>{gap.join(images)}</tr>", f'<tr class="note">{gap.join(captions)}</tr>']
+    return (f'<table class="gallery"><thead><tr>{kinds}</tr><tr>{panels}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
 
 
 def _stored_maps(ckpt: CheckpointResults, ids: list[str]) -> list[np.ndarray] | None:

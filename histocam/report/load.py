@@ -9,7 +9,7 @@ from pathlib import Path
 
 from histocam.core.experiment_results import StainShiftResult, ThresholdsResult, TsneResult
 from histocam.core.results import EvaluationResult, PerImageRow
-from histocam.core.rundir import SELECTED, runs_in
+from histocam.core.rundir import SELECTED, RunDir, runs_in
 from histocam.metrics.localization import ThresholdCurves, read_threshold_curves
 from histocam.runs.run import Run
 
@@ -63,6 +63,12 @@ class RunResults:
     @property
     def method(self) -> str:
         return self.run.config.method.name
+
+    @property
+    def teacher_dir(self) -> Path | None:
+        """The run whose stored maps this run learnt from (a seeded student's teacher), if any."""
+        cams = self.run.config.cams
+        return RunDir.holding(cams).root if cams is not None else None
 
     def selected_epoch(self, which: str) -> int | None:
         """The epoch selected as B-LOC or B-CL: the last log row that saved it."""

@@ -7,7 +7,8 @@ import io
 
 import numpy as np
 
-DPI = 80
+DPI = 96
+LEGEND = dict(fontsize=9, frameon=False)  # legends go beside or under their axes, never on a curve
 
 
 def pyplot():
@@ -25,13 +26,19 @@ def png_uri(data: bytes) -> str:
 
 
 def figure_uri(fig) -> str:
-    """The figure as a PNG data URI; the figure is closed."""
+    """The figure as a PNG data URI, cropped to what it draws (legends outside the axes
+    included); the figure is closed."""
     buffer = io.BytesIO()
-    # fixed margins: tight_layout's text measuring costs more than the rest of a small figure
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.17, top=0.87, wspace=0.25)
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.subplots_adjust(wspace=0.3)
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
     pyplot().close(fig)
     return png_uri(buffer.getvalue())
+
+
+def legend_below(ax, ncol: int = 3) -> None:
+    """The axes' legend under it (outside the plot area, where it covers no curve)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, **LEGEND)
 
 
 def array_uri(rgb: np.ndarray, jpeg_quality: int | None = None) -> str:
@@ -47,3 +54,11 @@ def array_uri(rgb: np.ndarray, jpeg_quality: int | None = None) -> str:
         return png_uri(buffer.getvalue())
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=jpeg_quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def colorbar_uri(width: int = 256, height: int = 14) -> str:
+    """The jet colour table of the maps, 0 on the left and 1 on the right, as a PNG data URI."""
+    from histocam.core.visual import colorize
+
+    ramp = np.repeat(np.linspace(0.0, 1.0, width)[None], height, axis=0)
+    return array_uri(colorize(ramp))

@@ -24,6 +24,7 @@ import torch
 from histocam.core import collectives
 from histocam.core.devices import command_device
 from histocam.core.results import (
+    MAP_SCALES,
     ClassLocalization,
     ClassMapping,
     EvaluationResult,
@@ -77,7 +78,9 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
     kwargs = dict(batch_size=batch, num_workers=t.num_workers, shard=True)
     own = open_source(run.config.data)
     valpx = PixelHistogram(dev)
-    evaluate_split(method, own.dataset("valpx"), run.config.data, dev, {"pixels": valpx}, **kwargs)
+    label = f"{run.dir.name} {checkpoint}"
+    evaluate_split(method, own.dataset("valpx"), run.config.data, dev, {"pixels": valpx}, **kwargs,
+                   progress=f"{label}: valpx (τ*)")
     tau = best_threshold(valpx) if valpx.pxap is not None else None
     data_config = run.data_config(data)
     tag = run.data_tag(data)
@@ -94,7 +97,8 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
     try:
         evaluate_split(method, source.dataset(split), data_config, dev, metrics.collection(),
                        **kwargs, map_sink=(lambda i, m: writer.add(i, m.half().numpy()))
-                       if writer else None)
+                       if writer else None,
+                       progress=f"{label}: {split}" + (f" of {tag}" if tag else ""))
     except BaseException:
         if writer:
             writer.abort()
@@ -103,7 +107,8 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
         writer.close()  # rank 0 writes the one store
     evaluation = EvaluationResult(
         run=str(run.dir), checkpoint=checkpoint, split=split, method=run.config.method.name,
-        data=data_config.dataset, classification=metrics.accuracy.compute(),
+        data=data_config.dataset, maps=MAP_SCALES[method.probability_maps],
+        classification=metrics.accuracy.compute(),
         class_names=(ClassMapping(run=class_names, data=source.class_names)
                      if tag is not None else None),
         localization=metrics.localization(valpx if tau is not None else None,

@@ -21,6 +21,8 @@ from histocam.core import collectives
 from histocam.core.atomic import CheckpointError, write_text_atomic
 from histocam.core.collectives import all_gather_objects
 from histocam.core.devices import command_device, resolve_device
+from histocam.core.progress import message
+from histocam.core.progress import task as progress_task
 from histocam.core.results import EvaluationResult
 from histocam.core.rundir import CHECKPOINTS, RunDir, RunError
 from histocam.core.runlock import RunLock
@@ -55,6 +57,11 @@ class Run:
         if not self.dir.root.is_dir():
             raise RunError(f"{self.dir}: no such run directory")
         if not self.dir.is_run():
+            inner = sorted(p.name for p in self.dir.root.iterdir() if RunDir(p).is_run())
+            if inner:
+                raise RunError(f"{self.dir}: not a run directory but a folder of runs: "
+                               f"{', '.join(inner)}; give one of them, e.g. "
+                               f"{self.dir.root / inner[0]}")
             raise RunError(f"{self.dir}: not a run directory (no {self.dir.config.name})")
         if config is not None:
             self.config = config
@@ -178,6 +185,8 @@ class Run:
         npz = self.dir.stored_maps(checkpoint, split)
         if not collectives.from_main(store_is_current(npz, self.config.data, split)):
             self.export_cams(checkpoint, split, device=device, progress=progress)
+        elif progress:
+            message(f"{npz} is current, reused")
         return npz
 
     def export_cams(self, checkpoint: str = "best-loc", split: str = "train", *,
@@ -207,21 +216,19 @@ class Run:
                              batch_size, shuffle=False,
                              num_workers=self.config.train.num_workers,
                              indices=collectives.shard_indices(len(dataset)))
-        steps = loader
-        if progress and collectives.is_main():
-            from rich.progress import track
-
-            steps = track(loader, description=f"CAMs {checkpoint} {split}", transient=True)
         npz = self.dir.stored_maps(checkpoint, split)
         shape = None
-        with ShardedNpzWriter(npz) as writer:
-            for batch in steps:
+        description = f"{self.dir.name}: {checkpoint} maps of {split}" if progress else None
+        with ShardedNpzWriter(npz) as writer, \
+                progress_task(description, len(loader.dataset), unit="images") as bar:
+            for batch in loader:
                 with torch.no_grad():  # top-down CAMs re-enable gradients where they need them
                     _, low = method.localize_with_logits(batch["image"].to(dev),
                                                          batch["label"].to(dev), upsample=False)
                 for image_id, m in zip(batch["id"], low.detach().cpu().numpy()):
                     writer.add(image_id, m.astype("float16"))
                     shape = list(m.shape)
+                bar.advance(len(batch["id"]))
         ids = list(writer.keys)  # every rank's, in dataset order
         shape = next((s for s in all_gather_objects(shape) if s is not None), None)
         if collectives.is_main():

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from histocam.core.configs import ConfigError, StrictModel, describe_invalid, load_config_tree
-from histocam.core.registry import UnknownNameError
+from histocam.core.configs import StrictModel
 from histocam.core.rundir import RunDir
 from histocam.data.config import DataConfig
 from histocam.methods.base import MethodConfig
 from histocam.methods.catalog import METHODS, method_config
+from histocam.train.config_errors import validate_config
 
 
 class TrainConfig(StrictModel):
@@ -139,13 +139,5 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """The run config of a YAML file (or the defaults) with ``key=value`` overrides; an invalid
-    one is a ``ConfigError`` naming the file (a pydantic ``ValidationError`` without a file)."""
-    tree = load_config_tree(path, overrides)
-    try:
-        return RunConfig.model_validate(tree)
-    except (ValidationError, UnknownNameError) as exc:
-        if path is None:
-            raise
-        problem = (describe_invalid(exc) if isinstance(exc, ValidationError)
-                   else " ".join(str(exc).split()))
-        raise ConfigError(f"{path}: invalid config: {problem}") from exc
+    one is a ``ConfigError`` that blames the override or the file (``config_errors``)."""
+    return validate_config(RunConfig, path, overrides)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from histocam.core.collectives import distributed_ready, shard_indices
+from histocam.core.progress import task as progress_task
 from histocam.data.config import DataConfig
 from histocam.data.transforms import JointTransform
 from histocam.methods.base import WSOLMethod
@@ -19,7 +20,8 @@ MetricSet = Mapping[str, Metric]
 def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device: torch.device,
                    metrics: MetricSet, *, batch_size: int = 64, num_workers: int = 0,
                    map_sink: Callable[[str, torch.Tensor], None] | None = None,
-                   on_bad_sample: str = "error", shard: bool = False) -> MetricSet:
+                   on_bad_sample: str = "error", shard: bool = False,
+                   progress: str | None = None) -> MetricSet:
     """Feed every metric of ``metrics`` the same ``Batch`` for each batch of ``dataset`` (eval
     transform) and return ``metrics``.
 
@@ -36,6 +38,9 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
     holds the whole split's result; as the blocks are in rank order, records merged in rank order
     (per-image rows, predictions) are in dataset order, as one process makes them. ``map_sink``
     then sees the rank's own images only, in dataset order.
+
+    ``progress``: the description of a progress task counting the images
+    (``histocam.core.progress``; None: none).
     """
     needs = frozenset().union(*(m.needs for m in metrics.values()))
     localize = "maps" in needs or map_sink is not None
@@ -45,8 +50,9 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
                          on_bad_sample=on_bad_sample, indices=indices)
     was_training = method.training
     method.eval()
+    n_images = len(indices) if indices is not None else len(dataset)
     try:
-        for batch in loader:
+        for batch in _counted(loader, progress, n_images):
             if batch is None:
                 continue
             images = batch["image"].to(device)
@@ -75,6 +81,14 @@ def evaluate_split(method: WSOLMethod, dataset, data_config: DataConfig, device:
         for metric in metrics.values():
             metric.sync()
     return metrics
+
+
+def _counted(loader, description: str | None, n_images: int):
+    """The loader's batches, counted by their images in a progress task named ``description``."""
+    with progress_task(description, n_images, unit="images") as running:
+        for batch in loader:
+            yield batch
+            running.advance(len(batch["id"]) if batch is not None else 0)
 
 
 def _annotated_features(method: WSOLMethod, images: torch.Tensor,

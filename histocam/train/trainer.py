@@ -40,16 +40,8 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
-from histocam.core import collectives
+from histocam.core import collectives, progress
 from histocam.core.atomic import CheckpointError, load_checkpoint
 from histocam.core.collectives import all_gather_objects, all_reduce_sum
 from histocam.core.configs import describe_invalid
@@ -82,7 +74,6 @@ from histocam.train.seeding import (
 from histocam.train.split_pass import evaluate_split
 
 log = logging.getLogger("histocam")
-console = Console()
 
 
 def build_method(config: RunConfig, num_classes: int) -> WSOLMethod:
@@ -153,13 +144,16 @@ class Trainer:
                 if start == 0:
                     self._evaluate_and_select(0, {}, 0.0)
                     start = 1
-                for epoch in range(start, self.config.train.epochs + 1):
-                    began = time.perf_counter()
-                    train_stats = self._train_epoch(epoch, partial if epoch == start else None)
-                    self._warn(epoch, train_stats)
-                    self.method.on_epoch_end(epoch)
-                    self.scheduler.step()
-                    self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
+                epochs = self.config.train.epochs
+                with progress.task(f"{self.config.name}: epochs", epochs, start - 1) as all_epochs:
+                    for epoch in range(start, epochs + 1):
+                        began = time.perf_counter()
+                        train_stats = self._train_epoch(epoch, partial if epoch == start else None)
+                        self._warn(epoch, train_stats)
+                        self.method.on_epoch_end(epoch)
+                        self.scheduler.step()
+                        self._evaluate_and_select(epoch, train_stats, time.perf_counter() - began)
+                        all_epochs.advance()
                 collectives.barrier()
         finally:
             collectives.teardown(self.dist)
@@ -198,7 +192,7 @@ class Trainer:
             if self.dist.is_main:
                 where = (f"in epoch {partial['epoch']} after step {partial['step']}" if partial
                          else f"after epoch {done}")
-                console.print(f"resuming {self.run_dir} {where}")
+                progress.message(f"resuming {self.run_dir} {where}")
             collectives.barrier()
             return done + 1, partial
         made = collectives.from_main([str(p.relative_to(run.root)) for p in run.results()])
@@ -268,27 +262,22 @@ class Trainer:
             set_rng_state(mine["rng"], self.device)
             totals, n_seen, n_correct = dict(mine["totals"]), mine["seen"], mine["correct"]
         self.method.train()
-        bar = Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(), transient=True, console=console,
-                       disable=not (console.is_terminal and ctx.is_main))
-        task = bar.add_task("train", total=total, completed=done)
-        bar.start()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        for step in range(done + 1, total + 1):
-            batch = next(batches)
-            bar.advance(task)
-            size = 0 if batch is None else batch["image"].shape[0]
-            n_read += size
-            # a step trains on 2 samples or more (BatchNorm); a rank with none: every rank skips
-            if collectives.all_ranks(size >= (2 if ctx.world == 1 else 1)):
-                b, correct, losses = self._train_step(batch, params)
-                n_seen += b
-                n_correct += correct
-                for key, value in losses.items():
-                    totals[key] = totals.get(key, 0.0) + value * b
-            if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total:
-                self._save_resume(epoch, step, totals, n_seen, n_correct)
-        bar.stop()
+        with progress.task(f"epoch {epoch} training", total, done, unit="batches") as bar:
+            for step in range(done + 1, total + 1):
+                batch = next(batches)
+                size = 0 if batch is None else batch["image"].shape[0]
+                n_read += size
+                # a step trains on 2 samples or more (BatchNorm); a rank with none: every rank skips
+                if collectives.all_ranks(size >= (2 if ctx.world == 1 else 1)):
+                    b, correct, losses = self._train_step(batch, params)
+                    n_seen += b
+                    n_correct += correct
+                    for key, value in losses.items():
+                        totals[key] = totals.get(key, 0.0) + value * b
+                if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total:
+                    self._save_resume(epoch, step, totals, n_seen, n_correct)
+                bar.advance()
         del batches
         if ctx.active:  # the epoch's sums over every rank
             keys = sorted(totals)
@@ -359,10 +348,11 @@ class Trainer:
         valcl = ClassificationAccuracy(len(self.class_names))
         valpx, valpx_read = PixelHistogram(self.device), ClassificationAccuracy(len(self.class_names))
         evaluate_split(self.method, self.source.dataset("valcl"), self.config.data, self.device,
-                       {"accuracy": valcl}, batch_size=self.eval_batches[False], **options)
+                       {"accuracy": valcl}, batch_size=self.eval_batches[False], **options,
+                       progress=f"epoch {epoch} valcl")
         evaluate_split(self.method, self.source.dataset("valpx"), self.config.data, self.device,
                        {"pixels": valpx, "read": valpx_read}, batch_size=self.eval_batches[True],
-                       **options)
+                       **options, progress=f"epoch {epoch} valpx")
         for split, read in (("valcl", valcl), ("valpx", valpx_read)):
             dataset = self.source.dataset(split)
             check_bad_samples(dataset, len(dataset), len(dataset) - int(read.matrix.sum()),
@@ -408,5 +398,5 @@ class Trainer:
         }, selected)
         pxap_text = f"{pxap:.2f}" if pxap is not None else "n/a"
         loss_text = f" loss {train_stats['train_loss']:.4f}" if "train_loss" in train_stats else ""
-        console.print(f"epoch {epoch:3d}{loss_text}  valcl acc {accuracy:6.2f}  valpx PxAP "
-                      f"{pxap_text:>6}  {seconds:6.1f}s  {' '.join(saved)}", highlight=False)
+        progress.message(f"epoch {epoch:3d}{loss_text}  valcl acc {accuracy:6.2f}  valpx PxAP "
+                         f"{pxap_text:>6}  {seconds:6.1f}s  {' '.join(saved)}")

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from histocam.core.progress import track
 from histocam.data.dataset import SPLITS
 from histocam.data.errors import DataError
 from histocam.data.io import read_text
@@ -274,9 +275,7 @@ def build_patch_benchmark(slides: list[Path], annotations: list[Path], out: str 
     summary = BenchmarkSummary(out)
     steps = entries
     if progress:
-        from rich.progress import track
-
-        steps = track(entries, description="slides", transient=True)
+        steps = track(entries, "slides", unit="slides")
     patches: list[Patch] = []
     open_normals: dict[str, list[SlidePatches]] = {s: [] for s in SLIDE_SPLITS}
     for entry in steps:

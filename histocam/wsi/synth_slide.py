@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from histocam.core.progress import track
 from histocam.data.config import SyntheticConfig
 from histocam.data.stain import HED_FROM_RGB, RGB_FROM_HED
 from histocam.data.synth_node import render_node
@@ -210,9 +211,7 @@ def write_synth_slide(out: str | Path, *, width: int = 4096, height: int | None 
         tissue_pixels = 0
         starts = [(y, x) for y in range(0, height, tile) for x in range(0, width, tile)]
         if progress:
-            from rich.progress import track
-
-            starts = track(starts, description=f"{name}: {len(starts)} tiles", transient=True)
+            starts = track(starts, f"{name}: tiles", unit="tiles")
         for y, x in starts:
             image, tumour, tissue = render_slide_tile(design, x, y, tile, seed, knobs, stain)
             h, w = min(tile, height - y), min(tile, width - x)
