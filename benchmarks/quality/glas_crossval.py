@@ -30,7 +30,7 @@ from pathlib import Path
 from tables import mean_std
 
 from histocam.core.experiment_results import CrossvalResult
-from histocam.core.rundir import LABEL, SELECTED, CrossvalDir, RunDir, runs_in
+from histocam.core.rundir import LABEL, SELECTED, CrossvalDir, runs_in
 from histocam.metrics.stats import paired_ttest
 
 
@@ -159,8 +159,9 @@ def validation_table(root: Path, studies: dict[str, CrossvalResult], setting: st
 
 
 def per_image_rows(folder: Path) -> list:
-    """Per-image rows with an AP of the B-LOC test evaluations of a cross-validation folder."""
-    results = [RunDir(run).read_evaluation("best-loc") for run in CrossvalDir(folder).folds()]
+    """Per-image rows with an AP of the B-LOC test evaluations of a cross-validation folder (of
+    its model, or of a pipeline's last run: the student)."""
+    results = [runs_in(run)[-1].read_evaluation("best-loc") for run in CrossvalDir(folder).folds()]
     return [r for result in results if result is not None for r in result.per_image
             if r.ap is not None and r.ap == r.ap]
 
@@ -171,9 +172,9 @@ def scatter(root: Path, studies: dict[str, CrossvalResult], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(n, s) for n, s in studies.items() if not s.pipeline][:4]
+    panels = list(studies.items())[:4]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
-    for ax, (name, _) in zip(axes[0], panels):
+    for ax, (name, study) in zip(axes[0], panels):
         rows = per_image_rows(root / name)
         for label, colour in ((0, "tab:blue"), (1, "tab:red")):
             mine = [r for r in rows if r.label == label]
@@ -181,7 +182,7 @@ def scatter(root: Path, studies: dict[str, CrossvalResult], out: Path) -> None:
                        color=colour,
                        label=("benign" if label == 0 else "malignant") + f" (n = {len(mine)})")
         ax.plot([0, 100], [0, 100], color="grey", lw=0.8, ls="--", label="chance (AP = FG %)")
-        ax.set(title=f"{name}, B-LOC", xlabel="foreground % of the image",
+        ax.set(title=f"{roles(name, study)[-1][1]}, B-LOC", xlabel="foreground % of the image",
                ylabel="per-image AP", xlim=(0, 100), ylim=(0, 100))
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
