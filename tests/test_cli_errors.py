@@ -499,3 +499,39 @@ def test_evaluate_on_a_csv_reading_outside_its_folder(trained: Path, tmp_path: P
     allowed = invoke([*args, "--allow-outside-root"])
     assert allowed.exit_code == 0, allowed.output
     assert json.loads(allowed.stdout)["data"] == str(csv)
+
+
+def test_a_student_run_is_refused_again_then_resumed_or_replaced(trained: Path,
+                                                                  tmp_path: Path) -> None:
+    """``histocam pixelcam`` into a student run that has results: refused in one line naming
+    --overwrite; --resume continues it (finished: nothing to train), --overwrite replaces it."""
+    copy = _copy_run(trained, tmp_path / "teacher")
+    argv = ["pixelcam", copy, "--name", "student", "--quiet", "student.train.epochs=1"]
+    with one_thread():
+        assert invoke(argv).exit_code == 0
+        again = invoke(argv)
+        lines = [line for line in again.output.splitlines() if line.strip()]
+        assert again.exit_code == 2 and len(lines) == 1, again.output
+        assert lines[0].startswith("error: ") and "--overwrite" in lines[0]
+        student = tmp_path / "pixelcam" / "student"
+        before = (student / "log.csv").read_bytes()
+        assert invoke([*argv, "--resume"]).exit_code == 0
+        assert (student / "log.csv").read_bytes() == before  # finished: nothing trained again
+        assert invoke([*argv, "--overwrite"]).exit_code == 0
+        assert (student / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_file_read_too_far_is_one_error_line() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    tiny = typer.Typer()
+
+    @tiny.command()
+    @user_errors
+    def read() -> None:
+        raise EOFError("Ran out of input")
+
+    result = CliRunner().invoke(tiny, [])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: unexpected end of a file (Ran out of input)"

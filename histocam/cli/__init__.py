@@ -103,8 +103,6 @@ def train(
     from histocam.core.launch import launch
     from histocam.train import Trainer, load_run_config
 
-    if resume and overwrite:
-        raise ValueError("--resume continues a run and --overwrite replaces it: pass one")
     show_progress(quiet)
     run = load_run_config(config, list(ctx.args))
     best = Trainer(run).fit(resume=resume, overwrite=overwrite)
@@ -140,9 +138,11 @@ def cams(
 
 STUDENT_KEYS = ("student.", "seed=", "device=", "deterministic=")
 
-def _train_student(method: str, teacher_run: Path, name: str | None, args: list[str]) -> None:
+def _train_student(method: str, teacher_run: Path, name: str | None, args: list[str],
+                   resume: bool = False, overwrite: bool = False) -> None:
     """Train the seeded student ``method`` from a trained teacher run (its maps exported unless
-    current); the data, backbone and classifier are the teacher's."""
+    current); the data, backbone and classifier are the teacher's. ``resume`` continues the
+    student run, ``overwrite`` replaces it (``Trainer.fit``)."""
     from histocam.core import collectives
     from histocam.experiments.pipeline import PipelineConfig, student_run_config
     from histocam.runs import Run
@@ -166,7 +166,7 @@ def _train_student(method: str, teacher_run: Path, name: str | None, args: list[
     teacher.stored_maps(p.student.teacher_maps, device=p.device)  # makes the group
     cfg = student_run_config(p, teacher)
     cfg = cfg.model_copy(update={"name": name or f"{cfg.name}-{teacher.dir.name}"})
-    Trainer(cfg).fit()  # joins it
+    Trainer(cfg).fit(resume=resume, overwrite=overwrite)  # joins it
     if collectives.is_main():
         typer.echo(f"done: {cfg.run_dir}")
 
@@ -178,12 +178,15 @@ def pixelcam(
     teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
     name: str | None = typer.Option(None, help="run name (default pixelcam-<teacher method>-"
                                     "<teacher run>)"),
+    resume: bool = typer.Option(False, help="continue the student run from its last checkpoint"),
+    overwrite: bool = typer.Option(False, help="delete the student run's results first, if it "
+                                   "has any"),
     quiet: bool = QUIET,
 ) -> None:
     """Train PixelCAM from a trained teacher run (its CAMs are exported unless current);
     KEY=VALUE overrides of the student stage, e.g. student.method.n=10 student.train.epochs=5."""
     show_progress(quiet)
-    _train_student("pixelcam", teacher_run, name, list(ctx.args))
+    _train_student("pixelcam", teacher_run, name, list(ctx.args), resume, overwrite)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -193,12 +196,15 @@ def negev(
     teacher_run: Path = typer.Argument(..., help="trained teacher run directory"),
     name: str | None = typer.Option(None, help="run name (default negev-<teacher method>-"
                                     "<teacher run>)"),
+    resume: bool = typer.Option(False, help="continue the student run from its last checkpoint"),
+    overwrite: bool = typer.Option(False, help="delete the student run's results first, if it "
+                                   "has any"),
     quiet: bool = QUIET,
 ) -> None:
     """Train NEGEV (a decoder on the frozen teacher) from a trained teacher run; KEY=VALUE
     overrides of the student stage, e.g. student.method.negative_term=none."""
     show_progress(quiet)
-    _train_student("negev", teacher_run, name, list(ctx.args))
+    _train_student("negev", teacher_run, name, list(ctx.args), resume, overwrite)
 
 
 pipeline_app = typer.Typer(help="End-to-end pipelines.", no_args_is_help=True)

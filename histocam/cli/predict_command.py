@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from histocam.cli.common_options import MAX_MPP, MIN_MPP, QUIET, show_progress
+from histocam.cli.common_options import BATCH_HELP, MAX_MPP, MIN_MPP, QUIET, show_progress
 from histocam.cli.user_errors import user_errors
 
 SLIDES = "slides"
@@ -30,9 +30,7 @@ def predict_command(
                                            "(default: the run's τ* from `histocam evaluate`; "
                                            "slide probability maps: 0.5)"),
     regions: bool = typer.Option(True, help="write the region at the threshold (PNG + GeoJSON)"),
-    batch_size: int | None = typer.Option(None, min=1, help="images or tiles per batch (default: "
-                                          "the largest that fits the evaluation memory budget, "
-                                          "at most the run's train.eval_batch_size)"),
+    batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
     workers: int = typer.Option(2, min=0, help="DataLoader workers reading images and tiles"),
     device: str = typer.Option("auto"),
     tile: int | None = typer.Option(None, min=8, help="tile size in pixels at the tile scale "
@@ -101,8 +99,8 @@ def predict_command(
                               "settings)", rich_help_panel=BATCH),
     quiet: bool = QUIET,
 ) -> None:
-    """Predict classes and maps of images and whole slides with a trained run; see the README
-    for the output files. Exits 1 when some inputs failed (each named on an error line)."""
+    """Predict classes and maps of images and whole slides with a trained run; the output files
+    are described in docs/slides.md. Exits 1 when some inputs failed (each named on an error line)."""
     from histocam.predict import ImageOutputs, SlideOptions, predict
     from histocam.predict.batch import parse_shard
     from histocam.wsi.scale import read_mpp_table

@@ -72,7 +72,8 @@ def user_errors(command):
         except typer.Exit:
             raise
         except EOFError as exc:  # typer would print only "Aborted." for it: a file read too far
-            raise RuntimeError(f"unexpected end of a file ({exc})") from exc
+            typer.echo(f"error: unexpected end of a file ({exc})", err=True)
+            raise typer.Exit(2) from None
         except Exception as exc:
             message = user_error_message(exc)
             if message is None:

@@ -71,15 +71,17 @@ def macenko_stains(rgb: torch.Tensor, od_threshold: float = 0.15, alpha: float =
     ``rgb``: 3×H×W in [0, 1]. Pixels whose OD is above ``od_threshold`` in every channel are
     tissue; the plane of their two main OD directions holds both stains, whose vectors are the
     directions at the ``alpha`` and ``100 − alpha`` percentiles of the angle in that plane (the
-    one with the larger red OD is haematoxylin). The estimate uses at most ``max_pixels`` tissue
-    pixels, evenly strided. Returns (3×2 stain matrix, 2 maxima), or None when fewer than
+    one with the larger red OD is haematoxylin). The maxima are the 99th percentiles of the
+    least-squares concentrations of all the image's pixels, as in Macenko et al.'s reference code
+    (whose target maxima ``MACENKO_TARGET_MAX`` were measured that way). Each estimate uses at most
+    ``max_pixels`` pixels, evenly strided. Returns (3×2 stain matrix, 2 maxima), or None when fewer than
     ``min_pixels`` pixels are tissue (an image of glass has no stains to estimate).
     """
     od = rgb_to_od(rgb.double()).reshape(3, -1)
     tissue = od[:, (od > od_threshold).all(dim=0)]
     if tissue.shape[1] < min_pixels:
         return None
-    tissue = tissue[:, :: max(1, tissue.shape[1] // max_pixels)]
+    tissue = tissue[:, :: -(-tissue.shape[1] // max_pixels)]
     _, vectors = torch.linalg.eigh(torch.cov(tissue))
     plane = vectors[:, 1:]  # the two largest eigenvalues (eigh sorts them ascending)
     plane = plane * torch.where(plane[0:1] < 0, -1.0, 1.0).to(plane)  # a positive red component
@@ -91,7 +93,8 @@ def macenko_stains(rgb: torch.Tensor, od_threshold: float = 0.15, alpha: float =
     second = plane @ torch.stack([torch.cos(high), torch.sin(high)])
     stains = torch.stack([first, second], dim=1) if first[0] > second[0] else \
         torch.stack([second, first], dim=1)
-    maxima = torch.quantile(torch.linalg.pinv(stains) @ tissue, 0.99, dim=1)
+    every = od[:, :: -(-od.shape[1] // max_pixels)]  # the concentrations of every pixel, glass too
+    maxima = torch.quantile(torch.linalg.pinv(stains) @ every, 0.99, dim=1)
     if not bool(torch.isfinite(stains).all() and (maxima > 0).all()):
         return None
     return stains, maxima

@@ -70,8 +70,8 @@ class Run:
         try:
             self.config = RunConfig.model_validate(yaml.safe_load(path.read_text()))
         except (ValidationError, yaml.YAMLError, KeyError) as exc:
-            raise RunError(f"{path}: not a valid run config ({_first_line(exc)}); was it written "
-                           "by an older histocam? Train it again or move it away") from None
+            raise RunError(f"{path}: not a valid run config for this histocam "
+                           f"({_first_line(exc)}); train the run again or move it away") from None
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r}, method={self.config.method.name!r})"
