@@ -8,8 +8,7 @@ import copy
 import shutil
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
+
+from histocam.core.devices import one_cpu_thread
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GLAS_SHARED = SHARED / "data" / "glas-train"
@@ -157,15 +158,8 @@ def predict_run(root: Path, name: str = "r", seed: int = 1, **data: Any) -> Path
     return run.root
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """One torch thread inside (module-scoped fixtures run before the per-test environment)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+# one torch thread inside (module-scoped fixtures run before the per-test environment)
+one_thread = one_cpu_thread
 
 
 def files_under(directory: Path) -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from histocam.core.launch import launch
@@ -22,3 +25,15 @@ def command_device(name: str) -> torch.device:
     """The device named ``name`` for this process: under torchrun, ``cuda`` is the rank's own GPU
     (``LOCAL_RANK``)."""
     return resolve_device(name, launch().gpu_index)
+
+
+@contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """torch on one CPU thread inside, the previous count restored after (small work where more
+    threads only contend)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

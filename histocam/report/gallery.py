@@ -12,7 +12,6 @@ otherwise the checkpoint is run on the picked images only.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,12 +149,3 @@ def _computed_maps(results: RunResults, checkpoint: str, items: list[dict], devi
     return list(maps)
 
 
-@contextmanager
-def one_cpu_thread():
-    """torch on one CPU thread for the gallery's few images: more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

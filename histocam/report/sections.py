@@ -3,12 +3,13 @@ and experiments, each a collapsible part with the sentence that says what to rea
 
 from __future__ import annotations
 
+from histocam.core.devices import one_cpu_thread
 from histocam.core.results import Classification, ClassLocalization, OperatingPoint
 from histocam.core.rundir import LABEL
 from histocam.data.errors import DataError
 from histocam.metrics.localization import ORACLE_NOTE
 from histocam.report import figures
-from histocam.report.gallery import gallery_rows, gallery_table, one_cpu_thread
+from histocam.report.gallery import gallery_rows, gallery_table
 from histocam.report.html import details, esc, fmt, image, note, read, section, table, warning
 from histocam.report.load import RunResults
 from histocam.report.plots import colorbar_uri
