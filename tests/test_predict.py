@@ -226,3 +226,21 @@ def test_checkpoint_both_takes_labels_from_best_cl_and_maps_from_best_loc(run_di
     assert classes.tolist() == expected_probs.argmax(1).tolist()
     torch.testing.assert_close(maps, expected_maps)
     assert (both.map_checkpoint, both.label_checkpoint, both.tau) == ("best-loc", "best-cl", 0.4)
+
+
+def test_a_manifest_names_each_input_once_in_one_spelling(tmp_path) -> None:
+    from histocam.predict.inputs import collect_inputs
+    (tmp_path / "sub").mkdir()
+    for name in ("a.png", "sub/b.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(outside)
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("image\n./a.png\nsub//b.png\nsub/../a.png\n"
+                        f"../{outside.name}\n{outside}\n")
+    inputs = collect_inputs([manifest])
+    assert inputs.images == [tmp_path / "a.png", tmp_path / "sub" / "b.png",
+                             tmp_path.parent / outside.name]
+    manifest.write_text("image\na.png\n.\n")
+    with pytest.raises(DataError, match=r"list.csv:3.*is a folder"):
+        collect_inputs([manifest])

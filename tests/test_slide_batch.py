@@ -7,10 +7,13 @@ partial result named; every numeric option of predict checked."""
 from __future__ import annotations
 
 import csv
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +24,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app
+from histocam.core.runlock import RunLockError, acquire, holder, release
 from histocam.predict import SlideOptions, predict
-from histocam.predict.locks import SlideLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,30 +147,35 @@ def test_two_shards_side_by_side_cover_every_slide_once(run_dir, tmp_path) -> No
     assert not list((out / "slides").glob("*.lock"))
 
 
+def lock_file(path: Path, pid: int, since: float) -> Path:
+    """A slide's lock as another process of this host would have written it."""
+    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "since": since,
+                                "operation": "prediction of s.tif", "token": uuid.uuid4().hex}))
+    return path
+
+
 def test_a_live_lock_is_respected_and_a_dead_ones_is_taken_over(tmp_path) -> None:
-    live = SlideLock(tmp_path / "a.lock")
-    assert live.acquire()
-    assert not SlideLock(tmp_path / "a.lock").acquire()  # held by this (live) process
+    live = lock_file(tmp_path / "a.lock", os.getppid(), time.time())  # our parent outlives us
+    with pytest.raises(RunLockError, match="in use: prediction of s.tif"):
+        acquire(live, "prediction of s.tif")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / "b.lock").write_text(f'{{"pid": {dead.pid}, "host": "{live.owner["host"]}"}}')
-    taker = SlideLock(tmp_path / "b.lock")
-    assert taker.acquire() and str(os.getpid()) in (tmp_path / "b.lock").read_text()
-    (tmp_path / "c.lock").write_text("")  # created, never written: stale after a minute
-    os.utime(tmp_path / "c.lock", (time.time() - 120, time.time() - 120))
-    assert SlideLock(tmp_path / "c.lock").acquire()
-    live.release()
-    assert not (tmp_path / "a.lock").exists()
+    stale = lock_file(tmp_path / "b.lock", dead.pid, time.time() - 60)
+    acquire(stale, "prediction of s.tif")
+    assert holder(stale).pid == os.getpid()
+    release(stale)
+    assert not stale.exists() and live.exists()
 
 
 def test_a_locked_slide_of_this_shard_is_left_to_its_holder(run_dir, tmp_path) -> None:
     small_slide(tmp_path / "s.tif")
-    lock = SlideLock(tmp_path / "out" / "slides" / "s.lock")
-    assert lock.acquire()
+    (tmp_path / "out" / "slides").mkdir(parents=True)
+    lock_file(tmp_path / "out" / "slides" / "s.lock", os.getppid(), time.time())
     result = predict(run_dir, [tmp_path / "s.tif"], tmp_path / "out", device="cpu",
                      num_workers=0, slide_options=SlideOptions(tile=64))
-    lock.release()
-    assert result.slides == [] and rows(result.summary_csv)[0]["status"] == "locked"
+    row = rows(result.summary_csv)[0]
+    assert result.slides == [] and row["status"] == "locked"
+    assert f"prediction of s.tif by pid {os.getppid()}" in row["error"]
 
 
 # ------------------------------------------------------------------ identity of a result

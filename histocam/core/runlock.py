@@ -1,9 +1,10 @@
 """An exclusive lock on a run directory: one process at a time writes into a run.
 
-The lock is the file ``RUN/.lock`` holding its owner: pid, host, start time, what it does and a
-random token. It is created atomically and whole: the owner is written to a temporary file that
-is then hard-linked to the lock's name (``os.link`` fails when the name exists), so exactly one
-process creates it and nobody ever reads it half-written.
+The lock is the file ``RUN/.lock`` (``RunLock``; ``histocam predict`` takes the same kind of lock,
+``STEM.lock``, on each slide it predicts, with ``acquire``/``release``) holding its owner: pid,
+host, start time, what it does and a random token. It is created atomically and whole: the owner
+is written to a temporary file that is then hard-linked to the lock's name (``os.link`` fails
+when the name exists), so exactly one process creates it and nobody ever reads it half-written.
 
 A process that finds the lock taken:
 

@@ -2,9 +2,10 @@
 
 Sharding: ``--shard i/N`` (or torchrun's RANK/WORLD_SIZE) gives process i the slides i, i + N, ...
 first; then it goes on with the others' slides that nobody has started. Each slide is taken with a
-lock file (``locks.py``) in the output folder, so two processes never predict the same slide,
-whatever their shard settings, and a process that dies leaves its slide to the next one (a dead
-owner's lock is stale). Images are shared out statically (image i to process i mod N).
+lock file ``STEM.lock`` in the output folder (the run directory's lock, ``core.runlock``), so two
+processes never predict the same slide, whatever their shard settings, and a process that dies
+leaves its slide to the next one (a dead owner's lock is stale). Images are shared out statically
+(image i to process i mod N).
 
 Bad files: with ``skip_errors`` (the default for a batch: several files, a folder or a manifest) a
 slide or image that cannot be read becomes one failure, naming the file, and the batch goes on; a
@@ -24,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from histocam.core.runlock import RunLockError, acquire, holder, release
 from histocam.data.errors import DataError
-from histocam.predict.locks import SlideLock
 from histocam.predict.predictor import Predictor
 from histocam.predict.slide import SlideOptions, predict_slide
 
@@ -94,11 +95,15 @@ def run_slides(predictor: Predictor, slides: list[Path], stems: list[str], out: 
     for k, own in shard_order(len(slides), shard):
         path, stem = slides[k], stems[k]
         folder = out / stem
-        lock = SlideLock(out / f"{stem}.lock")
-        if not lock.acquire():
+        lock = out / f"{stem}.lock"
+        try:
+            acquire(lock, f"prediction of {path.name}")
+        except RunLockError as exc:
             if own:
+                owner = holder(lock)
                 summary.add(path, "slide", "locked", output=str(folder),
-                            error=f"in progress elsewhere: {lock.holder()}")
+                            error=f"in progress elsewhere: {owner.describe()} ({lock})"
+                            if owner is not None else str(exc))
             continue
         try:
             if not own and (folder / f"{stem}.json").is_file():
@@ -117,5 +122,5 @@ def run_slides(predictor: Predictor, slides: list[Path], stems: list[str], out: 
                         label=result.get("label"), score=result.get("score"), output=str(folder))
             done.append(result)
         finally:
-            lock.release()
+            release(lock)
     return done

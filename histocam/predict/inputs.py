@@ -11,9 +11,11 @@ accepted as it is. Several files, a folder or a manifest make a batch.
 from __future__ import annotations
 
 import csv
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from histocam.data.csv_manifest import manifest_path
 from histocam.data.errors import DataError
 from histocam.wsi.backends import quiet_logger
 
@@ -59,7 +61,9 @@ def kind_of(path: Path) -> str:
 
 
 def manifest_paths(csv_path: Path) -> list[Path]:
-    """The paths of a CSV manifest's image column, relative to its folder."""
+    """The paths of a CSV manifest's image column, relative to its folder and in one spelling
+    (``data.csv_manifest.manifest_path``); absolute paths and paths outside the folder are allowed,
+    since a list of files to predict trains nothing."""
     try:
         with csv_path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -75,7 +79,8 @@ def manifest_paths(csv_path: Path) -> list[Path]:
         value = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}.get(column)
         if not value:
             raise DataError(csv_path, f"line {line}: empty {column!r}")
-        out.append(csv_path.parent / value)
+        cell = manifest_path(value, f"{csv_path}:{line}", column, allow_outside_root=True)
+        out.append(Path(posixpath.normpath(csv_path.parent / cell)))
     return out
 
 
