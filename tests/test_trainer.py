@@ -139,6 +139,8 @@ def test_evaluate_command_outputs(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["checkpoint"] for r in lines] == ["best-loc", "best-cl"]
     assert lines[0]["pxap"] == loc["pxap"] and lines[0]["TP*"] == loc["TP*"]
+    assert lines[0]["tau_star_valpx"] == loc["tau_star_valpx"]
+    assert lines[0]["dice_fg_at_tau_star"] == loc["at_tau_star_valpx"]["dice_fg"]
 
 
 def test_bad_samples_are_skipped_and_logged(tmp_path: Path, caplog) -> None:

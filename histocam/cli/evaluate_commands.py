@@ -112,7 +112,11 @@ def evaluate(
             summary = {"checkpoint": name, "data": result.data, "accuracy": result.accuracy}
             if result.localization is not None:
                 loc = result.localization
-                summary.update({"pxap": loc.pxap, "chance": loc.chance, **loc.area_rates})
+                star = loc.at_tau_star_valpx
+                summary.update({"pxap": loc.pxap, "chance": loc.chance, **loc.area_rates,
+                                "tau_star_valpx": loc.tau_star_valpx,
+                                "dice_fg_at_tau_star": star.dice_fg if star else None,
+                                "iou_fg_at_tau_star": star.iou_fg if star else None})
             typer.echo(json.dumps(summary))
     if json_lines or not collectives.is_main():
         return
