@@ -187,3 +187,27 @@ def test_traced_curves_are_logged_and_never_select(tmp_path: Path) -> None:
         assert a == Run(plain.run_dir).state(ckpt)["epoch"]
 
 
+
+
+def test_the_darkness_floor_by_hand_and_per_image() -> None:
+    from histocam.data.config import DataConfig
+    from histocam.data.sample import Sample
+    from histocam.maps.colour import colour_map_pxap
+    from histocam.metrics.per_image import PerImageScores
+
+    mask = np.zeros((8, 8), bool)
+    mask[:, :4] = True
+    dark_glands = np.full((8, 8, 3), 220, np.uint8)
+    dark_glands[mask] = 40  # foreground darker than its background: the darkness map is perfect
+    pale_glands = 255 - dark_glands  # foreground paler: the darkness map ranks it last
+    samples = [Sample(dark_glands, 1, mask, "dark"), Sample(pale_glands, 1, mask, "pale"),
+               Sample(dark_glands, 0, None, "no-mask")]
+    data = DataConfig.model_validate({"eval_size": 8, "resize": 8, "crop": 8})
+    rows = {"darkness": PerImageScores()}
+    found = colour_map_pxap(samples, data, per_image=rows)
+    ap = {r["id"]: r["ap"] for r in rows["darkness"].rows}
+    assert ap == {"dark": pytest.approx(100.0), "pale": pytest.approx(50.0)}  # AP of a worst
+    # ranking is the foreground fraction; over both images each score holds half of each class
+    assert found == {"chance": pytest.approx(50.0), "darkness": pytest.approx(50.0)}
+    alone = colour_map_pxap(samples[:1], data)
+    assert alone["darkness"] == pytest.approx(100.0) and alone["chance"] == pytest.approx(50.0)

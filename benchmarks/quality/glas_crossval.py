@@ -13,7 +13,9 @@ crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and pri
    the test fold than the last epoch. Reported, never used to choose anything;
 5. per class: PxAP against chance and the mean per-image AP against the mean foreground fraction,
    and, with ``--figure``, a scatter of per-image AP against foreground fraction per class;
-6. what a recipe is chosen on: per folder, the selection criteria on validation data only (the
+6. each map against the colour floor image by image: the paired t-test of the model's per-image AP
+   against the darkness map's on the same test images (one test per seed);
+7. what a recipe is chosen on: per folder, the selection criteria on validation data only (the
    best valpx PxAP, the B-LOC criterion; the best valcl accuracy, the B-CL one) from each run's
    log, mean ± std over folds. ``ROOT/levers/...`` folders (one change to a histocam config each)
    are compared with the folder they change there.
@@ -31,7 +33,11 @@ from tables import mean_std
 
 from histocam.core.experiment_results import CrossvalResult
 from histocam.core.rundir import LABEL, SELECTED, CrossvalDir, runs_in
+from histocam.data.open import open_source
+from histocam.maps.colour import COLOUR_FLOOR, colour_map_pxap
+from histocam.metrics.per_image import PerImageScores
 from histocam.metrics.stats import paired_ttest
+from histocam.runs import Run
 
 
 def floors(summary: CrossvalResult) -> tuple[float, float]:
@@ -98,6 +104,47 @@ def student_table(studies: dict[str, CrossvalResult]) -> list[str]:
             gains = sum(d > 0 for d in per_run)
             lines.append(f"| {label} | {LABEL[ckpt]} | {mean_std(delta)} | {gains} of "
                          f"{len(per_run)} | {'; '.join(tests)} |")
+    return lines
+
+
+def darkness_per_image(folder: Path) -> dict[str, float]:
+    """The darkness map's per-image AP on every fold's test images (by image id), at the
+    evaluation size of the folder's runs."""
+    out: dict[str, float] = {}
+    done: set[int] = set()
+    for path in CrossvalDir(folder).folds():
+        data = Run(runs_in(path)[-1].root).config.data
+        if data.fold in done:
+            continue
+        done.add(data.fold)
+        rows = {COLOUR_FLOOR: PerImageScores()}
+        colour_map_pxap(open_source(data).dataset("test"), data, per_image=rows)
+        out.update({r["id"]: r["ap"] for r in rows[COLOUR_FLOOR].rows})
+    return out
+
+
+def floor_table(root: Path, studies: dict[str, CrossvalResult], setting: str) -> list[str]:
+    lines = ["| setting | model | selection | per seed: per-image AP − darkness map's, p (n) | "
+             "images above the darkness map |", "|---|---|---|---|---|"]
+    seen = set()
+    for name, s in studies.items():
+        floor = darkness_per_image(root / name)
+        for role, label in roles(name, s):
+            if label in seen:
+                continue
+            seen.add(label)
+            for ckpt in SELECTED:
+                tests, above, total = [], 0, 0
+                for seed in s.seeds:
+                    ap = {i: v for r in s.runs if r.seed == seed
+                          for i, v in r.role(role)[ckpt].per_image_ap.items()}
+                    shared = sorted(set(ap) & set(floor))
+                    t = paired_ttest([floor[i] for i in shared], [ap[i] for i in shared])
+                    tests.append(f"{t.mean_difference:+.1f}, {t.p:.2g} ({t.n})")
+                    above += sum(ap[i] > floor[i] for i in shared)
+                    total += len(shared)
+                lines.append(f"| {setting} | {label} | {LABEL[ckpt]} | {'; '.join(tests)} | "
+                             f"{above} of {total} |")
     return lines
 
 
@@ -212,6 +259,11 @@ def main() -> None:
     if levers:
         print("\nLevers: one change to a histocam config each\n")
         print("\n".join(model_table(levers, "histocam + lever")))
+    print("\nAgainst the colour floor, image by image (paired t-test on the same test images):\n")
+    out = floor_table(args.root, ours, "histocam")
+    if paper:
+        out += floor_table(args.root / "paper", paper, "paper")[2:]
+    print("\n".join(out))
     print("\nPer class (over all runs):\n")
     print("\n".join(class_table(ours)))
     print("\nValidation only (what the recipe is chosen on):\n")
