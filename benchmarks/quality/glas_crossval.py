@@ -148,16 +148,16 @@ def floor_table(root: Path, studies: dict[str, CrossvalResult], setting: str) ->
     return lines
 
 
-def selection_table(studies: dict[str, CrossvalResult]) -> list[str]:
-    lines = ["| model | B-LOC | B-CL | last | B-LOC worse than last on test | B-LOC − last "
-             "(mean over runs) |", "|---|---|---|---|---|---|"]
+def selection_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]:
+    lines = ["| setting | model | B-LOC | B-CL | last | B-LOC worse than last on test | B-LOC − last "
+             "(mean over runs) |", "|---|---|---|---|---|---|---|"]
     for name, s in studies.items():
         if s.pipeline or "last" not in s.runs[0].model:
             continue
         cells = [mean_std(s.fold_means("model", c)) for c in (*SELECTED, "last")]
         diff = [r.model["best-loc"].pxap - r.model["last"].pxap for r in s.runs]
         worse = sum(d < 0 for d in diff)
-        lines.append(f"| {name} | " + " | ".join(cells)
+        lines.append(f"| {setting} | {name} | " + " | ".join(cells)
                      + f" | {worse} of {len(diff)} | {statistics.mean(diff):+.1f} |")
     return lines
 
@@ -255,7 +255,8 @@ def main() -> None:
     print("\nStudent − teacher (paired t-test over every image, one per seed):\n")
     print("\n".join(student_table(ours) + (student_table(paper)[2:] if paper else [])))
     print("\nCheckpoint choice on the test folds (reported, never used to choose):\n")
-    print("\n".join(selection_table(ours) + (selection_table(paper)[2:] if paper else [])))
+    print("\n".join(selection_table(ours, "histocam")
+                     + (selection_table(paper, "paper")[2:] if paper else [])))
     if levers:
         print("\nLevers: one change to a histocam config each\n")
         print("\n".join(model_table(levers, "histocam + lever")))
