@@ -82,9 +82,9 @@ def model_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]:
     return lines
 
 
-def student_table(studies: dict[str, CrossvalResult]) -> list[str]:
-    lines = ["| student | selection | Δ PxAP over folds | runs that gain | per seed: per-image Δ, p "
-             "(n) |", "|---|---|---|---|---|"]
+def student_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]:
+    lines = ["| setting | student | selection | Δ PxAP over folds | runs that gain | per seed: "
+             "per-image Δ, p (n) |", "|---|---|---|---|---|---|"]
     for name, s in studies.items():
         if not s.pipeline:
             continue
@@ -102,7 +102,7 @@ def student_table(studies: dict[str, CrossvalResult]) -> list[str]:
                 t = paired_ttest([a[i] for i in shared], [b[i] for i in shared])
                 tests.append(f"{t.mean_difference:+.1f}, {t.p:.2g} ({t.n})")
             gains = sum(d > 0 for d in per_run)
-            lines.append(f"| {label} | {LABEL[ckpt]} | {mean_std(delta)} | {gains} of "
+            lines.append(f"| {setting} | {label} | {LABEL[ckpt]} | {mean_std(delta)} | {gains} of "
                          f"{len(per_run)} | {'; '.join(tests)} |")
     return lines
 
@@ -253,7 +253,8 @@ def main() -> None:
         out += model_table(paper, "paper")[2:]
     print("\n".join(out))
     print("\nStudent − teacher (paired t-test over every image, one per seed):\n")
-    print("\n".join(student_table(ours) + (student_table(paper)[2:] if paper else [])))
+    print("\n".join(student_table(ours, "histocam")
+                     + (student_table(paper, "paper")[2:] if paper else [])))
     print("\nCheckpoint choice on the test folds (reported, never used to choose):\n")
     print("\n".join(selection_table(ours, "histocam")
                      + (selection_table(paper, "paper")[2:] if paper else [])))
