@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import one_thread, predict_run, write_mask, write_rgb
+from helpers import predict_run, write_mask, write_rgb
 
+from histocam.core.devices import one_cpu_thread
 from histocam.train.seeding import set_deterministic
 
 #: Variables of a launcher (torchrun) that would make a test process join a job of its own.
@@ -56,5 +57,5 @@ def glas_dir(tmp_path: Path) -> Path:
 def run_dir(tmp_path_factory) -> Path:
     """A run directory of a seeded, untrained CAM on synthetic-node with a recorded τ* of 0.4
     (``helpers.predict_run``), shared by the prediction tests."""
-    with one_thread():
+    with one_cpu_thread():
         return predict_run(tmp_path_factory.mktemp("runs"))

@@ -20,8 +20,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from histocam.core.devices import one_cpu_thread
-
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GLAS_SHARED = SHARED / "data" / "glas-train"
 
@@ -156,10 +154,6 @@ def predict_run(root: Path, name: str = "r", seed: int = 1, **data: Any) -> Path
         run=str(run), checkpoint="best-loc", split="test", method="cam", data=cfg.data.dataset,
         classification=ClassificationAccuracy(2).compute(), localization=localization))
     return run.root
-
-
-# one torch thread inside (module-scoped fixtures run before the per-test environment)
-one_thread = one_cpu_thread
 
 
 def files_under(directory: Path) -> list[str]:

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import one_thread, tiny_run
+from helpers import tiny_run
 from PIL import Image
 from typer.testing import CliRunner
 
 from histocam.cli import app, user_error_message, user_errors
+from histocam.core.devices import one_cpu_thread
 
 RUNNER = CliRunner()
 
@@ -51,7 +52,7 @@ def invoke(args: list) -> object:
 def trained(tmp_path_factory) -> Path:
     """A trained tiny CAM run (config, checkpoints), shared read-only by the cases."""
     root = tmp_path_factory.mktemp("cli-errors")
-    with one_thread():
+    with one_cpu_thread():
         result = invoke(["train", "-c", _tiny_yaml(root / "run.yaml", root / "runs")])
     assert result.exit_code == 0, result.output
     run = root / "runs" / "teacher"
@@ -507,7 +508,7 @@ def test_a_student_run_is_refused_again_then_resumed_or_replaced(trained: Path,
     --overwrite; --resume continues it (finished: nothing to train), --overwrite replaces it."""
     copy = _copy_run(trained, tmp_path / "teacher")
     argv = ["pixelcam", copy, "--name", "student", "--quiet", "student.train.epochs=1"]
-    with one_thread():
+    with one_cpu_thread():
         assert invoke(argv).exit_code == 0
         again = invoke(argv)
         lines = [line for line in again.output.splitlines() if line.strip()]

@@ -187,8 +187,6 @@ def test_traced_curves_are_logged_and_never_select(tmp_path: Path) -> None:
         assert a == Run(plain.run_dir).state(ckpt)["epoch"]
 
 
-
-
 def test_the_darkness_floor_by_hand_and_per_image() -> None:
     from histocam.data.config import DataConfig
     from histocam.data.sample import Sample

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import one_thread
 from typer.testing import CliRunner
 
 import histocam.runs.evaluation as run_evaluate
 from histocam.cli import app
+from histocam.core.devices import one_cpu_thread
 from histocam.methods.catalog import create_method, method_config
 from histocam.runs import Run
 from histocam.train import memory
@@ -81,7 +81,7 @@ def trained(tmp_path_factory) -> Path:
             "data.synthetic.n_valcl=4", "data.synthetic.n_test=6",
             "data.synthetic.valpx_per_class=2", "train.epochs=1", "train.batch_size=2",
             "train.num_workers=0", "train.eval_batch_size=64"]
-    with one_thread():
+    with one_cpu_thread():
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return root / "r"

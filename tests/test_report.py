@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import one_thread, tiny_run
+from helpers import tiny_run
 from typer.testing import CliRunner
 
 from histocam.cli import app
+from histocam.core.devices import one_cpu_thread
 from histocam.core.results import PerImageRow
 from histocam.experiments.stain_shift import RestainedDataset, StainShift, run_stain_shift
 from histocam.experiments.thresholds import sensitivity
@@ -49,7 +50,7 @@ def runs(tmp_path_factory) -> Iterator[dict]:
     """Two trained, evaluated runs (one named with HTML), the experiments on the first, the report."""
     root = tmp_path_factory.mktemp("report")
     dirs = []
-    with one_thread():
+    with one_cpu_thread():
         for name, seed in (("plain", 0), (EVIL, 1)):
             cfg = tiny_config(root / "runs", name, seed)
             Trainer(cfg).fit()

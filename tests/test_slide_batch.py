@@ -165,6 +165,11 @@ def test_a_live_lock_is_respected_and_a_dead_ones_is_taken_over(tmp_path) -> Non
     assert holder(stale).pid == os.getpid()
     release(stale)
     assert not stale.exists() and live.exists()
+    foreign = tmp_path / "c.lock"
+    foreign.write_text("")  # not a lock histocam wrote (its locks are written whole): never broken
+    with pytest.raises(RunLockError, match="not one histocam wrote"):
+        acquire(foreign, "prediction of s.tif")
+    assert foreign.exists()
 
 
 def test_a_locked_slide_of_this_shard_is_left_to_its_holder(run_dir, tmp_path) -> None:
