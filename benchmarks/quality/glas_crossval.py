@@ -12,7 +12,8 @@ crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and pri
    accuracy) and the last epoch on test, and how often B-LOC picks a checkpoint that is worse on
    the test fold than the last epoch. Reported, never used to choose anything;
 5. per class: PxAP against chance and the mean per-image AP against the mean foreground fraction,
-   and, with ``--figure``, a scatter of per-image AP against foreground fraction per class;
+   and, with ``--figure``, a scatter of per-image AP against foreground fraction per class
+   (teachers in the first row, their students in the second);
 6. each map against the colour floor image by image: the paired t-test of the model's per-image AP
    against the darkness map's on the same test images (one test per seed);
 7. what a recipe is chosen on: per folder, the selection criteria on validation data only (the
@@ -219,9 +220,17 @@ def scatter(root: Path, studies: dict[str, CrossvalResult], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(studies.items())[:4]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
-    for ax, (name, study) in zip(axes[0], panels):
+    # teachers in the first row, the students trained on them in the second
+    rows = [[(n, s) for n, s in studies.items() if not s.pipeline][:4],
+            [(n, s) for n, s in studies.items() if s.pipeline][:4]]
+    rows = [row for row in rows if row]
+    width = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), width, figsize=(4.2 * width, 4 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for ax, (name, study) in ((axes[i][j], p) for i, row in enumerate(rows)
+                              for j, p in enumerate(row)):
+        ax.set_visible(True)
         rows = per_image_rows(root / name)
         for label, colour in ((0, "tab:blue"), (1, "tab:red")):
             mine = [r for r in rows if r.label == label]
@@ -246,8 +255,10 @@ def main() -> None:
     if not ours:
         raise SystemExit(f"{args.root}: no cross-validation folder (run histocam crossval first)")
     some = next(iter(ours.values()))
-    print(f"GlaS, {some.folds} patient-disjoint folds of the 85 train images, seeds "
-          f"{some.seeds}; PxAP per fold = mean over seeds.\n")
+    seeds = "; ".join(f"{name} {','.join(map(str, s.seeds))}"
+                      for name, s in {**ours, **{f"paper/{k}": v for k, v in paper.items()}}.items())
+    print(f"GlaS, {some.folds} patient-disjoint folds of the 85 train images; PxAP per fold = mean "
+          f"over seeds. Seeds: {seeds}.\n")
     out = model_table(ours, "histocam")
     if paper:
         out += model_table(paper, "paper")[2:]
