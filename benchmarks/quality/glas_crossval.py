@@ -221,15 +221,15 @@ def scatter(root: Path, studies: dict[str, CrossvalResult], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     # teachers in the first row, the students trained on them in the second
-    rows = [[(n, s) for n, s in studies.items() if not s.pipeline][:4],
+    grid = [[(n, s) for n, s in studies.items() if not s.pipeline][:4],
             [(n, s) for n, s in studies.items() if s.pipeline][:4]]
-    rows = [row for row in rows if row]
-    width = max(len(row) for row in rows)
-    fig, axes = plt.subplots(len(rows), width, figsize=(4.2 * width, 4 * len(rows)), squeeze=False)
+    grid = [row for row in grid if row]
+    width = max(len(row) for row in grid)
+    fig, axes = plt.subplots(len(grid), width, figsize=(4.2 * width, 4 * len(grid)), squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
-    for ax, (name, study) in ((axes[i][j], p) for i, row in enumerate(rows)
-                              for j, p in enumerate(row)):
+    for ax, (name, study) in ((axes[i][j], panel) for i, row in enumerate(grid)
+                              for j, panel in enumerate(row)):
         ax.set_visible(True)
         rows = per_image_rows(root / name)
         for label, colour in ((0, "tab:blue"), (1, "tab:red")):
