@@ -3,6 +3,10 @@
 # histocam settings (benchmarks/configs/glas*.yaml, pixelcam-glas.yaml) and the papers' settings
 # (benchmarks/configs/paper/) side by side. Finished runs are reused, unfinished ones resumed.
 # Then: python benchmarks/quality/glas_crossval.py runs/cv
+#       python benchmarks/quality/teacher_controls.py runs/cv/pixelcam-layercam --control permuted \
+#           --out runs/cv/controls/permuted-layercam --only report   (and darkness; per seed: --seed N)
+#       python benchmarks/quality/seed_precision.py runs/cv --teachers layercam cam deepmil \
+#           --control layercam=runs/cv/controls/permuted-layercam
 # Usage: bash benchmarks/quality/glas_crossval.sh [OUT_DIR] [SEEDS]   (defaults: runs/cv 0,1,2)
 set -euo pipefail
 out=${1:-runs/cv}
@@ -17,6 +21,15 @@ cv -c $c/glas-layercam.yaml name=gradcampp method.name=gradcampp out_dir="$out"
 cv -c $c/glas-deepmil.yaml name=deepmil out_dir="$out"
 for teacher in cam layercam gradcampp deepmil; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher"
+done
+
+# the controls: PixelCAM on LayerCAM from the teacher's maps permuted among the train images, and
+# from each image's darkness map
+for seed in ${seeds//,/ }; do
+  for control in permuted darkness; do
+    python benchmarks/quality/teacher_controls.py "$out/pixelcam-layercam" --control "$control" \
+      --out "$out/controls/$control-layercam" --seed "$seed" --only train
+  done
 done
 
 # the papers' settings

@@ -1,0 +1,100 @@
+"""The teacher checks of benchmarks/quality: the permuted-maps control's store, whose maps are moved
+to other images (each map used once, none left on its own image), and the precision of the seeds a
+teacher's maps give, by hand."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from histocam.maps.store import NpzWriter, npz_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
+from seed_precision import precisions, seed_counts  # noqa: E402
+from teacher_controls import darkness_on_grid, derangement, permuted_store  # noqa: E402
+
+IDS = ["a/x.png", "b.png", "c%d.png", "d.png", "e.png", "f.png", "g.png"]
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 50])
+def test_derangement_moves_every_item(n: int) -> None:
+    for seed in range(20):
+        order = derangement(n, np.random.default_rng(seed))
+        assert sorted(order.tolist()) == list(range(n))
+        assert not np.any(order == np.arange(n))
+    assert derangement(2, np.random.default_rng(0)).tolist() == [1, 0]
+
+
+def test_derangement_of_one_item_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        derangement(1, np.random.default_rng(0))
+
+
+def test_permuted_store_gives_each_image_another_images_map(tmp_path: Path) -> None:
+    store = tmp_path / "cams" / "best-loc-train.npz"
+    with NpzWriter(store) as writer:
+        for k, image_id in enumerate(IDS):
+            writer.add(image_id, np.full((3, 4), k, np.float16))
+    store.with_suffix(".json").write_text(json.dumps({"split": "train", "ids": IDS}))
+
+    out = permuted_store(store, tmp_path / "control" / "permuted-maps.npz", seed=3)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["split"] == "train" and meta["ids"] == IDS
+    with np.load(out) as permuted:
+        got = {image_id: int(permuted[npz_key(image_id)][0, 0]) for image_id in IDS}
+        assert all(permuted[npz_key(i)].shape == (3, 4) for i in IDS)
+    assert sorted(got.values()) == list(range(len(IDS)))  # every map used once
+    assert all(got[image_id] != k for k, image_id in enumerate(IDS))  # none on its own image
+    names = {f"{npz_key(i)}.npy": k for k, i in enumerate(IDS)}
+    assert {a: names[b] for a, b in meta["replaced"]["map_of"].items()} == {
+        f"{npz_key(i)}.npy": got[i] for i in IDS}
+    again = permuted_store(store, tmp_path / "again.npz", seed=3)
+    assert json.loads(again.with_suffix(".json").read_text())["replaced"]["map_of"] == \
+        meta["replaced"]["map_of"]
+
+
+def test_seed_precision_by_hand() -> None:
+    # a region with at most n pixels is drawn whole: foreground seeds on the two cells of map 1,
+    # background seeds on the two of map 0; one of each on a gland
+    cam = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    mask = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    counts = seed_counts(cam, mask, torch.ones_like(mask), n=5)
+    assert counts.tolist() == [1.0, 2.0, 1.0, 2.0, 2.0, 4.0]
+    assert precisions(counts) == {"fg": 50.0, "fg_chance": 50.0, "bg": 50.0, "bg_chance": 50.0}
+    # the map is the mask: every seed is right
+    exact = precisions(seed_counts(mask, mask, torch.ones_like(mask), n=5))
+    assert (exact["fg"], exact["bg"]) == (100.0, 100.0)
+    # cells that do not count carry no seed and no pixel
+    valid = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
+    counts = seed_counts(cam, mask * valid, valid, n=5)
+    assert counts.tolist() == [1.0, 1.0, 1.0, 2.0, 2.0, 3.0]
+
+
+def test_seed_precision_of_many_seeds_is_the_map_weighted_share() -> None:
+    # n seeds in a region of many pixels: each pixel drawn with probability n·w/Σw (at most 1),
+    # and the foreground and background draws exclude each other
+    rng = np.random.default_rng(0)
+    cam = torch.from_numpy(rng.random((1, 40, 40)).astype(np.float32))
+    mask = torch.from_numpy((rng.random((1, 40, 40)) < 0.3).astype(np.float32))
+    fg_hit, fg, bg_hit, bg, gland, cells = seed_counts(cam, mask, torch.ones_like(mask), n=5)
+    p_fg, p_bg = 5 * cam / cam.sum(), 5 * (1 - cam) / (1 - cam).sum()
+    want_fg, want_bg = p_fg * (1 - p_bg), p_bg * (1 - p_fg)
+    assert fg == pytest.approx(float(want_fg.sum()), rel=1e-5)
+    assert fg_hit == pytest.approx(float((want_fg * mask).sum()), rel=1e-5)
+    assert bg_hit == pytest.approx(float((want_bg * (1 - mask)).sum()), rel=1e-5)
+    assert (gland, cells) == (float(mask.sum()), 1600.0)
+
+
+def test_darkness_on_grid_by_hand() -> None:
+    # black left half, white right half, a grey cell: darkness 1, 0 and 0.5 averaged onto 2×2
+    image = torch.zeros(3, 4, 4)
+    image[:, :, 2:] = 1.0
+    image[:, :2, 2:] = 0.5  # the top right cell grey
+    got = darkness_on_grid({"image": image}, (2, 2))
+    assert got.shape == (1, 2, 2)
+    assert torch.allclose(got[0], torch.tensor([[1.0, 0.5], [1.0, 0.0]]))
