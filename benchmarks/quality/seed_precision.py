@@ -107,13 +107,16 @@ def main() -> None:
     parser.add_argument("--control", action="append", default=[], metavar="TEACHER=FOLDER",
                         help="a folder of teacher_controls.py stores that replace TEACHER's")
     args = parser.parse_args()
-    controls = dict(c.split("=", 1) for c in args.control)
+    bad = [c for c in args.control if "=" not in c]
+    if bad:
+        raise SystemExit(f"--control {bad[0]}: expected TEACHER=FOLDER")
+    controls = [c.split("=", 1) for c in args.control]
     per_fold: dict[str, list[dict[str, float]]] = {}
     first = args.root / args.teachers[0]
     for fold_dir in sorted(first.glob(f"fold*-s{args.seed}")):
         stores = {t: args.root / t / fold_dir.name / "cams" / "best-loc-train.npz"
                   for t in args.teachers}
-        for teacher, folder in controls.items():
+        for teacher, folder in controls:
             for store in sorted((Path(folder) / fold_dir.name).glob("*-maps.npz")):
                 stores[f"{teacher}, {store.stem.removesuffix('-maps')} maps"] = store
         missing = [str(p) for p in stores.values() if not p.is_file()]
