@@ -1,6 +1,6 @@
 """The teacher checks of benchmarks/quality: the permuted-maps control's store, whose maps are moved
-to other images (each map used once, none left on its own image), and the precision of the seeds a
-teacher's maps give, by hand."""
+to other images (each map used once, none left on its own image), the darkness-maps control's map
+on a grid, and the precision of the seeds a teacher's maps give, by hand."""
 
 from __future__ import annotations
 
