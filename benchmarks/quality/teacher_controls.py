@@ -142,7 +142,7 @@ def control_store(fold_dir: Path, out: Path, control: str, seed: int) -> Path:
     return darkness_store(store, path, config_path.parent)
 
 
-def histocam(*args: str) -> None:
+def run_histocam(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "histocam", *args], check=True)
 
 
@@ -158,10 +158,10 @@ def train_control(fold_dir: Path, out: Path, control: str, seed: int) -> Path:
             with (run / "log.csv").open() as fh:
                 last = max(int(row["epoch"]) for row in csv.DictReader(fh))
             if last < epochs:
-                histocam("train", "-c", str(config_path), "--resume", *overrides)
+                run_histocam("train", "-c", str(config_path), "--resume", *overrides)
         else:
-            histocam("train", "-c", str(config_path), *overrides)
-        histocam("evaluate", str(run), "--checkpoint", "best-loc", "--split", "test")
+            run_histocam("train", "-c", str(config_path), *overrides)
+        run_histocam("evaluate", str(run), "--checkpoint", "best-loc", "--split", "test")
     return run
 
 
