@@ -1,6 +1,7 @@
 """The teacher checks of benchmarks/quality: the permuted-maps control's store, whose maps are moved
 to other images (each map used once, none left on its own image), the darkness-maps control's map
-on a grid, and the precision of the seeds a teacher's maps give, by hand."""
+on a grid, and the precision of the seeds a teacher's maps give, by hand; and how the GlaS study
+finds the config a lever changes."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from histocam.core.experiment_results import CrossvalResult
 from histocam.maps.store import NpzWriter, npz_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
+from glas_crossval import base_of, changes, flat  # noqa: E402
 from seed_precision import precisions, seed_counts  # noqa: E402
 from teacher_controls import darkness_on_grid, derangement, permuted_store  # noqa: E402
 
@@ -98,3 +101,41 @@ def test_darkness_on_grid_by_hand() -> None:
     got = darkness_on_grid({"image": image}, (2, 2))
     assert got.shape == (1, 2, 2)
     assert torch.allclose(got[0], torch.tensor([[1.0, 0.5], [1.0, 0.0]]))
+
+
+def test_flat_and_changes_by_hand() -> None:
+    base = {"name": "a", "out_dir": "x", "data": {"resize": 448, "crop": 224},
+            "train": {"lr": 0.001, "head_lr_multiplier": 0.1}}
+    lever = {"name": "b", "out_dir": "y", "data": {"resize": 448, "crop": 224, "stain": "macenko"},
+             "train": {"lr": 0.001, "head_lr_multiplier": 1.0}}
+    assert flat(base) == {"name": "a", "out_dir": "x", "data.resize": 448, "data.crop": 224,
+                          "train.lr": 0.001, "train.head_lr_multiplier": 0.1}
+    assert changes(base, lever) == {"data.stain": (None, "macenko"),
+                                    "train.head_lr_multiplier": (0.1, 1.0)}
+    assert changes(base, base) == {}
+
+
+def study(config: dict, teacher: str | None = None) -> CrossvalResult:
+    run = {"fold": 0, "seed": 0}
+    if teacher:
+        run["methods"] = {"teacher": teacher, "student": "pixelcam"}
+    return CrossvalResult.model_validate({"config": config, "folds": 3, "seeds": [0],
+                                          "pipeline": teacher is not None, "floors": {},
+                                          "runs": [run]})
+
+
+def test_a_lever_is_compared_with_the_closest_config_of_its_methods() -> None:
+    cam = {"method": {"name": "cam"}, "train": {"lr": 0.001, "epochs": 30}}
+    studies = {
+        "cam": study(cam),
+        "cam-long": study({"method": {"name": "cam"}, "train": {"lr": 0.01, "epochs": 60}}),
+        "layercam": study({"method": {"name": "layercam"}, "train": {"lr": 0.001, "epochs": 30}}),
+        "pixelcam-cam": study({"student": {"train": {"head_lr_multiplier": 0.1}}}, "cam"),
+        "pixelcam-layercam": study({"student": {"train": {"head_lr_multiplier": 0.1}}},
+                                   "layercam"),
+    }
+    lever = study({"method": {"name": "cam"}, "train": {"lr": 0.01, "epochs": 30}})
+    assert base_of(lever, studies) == "cam"  # one setting changed, against two for cam-long
+    head = study({"student": {"train": {"head_lr_multiplier": 1.0}}}, "cam")
+    assert base_of(head, studies) == "pixelcam-cam"  # its teacher's, not LayerCAM's
+    assert base_of(study({"method": {"name": "deepmil"}}), studies) is None

@@ -18,8 +18,12 @@ crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and pri
    against the darkness map's on the same test images (one test per seed);
 7. what a recipe is chosen on: per folder, the selection criteria on validation data only (the
    best valpx PxAP, the B-LOC criterion; the best valcl accuracy, the B-CL one) from each run's
-   log, mean ± std over folds. ``ROOT/levers/...`` folders (one change to a histocam config each)
-   are compared with the folder they change there.
+   log, mean ± std over folds;
+8. levers: each ``ROOT/levers/<name>`` folder (a histocam config with some settings changed)
+   beside the ``ROOT`` folder it changes (of those with the same methods, the one whose config
+   differs in the fewest settings), on the folds and seeds both ran: the changed settings, the
+   B-LOC criterion on valpx of each and their difference over folds (what a lever is chosen on),
+   and the test PxAP at B-LOC (reported, never used to choose).
 
 Usage: python benchmarks/quality/glas_crossval.py runs/cv [--figure docs/glas-per-image.png]
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
+from typing import Any
 
 from tables import mean_std
 
@@ -183,6 +188,19 @@ def class_table(studies: dict[str, CrossvalResult]) -> list[str]:
     return lines
 
 
+def criteria(folder: Path) -> dict[str, tuple[float, float]]:
+    """Per run of one fold's folder (``model``, or a pipeline's runs by name, the student last): the
+    best valpx PxAP (the B-LOC criterion) and the best valcl accuracy (the B-CL one) of its log."""
+    out = {}
+    for run in runs_in(folder):
+        rows = run.read_log()
+        px = [float(r["valpx_pxap"]) for r in rows if r.get("valpx_pxap")]
+        cl = [float(r["valcl_accuracy"]) for r in rows if r.get("valcl_accuracy")]
+        out["model" if run.root == folder else run.name] = (max(px) if px else float("nan"),
+                                                            max(cl) if cl else float("nan"))
+    return out
+
+
 def validation_table(root: Path, studies: dict[str, CrossvalResult], setting: str) -> list[str]:
     lines = ["| setting | folder | run | best valpx PxAP (B-LOC criterion) | best valcl accuracy "
              "(B-CL criterion) | runs |", "|---|---|---|---|---|---|"]
@@ -190,19 +208,86 @@ def validation_table(root: Path, studies: dict[str, CrossvalResult], setting: st
         by_run: dict[str, dict[int, list[tuple[float, float]]]] = {}
         for fold_run in s.runs:
             folder = CrossvalDir(root / name).fold(fold_run.fold, fold_run.seed)
-            for run in runs_in(folder):
-                rows = run.read_log()
-                px = [float(r["valpx_pxap"]) for r in rows if r.get("valpx_pxap")]
-                cl = [float(r["valcl_accuracy"]) for r in rows if r.get("valcl_accuracy")]
-                label = "model" if run.root == folder else run.name
-                by_run.setdefault(label, {}).setdefault(fold_run.fold, []).append(
-                    (max(px) if px else float("nan"), max(cl) if cl else float("nan")))
+            for label, values in criteria(folder).items():
+                by_run.setdefault(label, {}).setdefault(fold_run.fold, []).append(values)
         for label, folds in by_run.items():
             px = [statistics.mean(v[0] for v in runs) for runs in folds.values()]
             cl = [statistics.mean(v[1] for v in runs) for runs in folds.values()]
             n = sum(len(runs) for runs in folds.values())
             lines.append(f"| {setting} | {name} | {label} | {mean_std(px)} | {mean_std(cl)} | "
                          f"{n} |")
+    return lines
+
+
+def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys: ``{"train": {"lr": 1}}`` → ``{"train.lr": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+NOT_SETTINGS = ("name", "out_dir")
+
+
+def changes(base: dict[str, Any], lever: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The settings in which ``lever``'s config differs from ``base``'s: dotted key → (base value,
+    lever value), None for the one that lacks it; a run's name and output folder are not
+    settings."""
+    a, b = flat(base), flat(lever)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if k not in NOT_SETTINGS and a.get(k) != b.get(k)}
+
+
+def methods_of(study: CrossvalResult) -> Any:
+    """A model's method name, or a pipeline's teacher and student."""
+    return study.runs[0].methods if study.pipeline else study.config.get("method", {}).get("name")
+
+
+def base_of(lever: CrossvalResult, studies: dict[str, CrossvalResult]) -> str | None:
+    """The folder ``lever`` changes: of those with its methods, the one whose config differs in the
+    fewest settings (the first by name on a tie); None when no folder has its methods."""
+    same = [(len(changes(s.config, lever.config)), name) for name, s in studies.items()
+            if s.pipeline == lever.pipeline and methods_of(s) == methods_of(lever)]
+    return min(same)[1] if same else None
+
+
+def lever_table(root: Path, studies: dict[str, CrossvalResult],
+                levers: dict[str, CrossvalResult]) -> list[str]:
+    lines = ["| lever | changed (base → lever) | base | runs | best valpx PxAP, base → lever | "
+             "Δ valpx over folds | test PxAP at B-LOC, base → lever (never used to choose) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, lever in levers.items():
+        base = base_of(lever, studies)
+        if base is None:
+            lines.append(f"| {name} | no folder with its methods in {root} | | | | | |")
+            continue
+        changed = "; ".join(f"{k}: {a} → {b}"
+                            for k, (a, b) in changes(studies[base].config, lever.config).items())
+        role = "student" if lever.pipeline else "model"
+        ran = {(r.fold, r.seed): r for r in studies[base].runs}
+        per_fold: dict[int, list[tuple[float, ...]]] = {}
+        for run in lever.runs:
+            if (run.fold, run.seed) not in ran:
+                continue
+            other = ran[(run.fold, run.seed)]
+            # the criterion of the folder's last run: the model, or a pipeline's student
+            mine = list(criteria(CrossvalDir(root / "levers" / name).fold(run.fold, run.seed))
+                        .values())[-1][0]
+            theirs = list(criteria(CrossvalDir(root / base).fold(run.fold, run.seed))
+                          .values())[-1][0]
+            per_fold.setdefault(run.fold, []).append(
+                (theirs, mine, other.role(role)["best-loc"].pxap, run.role(role)["best-loc"].pxap))
+        base_px, lever_px, base_test, lever_test = (
+            [statistics.mean(v[i] for v in runs) for runs in per_fold.values()] for i in range(4))
+        delta = [b - a for a, b in zip(base_px, lever_px)]
+        n = sum(len(runs) for runs in per_fold.values())
+        lines.append(f"| {name} | {changed} | {base} | {n} | {mean_std(base_px)} → "
+                     f"{mean_std(lever_px)} | {mean_std(delta)} | {mean_std(base_test)} → "
+                     f"{mean_std(lever_test)} |")
     return lines
 
 
@@ -270,8 +355,9 @@ def main() -> None:
     print("\n".join(selection_table(ours, "histocam")
                      + (selection_table(paper, "paper")[2:] if paper else [])))
     if levers:
-        print("\nLevers: one change to a histocam config each\n")
-        print("\n".join(model_table(levers, "histocam + lever")))
+        print("\nLevers, each beside the folder it changes, on the folds and seeds both ran "
+              "(chosen on valpx only):\n")
+        print("\n".join(lever_table(args.root, ours, levers)))
     print("\nAgainst the colour floor, image by image (paired t-test on the same test images):\n")
     out = floor_table(args.root, ours, "histocam")
     if paper:

@@ -23,6 +23,13 @@ for teacher in cam layercam gradcampp deepmil; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher"
 done
 
+# PixelCAM's head rate (pixelcam-glas.yaml: 0.1x the encoder's), chosen on the folds' valpx: the
+# other rates as levers, each printed beside pixelcam-cam by glas_crossval.py
+for rate in 0.01 1.0 10.0; do
+  cv -c $c/pixelcam-glas.yaml name="pixelcam-cam-head$rate" out_dir="$out/levers" \
+    --teacher-runs "$out/cam" student.train.head_lr_multiplier=$rate
+done
+
 # the controls: PixelCAM on LayerCAM from the teacher's maps permuted among the train images, and
 # from each image's darkness map
 for seed in ${seeds//,/ }; do
