@@ -258,18 +258,20 @@ def base_of(lever: CrossvalResult, studies: dict[str, CrossvalResult]) -> str | 
 def lever_table(root: Path, studies: dict[str, CrossvalResult],
                 levers: dict[str, CrossvalResult]) -> list[str]:
     lines = ["| lever | changed (base → lever) | base | runs | best valpx PxAP, base → lever | "
-             "Δ valpx over folds | test PxAP at B-LOC, base → lever (never used to choose) |",
-             "|---|---|---|---|---|---|---|"]
+             "Δ valpx over folds | test PxAP at B-LOC, base → lever (never used to choose) | "
+             "per-image Δ on test, p (n) |", "|---|---|---|---|---|---|---|---|"]
     for name, lever in levers.items():
         base = base_of(lever, studies)
         if base is None:
-            lines.append(f"| {name} | no folder with its methods in {root} | | | | | |")
+            lines.append(f"| {name} | no folder with its methods in {root} | | | | | | |")
             continue
         changed = "; ".join(f"{k}: {a} → {b}"
                             for k, (a, b) in changes(studies[base].config, lever.config).items())
         role = "student" if lever.pipeline else "model"
         ran = {(r.fold, r.seed): r for r in studies[base].runs}
         per_fold: dict[int, list[tuple[float, ...]]] = {}
+        base_ap: dict[tuple[int, str], float] = {}
+        lever_ap: dict[tuple[int, str], float] = {}
         for run in lever.runs:
             if (run.fold, run.seed) not in ran:
                 continue
@@ -281,13 +283,19 @@ def lever_table(root: Path, studies: dict[str, CrossvalResult],
                           .values())[-1][0]
             per_fold.setdefault(run.fold, []).append(
                 (theirs, mine, other.role(role)["best-loc"].pxap, run.role(role)["best-loc"].pxap))
+            base_ap.update({(run.seed, i): v
+                            for i, v in other.role(role)["best-loc"].per_image_ap.items()})
+            lever_ap.update({(run.seed, i): v
+                             for i, v in run.role(role)["best-loc"].per_image_ap.items()})
         base_px, lever_px, base_test, lever_test = (
             [statistics.mean(v[i] for v in runs) for runs in per_fold.values()] for i in range(4))
         delta = [b - a for a, b in zip(base_px, lever_px)]
         n = sum(len(runs) for runs in per_fold.values())
+        both = sorted(set(base_ap) & set(lever_ap))
+        t = paired_ttest([base_ap[k] for k in both], [lever_ap[k] for k in both])
         lines.append(f"| {name} | {changed} | {base} | {n} | {mean_std(base_px)} → "
                      f"{mean_std(lever_px)} | {mean_std(delta)} | {mean_std(base_test)} → "
-                     f"{mean_std(lever_test)} |")
+                     f"{mean_std(lever_test)} | {t.mean_difference:+.1f}, {t.p:.2g} ({t.n}) |")
     return lines
 
 

@@ -23,9 +23,9 @@ for teacher in cam layercam gradcampp deepmil; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher"
 done
 
-# PixelCAM's head rate (pixelcam-glas.yaml: 0.1x the encoder's), chosen on the folds' valpx: the
+# PixelCAM's head rate (pixelcam-glas.yaml: 1x the encoder's), chosen on the folds' valpx: the
 # other rates as levers, each printed beside pixelcam-cam by glas_crossval.py
-for rate in 0.01 1.0 10.0; do
+for rate in 0.01 0.1 10.0; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-cam-head$rate" out_dir="$out/levers" \
     --teacher-runs "$out/cam" student.train.head_lr_multiplier=$rate
 done
