@@ -15,9 +15,10 @@ import torch
 
 from histocam.core.experiment_results import CrossvalResult
 from histocam.maps.store import NpzWriter, npz_key
+from histocam.train.run_config import flat_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
-from glas_crossval import base_of, changes, flat  # noqa: E402
+from glas_crossval import base_of, changes  # noqa: E402
 from seed_precision import precisions, seed_counts  # noqa: E402
 from teacher_controls import darkness_on_grid, derangement, permuted_store  # noqa: E402
 
@@ -108,11 +109,12 @@ def test_flat_and_changes_by_hand() -> None:
             "train": {"lr": 0.001, "head_lr_multiplier": 0.1}}
     lever = {"name": "b", "out_dir": "y", "data": {"resize": 448, "crop": 224, "stain": "macenko"},
              "train": {"lr": 0.001, "head_lr_multiplier": 1.0}}
-    assert flat(base) == {"name": "a", "out_dir": "x", "data.resize": 448, "data.crop": 224,
-                          "train.lr": 0.001, "train.head_lr_multiplier": 0.1}
-    assert changes(base, lever) == {"data.stain": (None, "macenko"),
-                                    "train.head_lr_multiplier": (0.1, 1.0)}
-    assert changes(base, base) == {}
+    assert flat_config(base) == {"name": "a", "out_dir": "x", "data.resize": 448,
+                                 "data.crop": 224, "train.lr": 0.001,
+                                 "train.head_lr_multiplier": 0.1}
+    assert changes(base, lever) == ['data.stain: (absent) -> "macenko"',
+                                    "train.head_lr_multiplier: 0.1 -> 1.0"]
+    assert changes(base, base) == []
 
 
 def study(config: dict, teacher: str | None = None) -> CrossvalResult:

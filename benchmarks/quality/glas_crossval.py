@@ -44,6 +44,7 @@ from histocam.maps.colour import COLOUR_FLOOR, colour_map_pxap
 from histocam.metrics.per_image import PerImageScores
 from histocam.metrics.stats import paired_ttest
 from histocam.runs import Run
+from histocam.train.run_config import tree_changes
 
 
 def floors(summary: CrossvalResult) -> tuple[float, float]:
@@ -219,27 +220,13 @@ def validation_table(root: Path, studies: dict[str, CrossvalResult], setting: st
     return lines
 
 
-def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as dotted keys: ``{"train": {"lr": 1}}`` → ``{"train.lr": 1}``."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 NOT_SETTINGS = ("name", "out_dir")
 
 
-def changes(base: dict[str, Any], lever: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The settings in which ``lever``'s config differs from ``base``'s: dotted key → (base value,
-    lever value), None for the one that lacks it; a run's name and output folder are not
-    settings."""
-    a, b = flat(base), flat(lever)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if k not in NOT_SETTINGS and a.get(k) != b.get(k)}
+def changes(base: dict[str, Any], lever: dict[str, Any]) -> list[str]:
+    """``key: base -> lever`` for each setting in which ``lever``'s config differs from
+    ``base``'s; a run's name and output folder are not settings."""
+    return tree_changes(base, lever, allowed=NOT_SETTINGS)
 
 
 def methods_of(study: CrossvalResult) -> Any:
@@ -265,8 +252,7 @@ def lever_table(root: Path, studies: dict[str, CrossvalResult],
         if base is None:
             lines.append(f"| {name} | no folder with its methods in {root} | | | | | | |")
             continue
-        changed = "; ".join(f"{k}: {a} → {b}"
-                            for k, (a, b) in changes(studies[base].config, lever.config).items())
+        changed = "; ".join(changes(studies[base].config, lever.config))
         role = "student" if lever.pipeline else "model"
         ran = {(r.fold, r.seed): r for r in studies[base].runs}
         per_fold: dict[int, list[tuple[float, ...]]] = {}

@@ -116,7 +116,13 @@ def config_changes(saved: RunConfig, new: RunConfig,
                    allowed: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
     """``key: old -> new`` for each key (dotted) whose value differs between the two configs,
     ``allowed`` keys aside."""
-    old, now = _flat(saved.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    return tree_changes(saved.model_dump(mode="json"), new.model_dump(mode="json"), allowed)
+
+
+def tree_changes(saved: dict[str, Any], new: dict[str, Any],
+                 allowed: tuple[str, ...] = ()) -> list[str]:
+    """``config_changes`` of two nested config dicts (a stored summary's config, say)."""
+    old, now = flat_config(saved), flat_config(new)
     absent = object()
     out = []
     for key in sorted(old.keys() | now.keys()):
@@ -127,11 +133,12 @@ def config_changes(saved: RunConfig, new: RunConfig,
     return out
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys: ``{"train": {"lr": 1}}`` → ``{"train.lr": 1}``."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_config(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
