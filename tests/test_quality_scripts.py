@@ -1,7 +1,7 @@
 """The teacher checks of benchmarks/quality: the permuted-maps control's store, whose maps are moved
 to other images (each map used once, none left on its own image), the darkness-maps control's map
 on a grid, and the precision of the seeds a teacher's maps give, by hand; and how the GlaS study
-finds the config a lever changes."""
+finds the config a lever changes and tests a map against its teacher and the darkness map."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from histocam.maps.store import NpzWriter, npz_key
 from histocam.train.run_config import flat_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
-from glas_crossval import base_of, changes  # noqa: E402
+from glas_crossval import base_of, changes, floor_rows, student_rows  # noqa: E402
 from seed_precision import precisions, seed_counts  # noqa: E402
 from teacher_controls import darkness_on_grid, derangement, permuted_store  # noqa: E402
 
@@ -141,3 +141,46 @@ def test_a_lever_is_compared_with_the_closest_config_of_its_methods() -> None:
     head = study({"student": {"train": {"head_lr_multiplier": 1.0}}}, "cam")
     assert base_of(head, studies) == "pixelcam-cam"  # its teacher's, not LayerCAM's
     assert base_of(study({"method": {"name": "deepmil"}}), studies) is None
+
+
+def checkpoint(pxap: float, per_image: dict[str, float]) -> dict:
+    return {"pxap": pxap, "chance": 50.0, "accuracy": 90.0, "per_class": {},
+            "per_image_ap": per_image}
+
+
+def two_fold_pipeline() -> CrossvalResult:
+    teacher = [{"a": 40.0, "b": 60.0}, {"c": 50.0, "d": 70.0}]
+    student = [{"a": 50.0, "b": 70.0}, {"c": 56.0, "d": 60.0}]
+    runs = [{"fold": f, "seed": 0, "methods": {"teacher": "cam", "student": "pixelcam"},
+             "teacher": {c: checkpoint(px, teacher[f]) for c in ("best-loc", "best-cl")},
+             "student": {c: checkpoint(px + d, student[f]) for c in ("best-loc", "best-cl")}}
+            for f, px, d in ((0, 50.0, 10.0), (1, 70.0, -5.0))]
+    return CrossvalResult.model_validate({"config": {}, "folds": 2, "seeds": [0],
+                                          "pipeline": True, "floors": {}, "runs": runs})
+
+
+def t_and_p(differences: list[float]) -> tuple[float, float]:
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences)
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    return t, 2 * student_t.sf(abs(t), len(d) - 1)
+
+
+def test_student_rows_by_hand() -> None:
+    rows = student_rows("histocam + lever", "head1.0", two_fold_pipeline())
+    # folds: +10 and -5 (mean 2.5, sample std 10.6); per image +10, +10, +6, -10 (mean +4.0)
+    _, p = t_and_p([10, 10, 6, -10])
+    assert rows == [f"| histocam + lever | head1.0 | {label} | 2.5 ± 10.6 | 1 of 2 | "
+                    f"+4.0, {p:.2g} (4) |" for label in ("B-LOC", "B-CL")]
+
+
+def test_floor_rows_by_hand() -> None:
+    darkness = {"a": 45.0, "b": 62.0, "c": 51.0, "d": 64.0, "unseen": 99.0}
+    rows = floor_rows("histocam", "pixelcam on cam", two_fold_pipeline(), "student", darkness)
+    # student − darkness on the shared images: +5, +8, +5, -4 (mean +3.5), above on 3 of 4
+    _, p = t_and_p([5, 8, 5, -4])
+    assert rows[0] == f"| histocam | pixelcam on cam | B-LOC | +3.5, {p:.2g} (4) | 3 of 4 |"
+    teacher = floor_rows("histocam", "cam", two_fold_pipeline(), "teacher", darkness)
+    _, p = t_and_p([-5, -2, -1, 6])  # below on 3 of 4
+    assert teacher[1] == f"| histocam | cam | B-CL | -0.5, {p:.2g} (4) | 1 of 4 |"

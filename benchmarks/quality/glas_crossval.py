@@ -23,7 +23,8 @@ crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and pri
    beside the ``ROOT`` folder it changes (of those with the same methods, the one whose config
    differs in the fewest settings), on the folds and seeds both ran: the changed settings, the
    B-LOC criterion on valpx of each and their difference over folds (what a lever is chosen on),
-   and the test PxAP at B-LOC (reported, never used to choose).
+   and the test PxAP at B-LOC (reported, never used to choose); each lever's map also joins
+   tables 2 and 6, labelled by its folder.
 
 Usage: python benchmarks/quality/glas_crossval.py runs/cv [--figure docs/glas-per-image.png]
 """
@@ -89,29 +90,35 @@ def model_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]:
     return lines
 
 
-def student_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]:
-    lines = ["| setting | student | selection | Δ PxAP over folds | runs that gain | per seed: "
-             "per-image Δ, p (n) |", "|---|---|---|---|---|---|"]
-    for name, s in studies.items():
-        if not s.pipeline:
-            continue
-        label = roles(name, s)[1][1]
-        for ckpt in SELECTED:
-            delta = [a - b for a, b in zip(s.fold_means("student", ckpt),
-                                           s.fold_means("teacher", ckpt))]
-            per_run = [r.student[ckpt].pxap - r.teacher[ckpt].pxap for r in s.runs]
-            tests = []
-            for seed in s.seeds:
-                mine = [r for r in s.runs if r.seed == seed]
-                a = {i: v for r in mine for i, v in r.teacher[ckpt].per_image_ap.items()}
-                b = {i: v for r in mine for i, v in r.student[ckpt].per_image_ap.items()}
-                shared = sorted(set(a) & set(b))
-                t = paired_ttest([a[i] for i in shared], [b[i] for i in shared])
-                tests.append(f"{t.mean_difference:+.1f}, {t.p:.2g} ({t.n})")
-            gains = sum(d > 0 for d in per_run)
-            lines.append(f"| {setting} | {label} | {LABEL[ckpt]} | {mean_std(delta)} | {gains} of "
-                         f"{len(per_run)} | {'; '.join(tests)} |")
+STUDENT_HEADER = ["| setting | student | selection | Δ PxAP over folds | runs that gain | per seed: "
+                  "per-image Δ, p (n) |", "|---|---|---|---|---|---|"]
+
+
+def student_rows(setting: str, label: str, s: CrossvalResult) -> list[str]:
+    """A pipeline's student against its teacher at each selection: the difference over folds, the
+    runs that gain, and one paired t-test of per-image AP per seed."""
+    lines = []
+    for ckpt in SELECTED:
+        delta = [a - b for a, b in zip(s.fold_means("student", ckpt),
+                                       s.fold_means("teacher", ckpt))]
+        per_run = [r.student[ckpt].pxap - r.teacher[ckpt].pxap for r in s.runs]
+        tests = []
+        for seed in s.seeds:
+            mine = [r for r in s.runs if r.seed == seed]
+            a = {i: v for r in mine for i, v in r.teacher[ckpt].per_image_ap.items()}
+            b = {i: v for r in mine for i, v in r.student[ckpt].per_image_ap.items()}
+            shared = sorted(set(a) & set(b))
+            t = paired_ttest([a[i] for i in shared], [b[i] for i in shared])
+            tests.append(f"{t.mean_difference:+.1f}, {t.p:.2g} ({t.n})")
+        gains = sum(d > 0 for d in per_run)
+        lines.append(f"| {setting} | {label} | {LABEL[ckpt]} | {mean_std(delta)} | {gains} of "
+                     f"{len(per_run)} | {'; '.join(tests)} |")
     return lines
+
+
+def student_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]:
+    return STUDENT_HEADER + [line for name, s in studies.items() if s.pipeline
+                             for line in student_rows(setting, roles(name, s)[1][1], s)]
 
 
 def darkness_per_image(folder: Path) -> dict[str, float]:
@@ -130,29 +137,52 @@ def darkness_per_image(folder: Path) -> dict[str, float]:
     return out
 
 
+FLOOR_HEADER = ["| setting | model | selection | per seed: per-image AP − darkness map's, p (n) | "
+                "images above the darkness map |", "|---|---|---|---|---|"]
+
+
+def floor_rows(setting: str, label: str, s: CrossvalResult, role: str,
+               floor: dict[str, float]) -> list[str]:
+    """One role's maps against the darkness map's on the same test images, at each selection: one
+    paired t-test of per-image AP per seed, and the images on which the map is above."""
+    lines = []
+    for ckpt in SELECTED:
+        tests, above, total = [], 0, 0
+        for seed in s.seeds:
+            ap = {i: v for r in s.runs if r.seed == seed
+                  for i, v in r.role(role)[ckpt].per_image_ap.items()}
+            shared = sorted(set(ap) & set(floor))
+            t = paired_ttest([floor[i] for i in shared], [ap[i] for i in shared])
+            tests.append(f"{t.mean_difference:+.1f}, {t.p:.2g} ({t.n})")
+            above += sum(ap[i] > floor[i] for i in shared)
+            total += len(shared)
+        lines.append(f"| {setting} | {label} | {LABEL[ckpt]} | {'; '.join(tests)} | "
+                     f"{above} of {total} |")
+    return lines
+
+
 def floor_table(root: Path, studies: dict[str, CrossvalResult], setting: str) -> list[str]:
-    lines = ["| setting | model | selection | per seed: per-image AP − darkness map's, p (n) | "
-             "images above the darkness map |", "|---|---|---|---|---|"]
+    lines = list(FLOOR_HEADER)
     seen = set()
     for name, s in studies.items():
         floor = darkness_per_image(root / name)
         for role, label in roles(name, s):
-            if label in seen:
-                continue
-            seen.add(label)
-            for ckpt in SELECTED:
-                tests, above, total = [], 0, 0
-                for seed in s.seeds:
-                    ap = {i: v for r in s.runs if r.seed == seed
-                          for i, v in r.role(role)[ckpt].per_image_ap.items()}
-                    shared = sorted(set(ap) & set(floor))
-                    t = paired_ttest([floor[i] for i in shared], [ap[i] for i in shared])
-                    tests.append(f"{t.mean_difference:+.1f}, {t.p:.2g} ({t.n})")
-                    above += sum(ap[i] > floor[i] for i in shared)
-                    total += len(shared)
-                lines.append(f"| {setting} | {label} | {LABEL[ckpt]} | {'; '.join(tests)} | "
-                             f"{above} of {total} |")
+            if label not in seen:  # a teacher folder is also every student folder's teacher
+                seen.add(label)
+                lines += floor_rows(setting, label, s, role, floor)
     return lines
+
+
+def lever_map_tables(root: Path, levers: dict[str, CrossvalResult]) -> tuple[list[str], list[str]]:
+    """Each lever's own map (a pipeline's student, or the model), labelled by its folder: against
+    its teacher (pipelines only), and against the darkness map image by image."""
+    students, floors_ = list(STUDENT_HEADER), list(FLOOR_HEADER)
+    for name, s in levers.items():
+        if s.pipeline:
+            students += student_rows("histocam + lever", name, s)
+        floors_ += floor_rows("histocam + lever", name, s, "student" if s.pipeline else "model",
+                              darkness_per_image(root / name))
+    return students, floors_
 
 
 def selection_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]:
@@ -343,8 +373,9 @@ def main() -> None:
         out += model_table(paper, "paper")[2:]
     print("\n".join(out))
     print("\nStudent − teacher (paired t-test over every image, one per seed):\n")
+    lever_students, lever_floors = lever_map_tables(args.root / "levers", levers)
     print("\n".join(student_table(ours, "histocam")
-                     + (student_table(paper, "paper")[2:] if paper else [])))
+                     + (student_table(paper, "paper")[2:] if paper else []) + lever_students[2:]))
     print("\nCheckpoint choice on the test folds (reported, never used to choose):\n")
     print("\n".join(selection_table(ours, "histocam")
                      + (selection_table(paper, "paper")[2:] if paper else [])))
@@ -356,7 +387,7 @@ def main() -> None:
     out = floor_table(args.root, ours, "histocam")
     if paper:
         out += floor_table(args.root / "paper", paper, "paper")[2:]
-    print("\n".join(out))
+    print("\n".join(out + lever_floors[2:]))
     print("\nPer class (over all runs):\n")
     print("\n".join(class_table(ours)))
     print("\nValidation only (what the recipe is chosen on):\n")
