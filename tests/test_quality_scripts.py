@@ -141,6 +141,14 @@ def test_a_lever_is_compared_with_the_closest_config_of_its_methods() -> None:
     head = study({"student": {"train": {"head_lr_multiplier": 1.0}}}, "cam")
     assert base_of(head, studies) == "pixelcam-cam"  # its teacher's, not LayerCAM's
     assert base_of(study({"method": {"name": "deepmil"}}), studies) is None
+    # another lever is a base when it is closer; on a tie the top-level folder wins
+    studies["levers/head1.0"] = head
+    drawn = study({"student": {"train": {"head_lr_multiplier": 1.0}, "method": {"seeds": "drawn"}}},
+                  "cam")
+    assert base_of(drawn, studies) == "levers/head1.0"
+    studies["levers/head10.0"] = study({"student": {"train": {"head_lr_multiplier": 10.0}}}, "cam")
+    assert base_of(head, {k: v for k, v in studies.items() if k != "levers/head1.0"}) == \
+        "pixelcam-cam"
 
 
 def checkpoint(pxap: float, per_image: dict[str, float]) -> dict:

@@ -20,11 +20,11 @@ crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and pri
    best valpx PxAP, the B-LOC criterion; the best valcl accuracy, the B-CL one) from each run's
    log, mean ± std over folds;
 8. levers: each ``ROOT/levers/<name>`` folder (a histocam config with some settings changed)
-   beside the ``ROOT`` folder it changes (of those with the same methods, the one whose config
-   differs in the fewest settings), on the folds and seeds both ran: the changed settings, the
-   B-LOC criterion on valpx of each and their difference over folds (what a lever is chosen on),
-   and the test PxAP at B-LOC (reported, never used to choose); each lever's map also joins
-   tables 2 and 6, labelled by its folder.
+   beside the folder it changes (of the ``ROOT`` folders and the other levers with the same
+   methods, the one whose config differs in the fewest settings), on the folds and seeds both
+   ran: the changed settings, the B-LOC criterion on valpx of each and their difference over folds
+   (what a lever is chosen on), and the test PxAP at B-LOC (reported, never used to choose);
+   each lever's map also joins tables 2 and 6, labelled by its folder.
 
 Usage: python benchmarks/quality/glas_crossval.py runs/cv [--figure docs/glas-per-image.png]
 """
@@ -266,10 +266,11 @@ def methods_of(study: CrossvalResult) -> Any:
 
 def base_of(lever: CrossvalResult, studies: dict[str, CrossvalResult]) -> str | None:
     """The folder ``lever`` changes: of those with its methods, the one whose config differs in the
-    fewest settings (the first by name on a tie); None when no folder has its methods."""
-    same = [(len(changes(s.config, lever.config)), name) for name, s in studies.items()
+    fewest settings; on a tie a top-level folder before another lever (``levers/<name>``), then the
+    first by name; None when no folder has its methods."""
+    same = [(len(changes(s.config, lever.config)), "/" in name, name) for name, s in studies.items()
             if s.pipeline == lever.pipeline and methods_of(s) == methods_of(lever)]
-    return min(same)[1] if same else None
+    return min(same)[2] if same else None
 
 
 def lever_table(root: Path, studies: dict[str, CrossvalResult],
@@ -278,13 +279,15 @@ def lever_table(root: Path, studies: dict[str, CrossvalResult],
              "Δ valpx over folds | test PxAP at B-LOC, base → lever (never used to choose) | "
              "per-image Δ on test, p (n) |", "|---|---|---|---|---|---|---|---|"]
     for name, lever in levers.items():
-        base = base_of(lever, studies)
+        # a lever may change another lever (a setting changed on top of a chosen one)
+        candidates = {**studies, **{f"levers/{k}": v for k, v in levers.items() if k != name}}
+        base = base_of(lever, candidates)
         if base is None:
             lines.append(f"| {name} | no folder with its methods in {root} | | | | | | |")
             continue
-        changed = "; ".join(changes(studies[base].config, lever.config))
+        changed = "; ".join(changes(candidates[base].config, lever.config))
         role = "student" if lever.pipeline else "model"
-        ran = {(r.fold, r.seed): r for r in studies[base].runs}
+        ran = {(r.fold, r.seed): r for r in candidates[base].runs}
         per_fold: dict[int, list[tuple[float, ...]]] = {}
         base_ap: dict[tuple[int, str], float] = {}
         lever_ap: dict[tuple[int, str], float] = {}

@@ -29,6 +29,12 @@ for rate in 0.01 0.1 10.0; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-cam-head$rate" out_dir="$out/levers" \
     --teacher-runs "$out/cam" student.train.head_lr_multiplier=$rate
 done
+# its seeds (expected, or n = 5 drawn per region at every step) and its test-time views (d8, or
+# none), chosen the same way
+cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-drawn out_dir="$out/levers" --teacher-runs "$out/cam" \
+  student.method.seeds=drawn
+cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-views-none out_dir="$out/levers" \
+  --teacher-runs "$out/cam" student.method.map_tta=none
 
 # the controls: PixelCAM on LayerCAM from the teacher's maps permuted among the train images, and
 # from each image's darkness map
