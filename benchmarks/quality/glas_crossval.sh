@@ -29,10 +29,10 @@ for rate in 0.01 0.1 10.0; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-cam-head$rate" out_dir="$out/levers" \
     --teacher-runs "$out/cam" student.train.head_lr_multiplier=$rate
 done
-# its seeds (expected, or n = 5 drawn per region at every step) and its test-time views (d8, or
+# its seeds (drawn, n = 5 per region at every step, or expected) and its test-time views (d8, or
 # none), chosen the same way
-cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-drawn out_dir="$out/levers" --teacher-runs "$out/cam" \
-  student.method.seeds=drawn
+cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-expected out_dir="$out/levers" \
+  --teacher-runs "$out/cam" student.method.seeds=expected
 cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-views-none out_dir="$out/levers" \
   --teacher-runs "$out/cam" student.method.map_tta=none
 
