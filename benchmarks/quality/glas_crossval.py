@@ -24,7 +24,11 @@ crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and pri
    methods, the one whose config differs in the fewest settings), on the folds and seeds both
    ran: the changed settings, the B-LOC criterion on valpx of each and their difference over folds
    (what a lever is chosen on), and the test PxAP at B-LOC (reported, never used to choose);
-   each lever's map also joins tables 2 and 6, labelled by its folder.
+   each lever's map also joins tables 2 and 6, labelled by its folder;
+9. rounds: each ``ROOT/rounds/<name>`` folder (PixelCAM whose teacher runs are an earlier round's
+   students, ``--teacher-runs ".../fold{fold}-s{seed}/<student>"``) joins tables 1, 2, 6 and 7 as
+   the setting "histocam, next round": its student against the earlier round's, and its
+   validation criterion beside the earlier round's in the levers' rows.
 
 Usage: python benchmarks/quality/glas_crossval.py runs/cv [--figure docs/glas-per-image.png]
 """
@@ -173,14 +177,15 @@ def floor_table(root: Path, studies: dict[str, CrossvalResult], setting: str) ->
     return lines
 
 
-def lever_map_tables(root: Path, levers: dict[str, CrossvalResult]) -> tuple[list[str], list[str]]:
-    """Each lever's own map (a pipeline's student, or the model), labelled by its folder: against
+def own_map_tables(root: Path, studies: dict[str, CrossvalResult],
+                   setting: str) -> tuple[list[str], list[str]]:
+    """Each folder's own map (a pipeline's student, or the model), labelled by the folder: against
     its teacher (pipelines only), and against the darkness map image by image."""
     students, floors_ = list(STUDENT_HEADER), list(FLOOR_HEADER)
-    for name, s in levers.items():
+    for name, s in studies.items():
         if s.pipeline:
-            students += student_rows("histocam + lever", name, s)
-        floors_ += floor_rows("histocam + lever", name, s, "student" if s.pipeline else "model",
+            students += student_rows(setting, name, s)
+        floors_ += floor_rows(setting, name, s, "student" if s.pipeline else "model",
                               darkness_per_image(root / name))
     return students, floors_
 
@@ -364,6 +369,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="write the per-image AP scatter here")
     args = parser.parse_args()
     ours, paper, levers = load(args.root), load(args.root / "paper"), load(args.root / "levers")
+    rounds = load(args.root / "rounds")  # PixelCAM whose teacher is an earlier round's student
     if not ours:
         raise SystemExit(f"{args.root}: no cross-validation folder (run histocam crossval first)")
     some = next(iter(ours.values()))
@@ -374,11 +380,15 @@ def main() -> None:
     out = model_table(ours, "histocam")
     if paper:
         out += model_table(paper, "paper")[2:]
+    out += model_table(rounds, "histocam, next round")[2:]
     print("\n".join(out))
     print("\nStudent − teacher (paired t-test over every image, one per seed):\n")
-    lever_students, lever_floors = lever_map_tables(args.root / "levers", levers)
+    lever_students, lever_floors = own_map_tables(args.root / "levers", levers, "histocam + lever")
+    round_students, round_floors = own_map_tables(args.root / "rounds", rounds,
+                                                  "histocam, next round")
     print("\n".join(student_table(ours, "histocam")
-                     + (student_table(paper, "paper")[2:] if paper else []) + lever_students[2:]))
+                     + (student_table(paper, "paper")[2:] if paper else []) + lever_students[2:]
+                     + round_students[2:]))
     print("\nCheckpoint choice on the test folds (reported, never used to choose):\n")
     print("\n".join(selection_table(ours, "histocam")
                      + (selection_table(paper, "paper")[2:] if paper else [])))
@@ -390,7 +400,7 @@ def main() -> None:
     out = floor_table(args.root, ours, "histocam")
     if paper:
         out += floor_table(args.root / "paper", paper, "paper")[2:]
-    print("\n".join(out + lever_floors[2:]))
+    print("\n".join(out + lever_floors[2:] + round_floors[2:]))
     print("\nPer class (over all runs):\n")
     print("\n".join(class_table(ours)))
     print("\nValidation only (what the recipe is chosen on):\n")
@@ -399,6 +409,7 @@ def main() -> None:
         out += validation_table(args.root / "paper", paper, "paper")[2:]
     if levers:
         out += validation_table(args.root / "levers", levers, "histocam + lever")[2:]
+    out += validation_table(args.root / "rounds", rounds, "histocam, next round")[2:]
     print("\n".join(out))
     if args.figure:
         scatter(args.root, ours, args.figure)
