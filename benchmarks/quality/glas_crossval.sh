@@ -36,6 +36,10 @@ cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-expected out_dir="$out/levers" \
 cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-views-none out_dir="$out/levers" \
   --teacher-runs "$out/cam" student.method.map_tta=none
 
+# a second round: PixelCAM on LayerCAM's students as teachers (kept only if valpx says so)
+cv -c $c/pixelcam-glas.yaml name=pixelcam-layercam-round2 out_dir="$out/rounds" \
+  --teacher-runs "$out/pixelcam-layercam/fold{fold}-s{seed}/pixelcam-layercam"
+
 # the controls: PixelCAM on LayerCAM from the teacher's maps permuted among the train images, and
 # from each image's darkness map
 for seed in ${seeds//,/ }; do
