@@ -18,7 +18,8 @@ from histocam.maps.store import NpzWriter, npz_key
 from histocam.train.run_config import flat_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
-from glas_crossval import base_of, changes, floor_rows, student_rows  # noqa: E402
+from glas_crossval import floor_rows, student_rows  # noqa: E402
+from glas_levers import base_of, changes  # noqa: E402
 from seed_precision import precisions, seed_counts  # noqa: E402
 from teacher_controls import darkness_on_grid, derangement, permuted_store  # noqa: E402
 

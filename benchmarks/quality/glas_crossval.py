@@ -19,7 +19,7 @@ crossval``; the commands are in ``benchmarks/quality/glas_crossval.sh``) and pri
 7. what a recipe is chosen on: per folder, the selection criteria on validation data only (the
    best valpx PxAP, the B-LOC criterion; the best valcl accuracy, the B-CL one) from each run's
    log, mean ± std over folds;
-8. levers: each ``ROOT/levers/<name>`` folder (a histocam config with some settings changed)
+8. levers (``glas_levers.py``): each ``ROOT/levers/<name>`` folder (a config with settings changed)
    beside the folder it changes (of the ``ROOT`` folders and the other levers with the same
    methods, the one whose config differs in the fewest settings), on the folds and seeds both
    ran: the changed settings, the B-LOC criterion on valpx of each and their difference over folds
@@ -38,8 +38,8 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
-from typing import Any
 
+from glas_levers import criteria, lever_table
 from tables import mean_std
 
 from histocam.core.experiment_results import CrossvalResult
@@ -49,7 +49,6 @@ from histocam.maps.colour import COLOUR_FLOOR, colour_map_pxap
 from histocam.metrics.per_image import PerImageScores
 from histocam.metrics.stats import paired_ttest
 from histocam.runs import Run
-from histocam.train.run_config import tree_changes
 
 
 def floors(summary: CrossvalResult) -> tuple[float, float]:
@@ -224,19 +223,6 @@ def class_table(studies: dict[str, CrossvalResult]) -> list[str]:
     return lines
 
 
-def criteria(folder: Path) -> dict[str, tuple[float, float]]:
-    """Per run of one fold's folder (``model``, or a pipeline's runs by name, the student last): the
-    best valpx PxAP (the B-LOC criterion) and the best valcl accuracy (the B-CL one) of its log."""
-    out = {}
-    for run in runs_in(folder):
-        rows = run.read_log()
-        px = [float(r["valpx_pxap"]) for r in rows if r.get("valpx_pxap")]
-        cl = [float(r["valcl_accuracy"]) for r in rows if r.get("valcl_accuracy")]
-        out["model" if run.root == folder else run.name] = (max(px) if px else float("nan"),
-                                                            max(cl) if cl else float("nan"))
-    return out
-
-
 def validation_table(root: Path, studies: dict[str, CrossvalResult], setting: str) -> list[str]:
     lines = ["| setting | folder | run | best valpx PxAP (B-LOC criterion) | best valcl accuracy "
              "(B-CL criterion) | runs |", "|---|---|---|---|---|---|"]
@@ -252,74 +238,6 @@ def validation_table(root: Path, studies: dict[str, CrossvalResult], setting: st
             n = sum(len(runs) for runs in folds.values())
             lines.append(f"| {setting} | {name} | {label} | {mean_std(px)} | {mean_std(cl)} | "
                          f"{n} |")
-    return lines
-
-
-NOT_SETTINGS = ("name", "out_dir")
-
-
-def changes(base: dict[str, Any], lever: dict[str, Any]) -> list[str]:
-    """``key: base -> lever`` for each setting in which ``lever``'s config differs from
-    ``base``'s; a run's name and output folder are not settings."""
-    return tree_changes(base, lever, allowed=NOT_SETTINGS)
-
-
-def methods_of(study: CrossvalResult) -> Any:
-    """A model's method name, or a pipeline's teacher and student."""
-    return study.runs[0].methods if study.pipeline else study.config.get("method", {}).get("name")
-
-
-def base_of(lever: CrossvalResult, studies: dict[str, CrossvalResult]) -> str | None:
-    """The folder ``lever`` changes: of those with its methods, the one whose config differs in the
-    fewest settings; on a tie a top-level folder before another lever (``levers/<name>``), then the
-    first by name; None when no folder has its methods."""
-    same = [(len(changes(s.config, lever.config)), "/" in name, name) for name, s in studies.items()
-            if s.pipeline == lever.pipeline and methods_of(s) == methods_of(lever)]
-    return min(same)[2] if same else None
-
-
-def lever_table(root: Path, studies: dict[str, CrossvalResult],
-                levers: dict[str, CrossvalResult]) -> list[str]:
-    lines = ["| lever | changed (base → lever) | base | runs | best valpx PxAP, base → lever | "
-             "Δ valpx over folds | test PxAP at B-LOC, base → lever (never used to choose) | "
-             "per-image Δ on test, p (n) |", "|---|---|---|---|---|---|---|---|"]
-    for name, lever in levers.items():
-        # a lever may change another lever (a setting changed on top of a chosen one)
-        candidates = {**studies, **{f"levers/{k}": v for k, v in levers.items() if k != name}}
-        base = base_of(lever, candidates)
-        if base is None:
-            lines.append(f"| {name} | no folder with its methods in {root} | | | | | | |")
-            continue
-        changed = "; ".join(changes(candidates[base].config, lever.config))
-        role = "student" if lever.pipeline else "model"
-        ran = {(r.fold, r.seed): r for r in candidates[base].runs}
-        per_fold: dict[int, list[tuple[float, ...]]] = {}
-        base_ap: dict[tuple[int, str], float] = {}
-        lever_ap: dict[tuple[int, str], float] = {}
-        for run in lever.runs:
-            if (run.fold, run.seed) not in ran:
-                continue
-            other = ran[(run.fold, run.seed)]
-            # the criterion of the folder's last run: the model, or a pipeline's student
-            mine = list(criteria(CrossvalDir(root / "levers" / name).fold(run.fold, run.seed))
-                        .values())[-1][0]
-            theirs = list(criteria(CrossvalDir(root / base).fold(run.fold, run.seed))
-                          .values())[-1][0]
-            per_fold.setdefault(run.fold, []).append(
-                (theirs, mine, other.role(role)["best-loc"].pxap, run.role(role)["best-loc"].pxap))
-            base_ap.update({(run.seed, i): v
-                            for i, v in other.role(role)["best-loc"].per_image_ap.items()})
-            lever_ap.update({(run.seed, i): v
-                             for i, v in run.role(role)["best-loc"].per_image_ap.items()})
-        base_px, lever_px, base_test, lever_test = (
-            [statistics.mean(v[i] for v in runs) for runs in per_fold.values()] for i in range(4))
-        delta = [b - a for a, b in zip(base_px, lever_px)]
-        n = sum(len(runs) for runs in per_fold.values())
-        both = sorted(set(base_ap) & set(lever_ap))
-        t = paired_ttest([base_ap[k] for k in both], [lever_ap[k] for k in both])
-        lines.append(f"| {name} | {changed} | {base} | {n} | {mean_std(base_px)} → "
-                     f"{mean_std(lever_px)} | {mean_std(delta)} | {mean_std(base_test)} → "
-                     f"{mean_std(lever_test)} | {t.mean_difference:+.1f}, {t.p:.2g} ({t.n}) |")
     return lines
 
 
