@@ -22,6 +22,8 @@ cv -c $c/glas-deepmil.yaml name=deepmil out_dir="$out"
 for teacher in cam layercam gradcampp deepmil; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher"
 done
+# NEGEV on LayerCAM, its teacher in NEGEV's and PixelCAM's GlaS tables
+cv -c $c/negev-glas.yaml name=negev-layercam out_dir="$out" --teacher-runs "$out/layercam"
 
 # PixelCAM's head rate (pixelcam-glas.yaml: 1x the encoder's), chosen on the folds' valpx: the
 # other rates as levers, each printed beside pixelcam-cam by glas_crossval.py
