@@ -124,19 +124,23 @@ def student_table(studies: dict[str, CrossvalResult], setting: str) -> list[str]
                              for line in student_rows(setting, roles(name, s)[1][1], s)]
 
 
+# per-image darkness AP of one fold's test images, by the data config that produced them: the
+# folders of one study share their folds, so each fold's floor is computed once
+_DARKNESS: dict[str, dict[str, float]] = {}
+
+
 def darkness_per_image(folder: Path) -> dict[str, float]:
-    """The darkness map's per-image AP on every fold's test images (by image id), at the
-    evaluation size of the folder's runs."""
+    """The darkness map's per-image AP on every fold's test images (by image id), on the images as
+    the folder's runs see them (evaluation size, stain normalisation)."""
     out: dict[str, float] = {}
-    done: set[int] = set()
     for path in CrossvalDir(folder).folds():
         data = Run(runs_in(path)[-1].root).config.data
-        if data.fold in done:
-            continue
-        done.add(data.fold)
-        rows = {COLOUR_FLOOR: PerImageScores()}
-        colour_map_pxap(open_source(data).dataset("test"), data, per_image=rows)
-        out.update({r["id"]: r["ap"] for r in rows[COLOUR_FLOOR].rows})
+        key = data.model_dump_json()
+        if key not in _DARKNESS:
+            rows = {COLOUR_FLOOR: PerImageScores()}
+            colour_map_pxap(open_source(data).dataset("test"), data, per_image=rows)
+            _DARKNESS[key] = {r["id"]: r["ap"] for r in rows[COLOUR_FLOOR].rows}
+        out.update(_DARKNESS[key])
     return out
 
 
