@@ -1,7 +1,8 @@
 """The teacher checks of benchmarks/quality: the permuted-maps control's store, whose maps are moved
 to other images (each map used once, none left on its own image), the darkness-maps control's map
 on a grid, and the precision of the seeds a teacher's maps give, by hand; and how the GlaS study
-finds the config a lever changes and tests a map against its teacher and the darkness map."""
+finds the config a lever changes, tests a map against its teacher and the darkness map, and picks
+an epoch by each selection rule from a run's traced curves."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from histocam.train.run_config import flat_config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
 from glas_crossval import floor_rows, student_rows  # noqa: E402
 from glas_levers import base_of, changes  # noqa: E402
+from glas_selection import best_epoch, rule_table, smoothed  # noqa: E402
 from seed_precision import precisions, seed_counts  # noqa: E402
 from teacher_controls import darkness_on_grid, derangement, permuted_store  # noqa: E402
 
@@ -193,3 +195,23 @@ def test_floor_rows_by_hand() -> None:
     teacher = floor_rows("histocam", "cam", two_fold_pipeline(), "teacher", darkness)
     _, p = t_and_p([-5, -2, -1, 6])  # below on 3 of 4
     assert teacher[1] == f"| histocam | cam | B-CL | -0.5, {p:.2g} (4) | 1 of 4 |"
+
+
+def test_selection_rules_by_hand() -> None:
+    assert best_epoch([1.0, 3.0, 2.0, 3.0]) == 3  # the later epoch on ties, as the trainer
+    assert smoothed([0.0, 6.0, 0.0, 3.0]) == [3.0, 2.0, 3.0, 1.5]
+    # smoothed valpx: 60, 60, 65.3, 63.3, 65 -> epoch 2
+    one = {"valpx_pxap": [50.0, 70.0, 60.0, 66.0, 64.0],  # B-LOC: epoch 1
+           "valcl_pxap": [50.0, 60.0, 61.0, 63.0, 62.0],  # epoch 3
+           "valcl_accuracy": [40.0, 80.0, 90.0, 90.0, 85.0],  # B-CL: epoch 3 (tie, later)
+           "test_pxap_trace": [50.0, 55.0, 65.0, 62.0, 60.0]}  # last: epoch 4; best: 2
+    other = {**one, "valpx_pxap": [50.0, 60.0, 61.0, 62.0, 70.0],  # B-LOC 4; smoothed 4
+             "test_pxap_trace": [50.0, 58.0, 59.0, 60.0, 61.0]}
+    rows = rule_table({(0, 0): one, (1, 0): other})[2:]
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
+    # B-LOC: 55 and 61 (fold means, std 4.2); the best test epochs: 65 and 61
+    assert cells[0][1:] == ["58.0 ± 4.2", "1, 4", "0 / 0 of 2", "+0.0", "5.0"]
+    # every valcl image: epochs 3, 3 -> 62 and 60: above B-LOC once, below once
+    assert cells[1][1:] == ["61.0 ± 1.4", "3, 3", "1 / 1 of 2", "+3.0", "2.0"]
+    assert cells[2][2] == "2, 4" and cells[3][2] == "3, 3" and cells[4][2] == "4, 4"
+    assert cells[5][1:] == ["63.0 ± 2.8", "2, 4", "0 / 1 of 2", "+5.0", "0.0"]

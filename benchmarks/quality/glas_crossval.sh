@@ -3,6 +3,7 @@
 # histocam settings (benchmarks/configs/glas*.yaml, pixelcam-glas.yaml) and the papers' settings
 # (benchmarks/configs/paper/) side by side. Finished runs are reused, unfinished ones resumed.
 # Then: python benchmarks/quality/glas_crossval.py runs/cv
+#       python benchmarks/quality/glas_selection.py runs/cv   (selection rules on the students' traces)
 #       python benchmarks/quality/teacher_controls.py runs/cv/pixelcam-layercam --control permuted \
 #           --out runs/cv/controls/permuted-layercam --only report   (and darkness; per seed: --seed N)
 #       python benchmarks/quality/seed_precision.py runs/cv --teachers layercam cam deepmil \
@@ -19,8 +20,11 @@ cv -c $c/glas.yaml name=cam out_dir="$out"
 cv -c $c/glas-layercam.yaml name=layercam out_dir="$out"
 cv -c $c/glas-layercam.yaml name=gradcampp method.name=gradcampp out_dir="$out"
 cv -c $c/glas-deepmil.yaml name=deepmil out_dir="$out"
+# the students also log each epoch's PxAP on every annotated valcl image and on the test fold, which
+# the trainer never reads, for glas_selection.py (the same checkpoints are selected without them)
 for teacher in cam layercam gradcampp deepmil; do
-  cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher"
+  cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher" \
+    student.train.log_valcl_pxap=true student.train.trace_test_pxap=true
 done
 # NEGEV on LayerCAM, its teacher in NEGEV's and PixelCAM's GlaS tables
 cv -c $c/negev-glas.yaml name=negev-layercam out_dir="$out" --teacher-runs "$out/layercam"
