@@ -8,7 +8,7 @@ both traces, this prints, per selection rule, the test PxAP of the epoch the rul
 
 - **B-LOC**: the best valpx PxAP (3 images per class), the later epoch on ties: the trainer's rule;
 - **every annotated valcl image**: the best PxAP over all valcl images (valpx among them), about
-  three times as many pixel-labelled images;
+  twice as many pixel-labelled images on the GlaS folds;
 - **valpx smoothed over 3 epochs**: the best mean valpx PxAP of an epoch and its two neighbours
   (one at the first and the last epoch);
 - **B-CL**: the best valcl accuracy; **last**: the last epoch;
@@ -48,8 +48,13 @@ def smoothed(values: Curve, window: int = 3) -> Curve:
     return [statistics.mean(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
 
 
+def b_loc(c: dict[str, Curve]) -> int:
+    """The trainer's B-LOC epoch: the best valpx PxAP."""
+    return best_epoch(c["valpx_pxap"])
+
+
 RULES: dict[str, Callable[[dict[str, Curve]], int]] = {
-    "B-LOC (valpx, the trainer's rule)": lambda c: best_epoch(c["valpx_pxap"]),
+    "B-LOC (valpx, the trainer's rule)": b_loc,
     "every annotated valcl image": lambda c: best_epoch(c["valcl_pxap"]),
     "valpx smoothed over 3 epochs": lambda c: best_epoch(smoothed(c["valpx_pxap"])),
     "B-CL (valcl accuracy)": lambda c: best_epoch(c["valcl_accuracy"]),
@@ -67,12 +72,11 @@ def curves(run: RunDir) -> dict[str, Curve] | None:
     return {key: [float(r[key]) for r in rows] for key in COLUMNS}
 
 
-def traced_runs(folder: Path) -> dict[tuple[int, int], dict[str, Curve]]:
+def traced_runs(folder: Path, summary: CrossvalResult) -> dict[tuple[int, int], dict[str, Curve]]:
     """Per (fold, seed) of a crossval folder: the curves of its traced run (a model, or the one
     traced run of a pipeline, its student)."""
-    summary = CrossvalResult.read(CrossvalDir(folder).summary_json)
     found = {}
-    for run in summary.runs if summary else []:
+    for run in summary.runs:
         for inner in runs_in(CrossvalDir(folder).fold(run.fold, run.seed)):
             traced = curves(inner)
             if traced is not None:
@@ -85,8 +89,7 @@ def rule_table(traced: dict[tuple[int, int], dict[str, Curve]]) -> list[str]:
              "Δ test vs B-LOC | below the best test epoch |", "|---|---|---|---|---|---|"]
     keys = sorted(traced)
     folds = sorted({fold for fold, _ in keys})
-    base = {k: traced[k]["test_pxap_trace"][RULES["B-LOC (valpx, the trainer's rule)"](traced[k])]
-            for k in keys}
+    base = {k: traced[k]["test_pxap_trace"][b_loc(traced[k])] for k in keys}
     ceiling = {k: max(traced[k]["test_pxap_trace"]) for k in keys}
     for rule, pick in RULES.items():
         epochs = {k: pick(traced[k]) for k in keys}
@@ -101,14 +104,12 @@ def rule_table(traced: dict[tuple[int, int], dict[str, Curve]]) -> list[str]:
     return lines
 
 
-def trace_check(folder: Path, traced: dict[tuple[int, int], dict[str, Curve]]) -> str:
+def trace_check(summary: CrossvalResult, traced: dict[tuple[int, int], dict[str, Curve]]) -> str:
     """The largest gap between the test trace at B-LOC's epoch and the evaluated B-LOC
     checkpoint's test PxAP, over the runs (the same maps, so it should be rounding only)."""
-    summary = CrossvalResult.read(CrossvalDir(folder).summary_json)
     role = summary.roles[-1]
-    gaps = [abs(traced[(r.fold, r.seed)]["test_pxap_trace"][best_epoch(
-        traced[(r.fold, r.seed)]["valpx_pxap"])] - r.role(role)["best-loc"].pxap)
-        for r in summary.runs if (r.fold, r.seed) in traced]
+    gaps = [abs(c["test_pxap_trace"][b_loc(c)] - r.role(role)["best-loc"].pxap)
+            for r in summary.runs if (c := traced.get((r.fold, r.seed))) is not None]
     return (f"Trace check: the test trace at B-LOC's epoch against the evaluated B-LOC checkpoint "
             f"({role}), largest gap {max(gaps):.2f} PxAP over {len(gaps)} runs.")
 
@@ -119,7 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     folders = sorted(p.parent for p in args.root.rglob(CrossvalDir(".").summary_json.name))
     for folder in folders:
-        traced = traced_runs(folder)
+        summary = CrossvalResult.read(CrossvalDir(folder).summary_json)
+        traced = traced_runs(folder, summary) if summary else {}
         if not traced:
             continue
         seeds = sorted({s for _, s in traced})
@@ -127,7 +129,7 @@ def main() -> None:
               f"{', '.join(str(f) for f in sorted({f for f, _ in traced}))}; seeds "
               f"{', '.join(map(str, seeds))}); epochs picked per run in fold, seed order.\n")
         print("\n".join(rule_table(traced)))
-        print(f"\n{trace_check(folder, traced)}")
+        print(f"\n{trace_check(summary, traced)}")
 
 
 if __name__ == "__main__":
