@@ -168,6 +168,8 @@ def test_fold_tree_names_each_run_and_its_teacher() -> None:
 
 @pytest.mark.slow
 def test_traced_curves_are_logged_and_never_select(tmp_path: Path) -> None:
+    import torch
+
     from histocam.train import RunConfig, Trainer
 
     tree = fold_tree(_tree(_patients_csv(tmp_path / "data"), tmp_path / "runs", epochs=2,
@@ -182,9 +184,16 @@ def test_traced_curves_are_logged_and_never_select(tmp_path: Path) -> None:
     plain = RunConfig.model_validate({**tree, "name": "plain", "train": {
         **tree["train"], "log_valcl_pxap": False, "trace_test_pxap": False}})
     Trainer(plain).fit()
-    for ckpt in ("best-loc", "best-cl"):  # the same selection with or without the traces
-        a = Run(config.run_dir).state(ckpt)["epoch"]
-        assert a == Run(plain.run_dir).state(ckpt)["epoch"]
+    for ckpt in ("best-loc", "best-cl", "last"):  # the same weights with or without the traces
+        traced, untraced = Run(config.run_dir).state(ckpt), Run(plain.run_dir).state(ckpt)
+        assert traced["epoch"] == untraced["epoch"]
+        assert traced["model"].keys() == untraced["model"].keys()
+        assert all(torch.equal(traced["model"][k], untraced["model"][k]) for k in traced["model"])
+    # so a finished traced run is the run of the untraced config too: reused, not retrained
+    done = config.run_dir.epochs_done()
+    again = RunConfig.model_validate({**tree, "train": {**tree["train"], "trace_test_pxap": False}})
+    assert Run.train(again).dir.root == config.run_dir.root
+    assert config.run_dir.epochs_done() == done
 
 
 def test_the_darkness_floor_by_hand_and_per_image() -> None:

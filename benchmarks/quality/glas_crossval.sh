@@ -21,7 +21,7 @@ cv -c $c/glas-layercam.yaml name=layercam out_dir="$out"
 cv -c $c/glas-layercam.yaml name=gradcampp method.name=gradcampp out_dir="$out"
 cv -c $c/glas-deepmil.yaml name=deepmil out_dir="$out"
 # the students also log each epoch's PxAP on every annotated valcl image and on the test fold, which
-# the trainer never reads, for glas_selection.py (the same checkpoints are selected without them)
+# the trainer never reads, for glas_selection.py (the weights are the same without them)
 for teacher in cam layercam gradcampp deepmil; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher" \
     student.train.log_valcl_pxap=true student.train.trace_test_pxap=true

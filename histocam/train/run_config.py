@@ -106,10 +106,14 @@ class RunConfig(RunIdentity):
 #: are seeded by (seed, epoch, index), whatever process or loader worker reads it); how often the
 #: mid-epoch state is saved (``train.checkpoint_every``); how many images an evaluation batch
 #: holds (``train.eval_batch_size``: evaluation runs the model in eval mode, each image's maps and
-#: scores independent of its batch, and computes no gradient). Every other key (seed, data,
-#: method, epochs, optimiser, ...) is the run's content: a resume that changes one is refused.
+#: scores independent of its batch, and computes no gradient); what the log also records
+#: (``train.log_valcl_pxap``, ``train.trace_test_pxap``: evaluations in eval mode after an epoch,
+#: and the global generators are re-seeded at every epoch start, so the weights are the same with
+#: or without them; a run resumed with another value logs the new columns from then on). Every
+#: other key (seed, data, method, epochs, optimiser, ...) is the run's content: a resume that
+#: changes one is refused.
 RESUMABLE_KEYS = ("name", "out_dir", "device", "train.num_workers", "train.checkpoint_every",
-                  "train.eval_batch_size")
+                  "train.eval_batch_size", "train.log_valcl_pxap", "train.trace_test_pxap")
 
 
 def config_changes(saved: RunConfig, new: RunConfig,
