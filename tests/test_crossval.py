@@ -218,3 +218,20 @@ def test_the_darkness_floor_by_hand_and_per_image() -> None:
     assert found == {"chance": pytest.approx(50.0), "darkness": pytest.approx(50.0)}
     alone = colour_map_pxap(samples[:1], data)
     assert alone["darkness"] == pytest.approx(100.0) and alone["chance"] == pytest.approx(50.0)
+
+
+def test_a_finished_pipeline_is_reused_across_settings_that_keep_its_weights() -> None:
+    from histocam.experiments.pipeline import PipelineConfig
+
+    saved = PipelineConfig.model_validate({"teacher_run": "runs/cam", "student": {
+        "train": {"trace_test_pxap": True, "log_valcl_pxap": True}}})
+
+    def changed(**student_train) -> list[str]:
+        return PipelineConfig.model_validate({"teacher_run": "runs/cam", "device": "cpu",
+                                              "student": {"train": student_train}}
+                                             ).changes_from(saved)
+
+    assert changed() == []  # without the traces, on another device: the same runs
+    assert changed(eval_batch_size=8, num_workers=0) == []
+    assert changed(lr=0.5, epochs=3) == ["student.train.epochs: 20 -> 3",
+                                         "student.train.lr: 0.01 -> 0.5"]

@@ -102,13 +102,14 @@ def _train_run(tree: dict) -> dict[str, Any]:
 
 
 def _pipeline_run(tree: dict) -> dict[str, Any]:
-    """Run one fold's pipeline (its finished comparison reused when made with this config) and
-    collect the teacher's and the student's test results."""
+    """Run one fold's pipeline (its finished comparison reused when made with this config, but
+    for settings that do not change the weights: ``PipelineConfig.changes_from``) and collect the
+    teacher's and the student's test results."""
     p = PipelineConfig.model_validate(tree)
     folder = PipelineDir(p.root)
     results = PipelineComparison.read(folder.comparison_json)
-    if results is None or not folder.config.is_file() or PipelineConfig.model_validate(
-            yaml.safe_load(folder.config.read_text())) != p:
+    if results is None or not folder.config.is_file() or p.changes_from(
+            PipelineConfig.model_validate(yaml.safe_load(folder.config.read_text()))):
         results = run_pipeline(p, progress=False)
     out: dict[str, Any] = {}
     for role in ("teacher", "student"):

@@ -41,7 +41,13 @@ from histocam.methods.student import SeededStudentConfig
 from histocam.models.backbones import BackboneConfig
 from histocam.runs.run import Run
 from histocam.train.config_errors import validate_config
-from histocam.train.run_config import RunConfig, RunIdentity, TrainConfig
+from histocam.train.run_config import (
+    RESUMABLE_KEYS,
+    RunConfig,
+    RunIdentity,
+    TrainConfig,
+    tree_changes,
+)
 
 
 class StageConfig(StrictModel):
@@ -111,6 +117,14 @@ class PipelineConfig(RunIdentity):
     @property
     def root(self) -> Path:
         return self.out_dir / self.name
+
+    def changes_from(self, saved: PipelineConfig) -> list[str]:
+        """``key: old -> new`` for each setting that changes the pipeline's runs: every key but
+        ``device`` and each stage's resumable training keys (``RESUMABLE_KEYS``), none of which
+        changes the weights, so a finished pipeline differing only in them is this one's."""
+        allowed = ("device", *(f"{stage}.{key}" for stage in ("teacher", "student")
+                               for key in RESUMABLE_KEYS if key.startswith("train.")))
+        return tree_changes(saved.model_dump(mode="json"), self.model_dump(mode="json"), allowed)
 
 
 def load_pipeline_config(path: str | Path | None = None,
