@@ -96,3 +96,110 @@ def test_views_belong_to_the_composed_method_not_its_classifier() -> None:
     m = create_method({"name": "gradcampp", "backbone": TINY, "map_tta": "d8"}, num_classes=2)
     saved = m.config.model_dump(mode="json")
     assert saved["map_tta"] == "d8" and "map_tta" not in saved["classifier"]
+
+
+# --- input scales (``method.map_scales``)
+
+def _scaled(name: str, scales: tuple[float, ...], tta: str = "none"):
+    torch.manual_seed(0)
+    config = {"name": name, "backbone": TINY, "map_tta": tta, "map_scales": list(scales),
+              **EXTRA.get(name, {})}
+    return create_method(config, num_classes=3).eval()
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = False) -> torch.Tensor:
+    """Bilinear resize of B×H×W maps or B×C×H×W images, written out here (not the library's)."""
+    flat = x[:, None] if x.dim() == 3 else x
+    out = torch.nn.functional.interpolate(flat, size=size, mode="bilinear", align_corners=False,
+                                          antialias=antialias)
+    return out[:, 0] if x.dim() == 3 else out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scales_map_is_the_mean_of_the_resized_images_maps(name: str) -> None:
+    """Scales 1 and 0.5 by hand: the low-resolution map of the image and of the image halved
+    (antialiased), each bilinear to the input size, averaged, min–max again for CAMs."""
+    plain, scaled = _method(name, "none"), _scaled(name, (1.0, 0.5))
+    x = torch.rand(2, 3, 64, 96)
+    classes = torch.tensor([1, 2])
+    with torch.no_grad():
+        logits, maps = scaled.localize_with_logits(x, classes)
+        half = _resize(x, (32, 48), antialias=True)
+        lows = [plain.localize_with_logits(v, classes, upsample=False)[1] for v in (x, half)]
+        mean = sum(_resize(low.float(), (64, 96)) for low in lows) / 2
+        plain_logits = plain(x).logits
+    expected = mean if scaled.probability_maps else minmax_normalize(mean, relu=False)
+    assert maps.shape == (2, 64, 96)
+    assert torch.allclose(maps, expected.clamp(0, 1), atol=1e-5)
+    assert torch.equal(logits, plain_logits)  # the unscaled image's logits
+    assert not torch.allclose(maps, plain.localize(x, classes), atol=1e-3)  # it did average
+
+
+def test_scales_with_views_average_every_view_of_every_scale() -> None:
+    """flips × (1, 1.5) by hand: eight maps, each turned back and resized, one mean."""
+    plain, scaled = _method("cam", "none"), _scaled("cam", (1.0, 1.5), "flips")
+    x = torch.rand(2, 3, 64, 64)
+    classes = torch.tensor([0, 2])
+    with torch.no_grad():
+        maps = scaled.localize(x, classes)
+        parts = []
+        for image in (x, _resize(x, (96, 96))):
+            for dims in ((), (-1,), (-2,), (-2, -1)):
+                low = plain.localize_with_logits(image.flip(dims), classes, upsample=False)[1]
+                parts.append(_resize(low.flip(dims).float(), (64, 64)))
+    expected = minmax_normalize(sum(parts) / len(parts), relu=False)
+    assert torch.allclose(maps, expected, atol=1e-5)
+
+
+def test_scales_without_the_image_itself_still_report_its_logits() -> None:
+    plain, scaled = _method("wildcat", "none"), _scaled("wildcat", (1.5,))
+    x = torch.rand(3, 3, 64, 64)
+    classes = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        logits, maps = scaled.localize_with_logits(x, classes)
+        low = plain.localize_with_logits(_resize(x, (96, 96)), classes, upsample=False)[1]
+        assert torch.equal(logits, plain(x).logits)
+    assert torch.allclose(maps, minmax_normalize(_resize(low.float(), (64, 64)), relu=False),
+                          atol=1e-5)
+
+
+def test_scales_without_upsampling_keep_the_finest_grid() -> None:
+    """Stored teacher maps (``upsample=False``) of scales (1, 2) are on the 2× image's grid."""
+    plain, scaled = _method("cam", "none"), _scaled("cam", (1.0, 2.0))
+    x = torch.rand(2, 3, 64, 64)
+    classes = torch.tensor([0, 1])
+    with torch.no_grad():
+        coarse = plain.localize_with_logits(x, classes, upsample=False)[1]
+        fine = plain.localize_with_logits(_resize(x, (128, 128)), classes, upsample=False)[1]
+        _, maps = scaled.localize_with_logits(x, classes, upsample=False)
+    assert fine.shape[-1] == 2 * coarse.shape[-1] and maps.shape == fine.shape
+    expected = minmax_normalize((_resize(coarse.float(), fine.shape[-2:]) + fine) / 2, relu=False)
+    assert torch.allclose(maps, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gradcampp", "pixelcam"])
+def test_scales_batch_equals_one_image_at_a_time(name: str) -> None:
+    m = _scaled(name, (0.75, 1.0, 1.5), "flips")
+    x = torch.rand(3, 3, 48, 80)
+    classes = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        batch = m.localize(x, classes)
+        single = torch.cat([m.localize(x[i : i + 1], classes[i : i + 1]) for i in range(3)])
+    assert torch.allclose(batch, single, atol=1e-5)
+
+
+@pytest.mark.parametrize("scales, match", [([], "at least one scale"), ([1.0, 5.0], "within"),
+                                           ([0.1], "within"), ([1.0, 1.0], "repeats")])
+def test_bad_scales_are_rejected(scales: list[float], match: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=match):
+        create_method({"name": "cam", "backbone": TINY, "map_scales": scales}, num_classes=2)
+
+
+def test_scales_belong_to_the_composed_method_not_its_classifier() -> None:
+    with pytest.raises(ValueError, match="method.map_scales, not method.classifier.map_scales"):
+        create_method({"name": "layercam", "backbone": TINY,
+                       "classifier": {"name": "cam", "map_scales": [1.0, 1.5]}}, num_classes=2)
+    m = create_method({"name": "layercam", "backbone": TINY, "map_scales": [1.0, 1.5]},
+                      num_classes=2)
+    saved = m.config.model_dump(mode="json")
+    assert saved["map_scales"] == [1.0, 1.5] and "map_scales" not in saved["classifier"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 LISTING = Path(__file__).with_name("methods.json")
 SOURCES = Path(__file__).parents[1] / "methods"
-COMMON_KEYS = ("name", "backbone", "map_tta")  # every method's: not listed per method
+COMMON_KEYS = ("name", "backbone", "map_tta", "map_scales")  # every method's: not listed per method
 
 
 def sources_hash() -> str:

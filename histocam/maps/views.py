@@ -8,6 +8,11 @@ the upsampled map's (a stride-32 cell of EfficientNet or ResNet is centred at 32
 upsampling puts it at 32·i + 15.5), and the peaks one view happens to fire on (what the views give
 on GlaS: docs/results.md).
 
+Input scales (``method.map_scales``) are views of another kind: the image resized by a factor
+(``scale_images``), so that the encoder's grid falls on it more finely (1.5× at 448 px gives a
+21×21 map instead of 14×14) or more coarsely, and what the encoder sees of a gland changes size;
+each scale's map is resized back to the image's before the mean.
+
 A view is ``(k, mirror)``: rotate by k·90° in the image plane (``torch.rot90`` over the last two
 dimensions), then mirror left–right. Every set starts with the identity, whose logits a method
 reports; ``from_view`` inverts ``to_view`` on images and maps alike (B×C×H×W or B×H×W).
@@ -16,6 +21,7 @@ reports; ``from_view`` inverts ``to_view`` on images and maps alike (B×C×H×W 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 View = tuple[int, bool]
 
@@ -40,3 +46,15 @@ def from_view(x: torch.Tensor, view: View) -> torch.Tensor:
     k, mirror = view
     x = x.flip(-1) if mirror else x
     return torch.rot90(x, -k, (-2, -1)) if k % 4 else x
+
+
+def scale_images(images: torch.Tensor, factor: float) -> torch.Tensor:
+    """B×C×H×W images in [0, 1] resized to round(H·factor)×round(W·factor): bilinear, antialiased
+    when shrinking (as PIL's resize), unchanged for factor 1."""
+    if factor == 1.0:
+        return images
+    h, w = images.shape[-2:]
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    out = F.interpolate(images, size=size, mode="bilinear", align_corners=False,
+                        antialias=factor < 1.0)
+    return out.clamp_(0.0, 1.0)

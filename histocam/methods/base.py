@@ -13,7 +13,8 @@ Extension points (docs/ARCHITECTURE.md), each with a default that does nothing s
 - ``needs_cams``: the trainer adds the stored teacher map of every image as ``batch["cam"]``;
 - ``load_initial_state(state)``: the weights the run layer starts a method from (a teacher's);
 - ``localize_view(images, classes)``: one view's map (``localize_with_logits`` averages it over
-  ``config.map_tta``'s test-time views); ``probability_maps``: whether those maps are
+  ``config.map_tta``'s test-time views and ``config.map_scales``' input scales);
+  ``probability_maps``: whether those maps are
   probabilities (averaged as they are) rather than min–max normalised maps;
 - ``self.encoder.stage_modules()`` / ``self.encoder.vit_blocks(x)``: intermediate encoder stages
   (forward hooks for ADL/ACoL/SPG) and ViT block tokens with their attention (TS-CAM/SAT);
@@ -29,13 +30,14 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from histocam.core.configs import StrictModel
 from histocam.maps.normalize import minmax_normalize
 from histocam.maps.normalize import upsample as upsample_maps
-from histocam.maps.views import VIEWS, from_view, to_view
+from histocam.data.transforms import resize_maps
+from histocam.maps.views import VIEWS, from_view, scale_images, to_view
 from histocam.models.backbones import BackboneConfig, Encoder, create_encoder
 
 
@@ -49,6 +51,21 @@ class MethodConfig(StrictModel):
         "none; flips (the image, its two mirror images, its 180° rotation); d8 (its 8 rotations "
         "and mirror images). Each view's map is turned back into the image's frame; the logits "
         "are the unaugmented image's")
+    map_scales: tuple[float, ...] = Field(
+        (1.0,), description="input scales the map is averaged over (histocam.maps.views): the "
+        "image resized by each factor, its map made there with map_tta's views and resized to "
+        "the image's map; (1.0,) is the image as given. The logits are the unscaled image's")
+
+    @field_validator("map_scales")
+    @classmethod
+    def _check_scales(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError("map_scales needs at least one scale, e.g. [1.0]")
+        if any(not 0.25 <= s <= 4.0 for s in value):
+            raise ValueError(f"map_scales {list(value)}: every scale must be within 0.25 and 4")
+        if len(set(value)) != len(value):
+            raise ValueError(f"map_scales {list(value)} repeats a scale")
+        return value
 
     def for_inference(self) -> MethodConfig:
         """This config without external weight sources (the checkpoint provides the weights)."""
@@ -158,7 +175,12 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
 
         With ``config.map_tta`` the map is the mean of ``localize_view`` over the test-time views
         (``histocam.maps.views``), each turned back into the image's frame, min–max normalised
-        again unless the maps are probabilities; the logits are always the unaugmented image's."""
+        again unless the maps are probabilities; the logits are always the unaugmented image's.
+        With ``config.map_scales`` the mean also runs over the image resized by each factor
+        (``scale_images``): each scale's low-resolution maps are resized bilinearly to the input
+        size, or with ``upsample=False`` to the finest scale's map grid, before the one mean."""
+        if self.config.map_scales != (1.0,):
+            return self._multiscale(images, classes, upsample)
         views = VIEWS[self.config.map_tta]
         logits, maps = self.localize_view(images, classes, upsample)
         if len(views) == 1:
@@ -169,6 +191,25 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
                 self.localize_view(to_view(images, view), classes, upsample)[1].float(), view)
         mean = total / len(views)
         return logits, (mean if self.probability_maps else minmax_normalize(mean, relu=False))
+
+    def _multiscale(self, images: torch.Tensor, classes: torch.Tensor, upsample: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``localize_with_logits`` over ``config.map_scales`` × ``config.map_tta``'s views."""
+        logits, maps = None, []
+        for scale in self.config.map_scales:
+            scaled = scale_images(images, scale)
+            for view in VIEWS[self.config.map_tta]:
+                out, low = self.localize_view(to_view(scaled, view), classes, upsample=False)
+                if scale == 1.0 and view == (0, False):
+                    logits = out
+                maps.append(from_view(low.float(), view))
+        if logits is None:  # no unscaled pass among the scales
+            logits = self(images).logits
+        size = (tuple(images.shape[-2:]) if upsample
+                else max((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1]))
+        mean = sum(resize_maps(m, size) for m in maps) / len(maps)
+        mean = mean if self.probability_maps else minmax_normalize(mean, relu=False)
+        return logits, mean.clamp(0.0, 1.0)
 
     def localize_view(self, images: torch.Tensor, classes: torch.Tensor,
                       upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

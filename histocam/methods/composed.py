@@ -33,21 +33,25 @@ class ComposedConfig(MethodConfig):
         if config.map_tta != "none":  # the composed method makes the map
             raise ValueError("set the test-time views as method.map_tta, not "
                              "method.classifier.map_tta")
+        if config.map_scales != (1.0,):
+            raise ValueError("set the input scales as method.map_scales, not "
+                             "method.classifier.map_scales")
         return check_classifier(config)
 
     def around(self, classifier: MethodConfig, backbone: BackboneConfig) -> ComposedConfig:
-        """This method with ``classifier`` (another run's method: its own backbone and test-time
-        views are dropped, this method's are used) on ``backbone``. The classifier is checked as
+        """This method with ``classifier`` (another run's method: its own backbone, test-time
+        views and input scales are dropped, this method's are used) on ``backbone``. The classifier is checked as
         the field's validator checks it; the rest of this config is validated already."""
-        inner = classifier.model_copy(update={"backbone": BackboneConfig(), "map_tta": "none"})
+        inner = classifier.model_copy(update={"backbone": BackboneConfig(), "map_tta": "none",
+                                              "map_scales": (1.0,)})
         return self.model_copy(update={"classifier": check_classifier(inner),
                                        "backbone": backbone})
 
     @field_serializer("classifier")
     def _classifier_without_backbone(self, value: MethodConfig, info) -> dict:
-        """Saved configs show the classifier without a backbone or test-time views: the method's
-        are the ones used."""
-        return value.model_dump(mode=info.mode, exclude={"backbone", "map_tta"})
+        """Saved configs show the classifier without a backbone, test-time views or input scales:
+        the method's are the ones used."""
+        return value.model_dump(mode=info.mode, exclude={"backbone", "map_tta", "map_scales"})
 
 
 def _default_classifier() -> MethodConfig:
