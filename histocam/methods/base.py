@@ -34,9 +34,9 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from histocam.core.configs import StrictModel
+from histocam.data.transforms import resize_maps
 from histocam.maps.normalize import minmax_normalize
 from histocam.maps.normalize import upsample as upsample_maps
-from histocam.data.transforms import resize_maps
 from histocam.maps.views import VIEWS, from_view, scale_images, to_view
 from histocam.models.backbones import BackboneConfig, Encoder, create_encoder
 

@@ -40,8 +40,9 @@ class ComposedConfig(MethodConfig):
 
     def around(self, classifier: MethodConfig, backbone: BackboneConfig) -> ComposedConfig:
         """This method with ``classifier`` (another run's method: its own backbone, test-time
-        views and input scales are dropped, this method's are used) on ``backbone``. The classifier is checked as
-        the field's validator checks it; the rest of this config is validated already."""
+        views and input scales are dropped, this method's are used) on ``backbone``. The
+        classifier is checked as the field's validator checks it; the rest of this config is
+        validated already."""
         inner = classifier.model_copy(update={"backbone": BackboneConfig(), "map_tta": "none",
                                               "map_scales": (1.0,)})
         return self.model_copy(update={"classifier": check_classifier(inner),
