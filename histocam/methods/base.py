@@ -14,8 +14,8 @@ Extension points (docs/ARCHITECTURE.md), each with a default that does nothing s
 - ``load_initial_state(state)``: the weights the run layer starts a method from (a teacher's);
 - ``localize_view(images, classes)``: one view's map (``localize_with_logits`` averages it over
   ``config.map_tta``'s test-time views and ``config.map_scales``' input scales);
-  ``probability_maps``: whether those maps are
-  probabilities (averaged as they are) rather than min–max normalised maps;
+  ``probability_maps``: whether those maps are probabilities (averaged as they are) rather than
+  min–max normalised maps;
 - ``self.encoder.stage_modules()`` / ``self.encoder.vit_blocks(x)``: intermediate encoder stages
   (forward hooks for ADL/ACoL/SPG) and ViT block tokens with their attention (TS-CAM/SAT);
 - ``ComposedMethod`` (``methods/composed.py``): a method built around a registered classifier
