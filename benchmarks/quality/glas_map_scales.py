@@ -77,7 +77,7 @@ def score(maps: dict[str, tuple]) -> dict:
         pixels.update(batch)
         images.update(batch)
     return {"pxap": pixels.compute()["pxap"],
-            "per_image_ap": {r["id"]: r["ap"] for r in images.rows}}
+            "image_ap": {r["id"]: r["ap"] for r in images.rows}}
 
 
 def mean_maps(runs: list[dict[str, tuple]]) -> dict[str, tuple]:
@@ -88,7 +88,7 @@ def mean_maps(runs: list[dict[str, tuple]]) -> dict[str, tuple]:
 def fold_results(folder: Path, fold: int, seeds: list[int], scales: tuple[float, ...],
                  ensemble: bool, out: Path) -> dict[str, dict]:
     """``{"s<seed>": result, ..., "ensemble": result}`` of one fold, each result
-    ``{split: {"pxap", "per_image_ap"}}``; kept in ``out`` and reused."""
+    ``{split: {"pxap", "image_ap"}}`` (PxAP, per-image AP by id); kept in ``out`` and reused."""
     tag = "_".join(f"{s:g}" for s in scales)
     cache = out / folder.name / f"fold{fold}-s{','.join(map(str, seeds))}-{tag}.json"
     if cache.is_file():
@@ -120,7 +120,7 @@ def paired(per_fold: list[dict], reference: list[dict], seeds: list[str]) -> tup
 
     tests, above, total = [], 0, 0
     for key in seeds:
-        ap = {i: v for fold in per_fold for i, v in fold[key]["test"]["per_image_ap"].items()}
+        ap = {i: v for fold in per_fold for i, v in fold[key]["test"]["image_ap"].items()}
         ref = {i: v for fold in reference for i, v in fold.items()}
         shared = sorted(i for i in set(ap) & set(ref) if ap[i] == ap[i] and ref[i] == ref[i])
         t = paired_ttest([ref[i] for i in shared], [ap[i] for i in shared])
@@ -169,7 +169,7 @@ def main() -> None:
                 delta = [a - b for a, b in zip(valpx, fold_mean("valpx", reference, seeds))]
                 runs = [r[k]["test"]["pxap"] for r in per_fold for k in keys]
                 vs_ref = "; ".join(
-                    paired(per_fold, [r[s]["test"]["per_image_ap"] for r in reference], [k])[0]
+                    paired(per_fold, [r[s]["test"]["image_ap"] for r in reference], [k])[0]
                     for s, k in zip(seeds, keys * len(seeds) if kind == "ensemble" else keys))
                 vs_dark, above, total = paired(per_fold, [darkness] * len(per_fold), keys)
                 label = "one seed's run" if kind == "runs" else f"mean of {len(seeds)} seeds' maps"
