@@ -168,7 +168,7 @@ def main() -> None:
                 valpx, test = fold_mean("valpx", per_fold), fold_mean("test", per_fold)
                 delta = [a - b for a, b in zip(valpx, fold_mean("valpx", reference, seeds))]
                 runs = [r[k]["test"]["pxap"] for r in per_fold for k in keys]
-                vs_ref = "; ".join(
+                vs_ref = "—" if (scales, kind) == (sets[0], "runs") else "; ".join(
                     paired(per_fold, [r[s]["test"]["image_ap"] for r in reference], [k])[0]
                     for s, k in zip(seeds, keys * len(seeds) if kind == "ensemble" else keys))
                 vs_dark, above, total = paired(per_fold, [darkness] * len(per_fold), keys)
