@@ -1,8 +1,9 @@
 """The teacher checks of benchmarks/quality: the permuted-maps control's store, whose maps are moved
 to other images (each map used once, none left on its own image), the darkness-maps control's map
 on a grid, and the precision of the seeds a teacher's maps give, by hand; and how the GlaS study
-finds the config a lever changes, tests a map against its teacher and the darkness map, and picks
-an epoch by each selection rule from a run's traced curves."""
+finds the config a lever changes, tests a map against its teacher and the darkness map, picks an
+epoch by each selection rule from a run's traced curves, and scores the mean map of several
+runs."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from histocam.train.run_config import flat_config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
 from glas_crossval import floor_rows, student_rows  # noqa: E402
 from glas_levers import base_of, changes  # noqa: E402
+from glas_map_scales import mean_maps, paired, score  # noqa: E402
 from glas_selection import best_epoch, rule_table, smoothed  # noqa: E402
 from seed_precision import precisions, seed_counts  # noqa: E402
 from teacher_controls import darkness_on_grid, derangement, permuted_store  # noqa: E402
@@ -215,3 +217,31 @@ def test_selection_rules_by_hand() -> None:
     assert cells[1][1:] == ["61.0 ± 1.4", "3, 3", "1 / 1 of 2", "+3.0", "2.0"]
     assert cells[2][2] == "2, 4" and cells[3][2] == "3, 3" and cells[4][2] == "4, 4"
     assert cells[5][1:] == ["63.0 ± 2.8", "2, 4", "0 / 1 of 2", "+5.0", "0.0"]
+
+
+def test_mean_map_of_runs_and_its_scores_by_hand() -> None:
+    """Two runs' maps of two 1×4 images: their mean, its per-image AP and PxAP by hand, and the
+    paired difference against a reference."""
+    masks = {"a": torch.tensor([[True, True, False, False]]),
+             "b": torch.tensor([[True, False, False, False]])}
+    one = {"a": (torch.tensor([[1.0, 0.2, 0.6, 0.0]]), masks["a"]),
+           "b": (torch.tensor([[0.9, 0.1, 0.0, 0.3]]), masks["b"])}
+    two = {"a": (torch.tensor([[0.6, 1.0, 0.0, 0.2]]), masks["a"]),
+           "b": (torch.tensor([[0.1, 0.5, 0.3, 0.1]]), masks["b"])}
+    mean = mean_maps([one, two])
+    assert torch.allclose(mean["a"][0], torch.tensor([[0.8, 0.6, 0.3, 0.1]]))
+    assert torch.equal(mean["a"][1], masks["a"])
+    # the mean of image a ranks its two foreground pixels first, and so does image b's
+    # [0.5, 0.3, 0.15, 0.2] its one: AP 100 each
+    scored = score(mean)
+    assert scored["image_ap"] == pytest.approx({"a": 100.0, "b": 100.0})
+    # pooled over both images: foreground 0.8, 0.6, 0.5; background 0.3, 0.3, 0.2, 0.15, 0.1:
+    # every foreground pixel above every background pixel
+    assert scored["pxap"] == pytest.approx(100.0)
+    # run one alone: image a's background 0.6 outranks its foreground 0.2 -> AP (1 + 2/3) / 2
+    assert score(one)["image_ap"]["a"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+    folds = [{"ensemble": {"test": {"image_ap": {"a": 100.0, "b": 100.0}}}}]
+    reference = [{"a": 100 * (1 + 2 / 3) / 2, "b": 100.0}]
+    text, above, total = paired(folds, reference, ["ensemble"])
+    assert text.startswith(f"{100 * (1 - (1 + 2 / 3) / 2) / 2:+.1f},") and text.endswith("(2)")
+    assert (above, total) == (1, 2)
