@@ -37,6 +37,7 @@ from histocam.data.open import open_source
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.per_image import PerImageScores
 from histocam.metrics.protocol import Batch
+from histocam.metrics.stats import paired_ttest
 from histocam.runs import Run
 from histocam.train.split_pass import evaluate_split
 
@@ -116,8 +117,6 @@ def fold_results(folder: Path, fold: int, seeds: list[int], scales: tuple[float,
 def paired(per_fold: list[dict], reference: list[dict], seeds: list[str]) -> tuple[str, int, int]:
     """Per seed (``seeds``: result keys, or "ensemble"), the per-image test AP minus the reference
     maps' (``reference[fold]``: id -> AP): mean difference, p, n; and the images above, of all."""
-    from histocam.metrics.stats import paired_ttest
-
     tests, above, total = [], 0, 0
     for key in seeds:
         ap = {i: v for fold in per_fold for i, v in fold[key]["test"]["image_ap"].items()}
