@@ -34,7 +34,6 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from histocam.core.configs import StrictModel
-from histocam.data.transforms import resize_maps
 from histocam.maps.normalize import minmax_normalize
 from histocam.maps.normalize import upsample as upsample_maps
 from histocam.maps.views import VIEWS, from_view, scale_images, to_view
@@ -179,37 +178,24 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
         With ``config.map_scales`` the mean also runs over the image resized by each factor
         (``scale_images``): each scale's low-resolution maps are resized bilinearly to the input
         size, or with ``upsample=False`` to the finest scale's map grid, before the one mean."""
-        if self.config.map_scales != (1.0,):
-            return self._multiscale(images, classes, upsample)
-        views = VIEWS[self.config.map_tta]
-        logits, maps = self.localize_view(images, classes, upsample)
-        if len(views) == 1:
-            return logits, maps
-        total = maps.float()
-        for view in views[1:]:
-            total = total + from_view(
-                self.localize_view(to_view(images, view), classes, upsample)[1].float(), view)
-        mean = total / len(views)
-        return logits, (mean if self.probability_maps else minmax_normalize(mean, relu=False))
-
-    def _multiscale(self, images: torch.Tensor, classes: torch.Tensor, upsample: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``localize_with_logits`` over ``config.map_scales`` × ``config.map_tta``'s views."""
         logits, maps = None, []
         for scale in self.config.map_scales:
             scaled = scale_images(images, scale)
             for view in VIEWS[self.config.map_tta]:
-                out, low = self.localize_view(to_view(scaled, view), classes, upsample=False)
-                if scale == 1.0 and view == (0, False):
+                # the image's own scale is upsampled by localize_view, as without scales
+                out, m = self.localize_view(to_view(scaled, view), classes,
+                                            upsample and scale == 1.0)
+                if logits is None and scale == 1.0:  # the identity view comes first
                     logits = out
-                maps.append(from_view(low.float(), view))
+                maps.append(from_view(m, view))
         if logits is None:  # no unscaled pass among the scales
             logits = self(images).logits
+        if len(maps) == 1 and self.config.map_scales == (1.0,):  # the map as localize_view made it
+            return logits, maps[0]
         size = (tuple(images.shape[-2:]) if upsample
                 else max((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1]))
-        mean = sum(resize_maps(m, size) for m in maps) / len(maps)
-        mean = mean if self.probability_maps else minmax_normalize(mean, relu=False)
-        return logits, mean.clamp(0.0, 1.0)
+        mean = sum(upsample_maps(m.float(), size) for m in maps) / len(maps)
+        return logits, (mean if self.probability_maps else minmax_normalize(mean, relu=False))
 
     def localize_view(self, images: torch.Tensor, classes: torch.Tensor,
                       upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
