@@ -235,3 +235,54 @@ def test_a_finished_pipeline_is_reused_across_settings_that_keep_its_weights() -
     assert changed(eval_batch_size=8, num_workers=0) == []
     assert changed(lr=0.5, epochs=3) == ["student.train.epochs: 20 -> 3",
                                          "student.train.lr: 0.01 -> 0.5"]
+
+
+def test_the_mean_map_rows_by_hand() -> None:
+    summary = _summary({(0, 0): 60, (0, 1): 62, (1, 0): 70, (1, 1): 74})
+    # each fold's mean map: PxAP 65 and 75, its per-image AP 2 above seed 0's and 1 above seed 1's
+    seed0 = {i: v for r in summary.runs if r.seed == 0
+             for i, v in r.model["best-loc"].per_image_ap.items()}
+    seed1 = {i: v for r in summary.runs if r.seed == 1
+             for i, v in r.model["best-loc"].per_image_ap.items()}
+    maps = []
+    for fold, pxap in ((0, 65.0), (1, 75.0)):
+        mine = {i: v + 2 + 0.1 * k for k, (i, v) in enumerate(seed0.items()) if i.startswith(
+            f"f{fold}")}
+        maps.append({"fold": fold, "role": "model", "result": {
+            "pxap": pxap, "chance": 50.0, "accuracy": 90.0, "per_class": {},
+            "per_image_ap": mine}})
+    summary = CrossvalResult.model_validate({**json.loads(summary.to_json()), "mean_maps": maps})
+    row = next(line for line in crossval_table(summary).splitlines()
+               if line.startswith("| model | 70.0"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    d0 = [maps[f]["result"]["per_image_ap"][i] - seed0[i] for f in (0, 1)
+          for i in maps[f]["result"]["per_image_ap"]]
+    d1 = [maps[f]["result"]["per_image_ap"][i] - seed1[i] for f in (0, 1)
+          for i in maps[f]["result"]["per_image_ap"]]
+    assert cells[1:7] == ["70.0 ± 7.1", "65.0, 75.0", "51.0", "62.0", "+8.0", "90.0 ± 0.0"]
+    assert cells[7].startswith(f"{np.mean(d0):+.1f}, ") and cells[7].endswith(" (6)")
+    assert f"; {np.mean(d1):+.1f}, " in cells[7]
+
+
+@pytest.mark.slow
+def test_crossval_evaluates_each_folds_mean_map_once(tmp_path: Path) -> None:
+    from histocam.core.rundir import CrossvalDir, EnsembleDir
+
+    tree = _tree(_patients_csv(tmp_path / "data"), tmp_path / "runs")
+    with pytest.raises(ValueError, match="two or more seeds"):
+        run_crossval(tree, folds=2, seeds=[0], mean_map=True, say=lambda _: None)
+    summary = run_crossval(tree, folds=2, seeds=[0, 1], mean_map=True, say=lambda _: None)
+    folder = CrossvalDir(tmp_path / "runs" / "cv")
+    assert [(m.fold, m.role) for m in summary.mean_maps] == [(0, "model"), (1, "model")]
+    for m in summary.mean_maps:
+        ensemble = EnsembleDir(folder.mean_map(m.fold, "model"))
+        assert ensemble.read_members() == [str(folder.fold(m.fold, s).resolve()) for s in (0, 1)]
+        stored = ensemble.read_evaluation("best-loc")
+        assert m.result.pxap == stored.pxap and m.result.per_image_ap == stored.image_ap()
+        assert set(m.result.per_image_ap) == set(summary.runs[2 * m.fold].model[
+            "best-loc"].per_image_ap)
+    stamps = {p: p.stat().st_mtime_ns for p in folder.root.glob("mean-map-fold*/model/*/*")}
+    again = run_crossval(tree, folds=2, seeds=[0, 1], mean_map=True, say=lambda _: None)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and again.mean_maps == \
+        summary.mean_maps
+    assert "Mean map of each fold's 2 seeds' runs" in folder.summary_md.read_text()

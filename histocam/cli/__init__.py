@@ -18,7 +18,7 @@ import typer
 
 from histocam.cli.common_options import BATCH_HELP, QUIET, known_split, show_progress
 from histocam.cli.data_commands import data_app
-from histocam.cli.evaluate_commands import evaluate, score_maps
+from histocam.cli.evaluate_commands import ensemble, evaluate, score_maps
 from histocam.cli.predict_command import predict_command
 from histocam.cli.report_commands import register as register_report_commands
 from histocam.cli.user_errors import (  # noqa: F401 (user_error_message: API)
@@ -38,6 +38,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.command("predict")(predict_command)
 app.command("evaluate")(evaluate)
+app.command("ensemble")(ensemble)
 app.command("score-maps")(score_maps)
 register_report_commands(app)  # report, stain-shift, tsne, thresholds
 
@@ -249,6 +250,8 @@ def crossval(
         None, help="pipeline configs: a crossval folder of teacher runs (its fold<f>-s<seed> runs "
         "are the teachers, as teacher_run), or a path with {fold} and {seed}, e.g. an earlier "
         "round's students: runs/cv/pix/fold{fold}-s{seed}/pixelcam-cam"),
+    mean_map: bool = typer.Option(False, help="also evaluate each fold's mean map of its seeds' "
+                                  "runs at B-LOC (histocam ensemble; two or more seeds)"),
     quiet: bool = QUIET,
 ) -> None:
     """Cross-validate a config over patient-disjoint folds × seeds: mean ± std over folds, with
@@ -265,7 +268,8 @@ def crossval(
     if not seed_list:
         raise ValueError("--seeds: give at least one seed")
     tree = load_config_tree(config, list(ctx.args))
-    summary = run_crossval(tree, folds, seed_list, teacher_runs, say=typer.echo)
+    summary = run_crossval(tree, folds, seed_list, teacher_runs, say=typer.echo,
+                           mean_map=mean_map)
     typer.echo(crossval_table(summary))
     folder = crossval_dir(tree)
     typer.echo(f"\nwritten: {folder.summary_json}, {folder.summary_md}")

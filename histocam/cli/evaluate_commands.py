@@ -1,5 +1,5 @@
-"""``histocam evaluate`` and ``histocam score-maps``: a table for a person, ``--json`` for a
-program."""
+"""``histocam evaluate``, ``histocam ensemble`` and ``histocam score-maps``: a table for a person,
+``--json`` for a program."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from histocam.cli.user_errors import user_errors
 
 if TYPE_CHECKING:
     from histocam.core.results import EvaluationResult, Localization
+    from histocam.core.rundir import EvaluationFiles
 
 AREA = ("TP*", "FN*", "FP*", "TN*")
 READING = ("CL: accuracy (%); CL chance: always answering the most frequent class; PxAP chance: "
@@ -87,7 +88,6 @@ def evaluate(
     import json
 
     from histocam.core import collectives
-    from histocam.core.rundir import LABEL
     from histocam.data.config import DataConfig
     from histocam.runs import Run
 
@@ -120,6 +120,16 @@ def evaluate(
             typer.echo(json.dumps(summary))
     if json_lines or not collectives.is_main():
         return
+    print_results(results, split)
+    typer.echo(data_in_words(results[-1], tag))
+    print_reading_and_files(results, [r.dir.evaluation(name, split, tag) for name in names],
+                            save_maps)
+
+
+def print_results(results: list[EvaluationResult], split: str) -> None:
+    """The table of one evaluation per checkpoint, and a note per result that needs one."""
+    from histocam.core.rundir import LABEL
+
     rows, notes = [], []
     for result in results:
         cl, label = result.classification, LABEL[result.checkpoint]
@@ -134,14 +144,54 @@ def evaluate(
             notes.append(f"{label}: no {split} image has a mask: no localisation metrics")
     print_table(["selection", "CL", "CL chance", "PxAP", "PxAP chance", "τ* (valpx)", *AREA,
                  "Dice FG @τ*", "J"], rows)
-    typer.echo(data_in_words(results[-1], tag))
     for note in notes:
         typer.echo(note)
+
+
+def print_reading_and_files(results: list[EvaluationResult], files: list[EvaluationFiles],
+                            save_maps: bool) -> None:
+    """How to read the table, and the files written."""
     typer.echo(READING + ".")
-    files = [r.dir.evaluation(name, split, tag) for name in names]
     typer.echo("wrote: " + ", ".join(str(f.json) for f in files) + " (each with its per-image CSV"
                + (" and threshold curves" if results[-1].localization is not None else "")
                + (" and maps" if save_maps else "") + ")")
+
+
+@user_errors
+def ensemble(
+    runs: list[Path] = typer.Argument(..., help="two or more run directories trained on the same "
+                                      "data (e.g. one config's seeds)"),
+    out: Path = typer.Option(..., help="the ensemble's folder (new, or this ensemble's own)"),
+    split: str = typer.Option("test"),
+    checkpoint: str = typer.Option("best-loc", help="best-loc, best-cl, last or both: each run "
+                                   "at its own checkpoint of that name"),
+    save_maps: bool = typer.Option(False, help="also save the mean maps (float16 .npz)"),
+    device: str = typer.Option("auto"),
+    batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
+    quiet: bool = QUIET,
+) -> None:
+    """Evaluate the mean map of several runs: each image's map is the mean of the runs' maps
+    (min–max normalised again unless they are probabilities), its class probabilities the mean of
+    theirs; τ* is chosen on the mean map of valpx. The runs are only read; the results go to
+    --out."""
+    from histocam.core import collectives
+    from histocam.core.rundir import EnsembleDir
+    from histocam.runs import Run
+    from histocam.runs.ensemble import evaluate_ensemble
+
+    known_split(split)
+    show_progress(quiet)
+    members = [Run(r) for r in runs]
+    names = ["best-loc", "best-cl"] if checkpoint == "both" else [checkpoint]
+    results = [evaluate_ensemble(members, name, split, out, device=device, batch_size=batch_size,
+                                 save_maps=save_maps) for name in names]
+    if not collectives.is_main():
+        return
+    print_results(results, split)
+    typer.echo(f"data: {results[-1].data}; the mean map of {len(members)} runs: "
+               + ", ".join(str(r) for r in runs) + ".")
+    print_reading_and_files(results, [EnsembleDir(out).evaluation(n, split) for n in names],
+                            save_maps)
 
 
 @user_errors

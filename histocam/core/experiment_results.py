@@ -176,9 +176,10 @@ class PipelineMethods(Result):
 
 class FoldRun(Result):
     """One fold and seed: a run config's model (B-LOC, B-CL, last), or a pipeline's teacher and
-    student (B-LOC, B-CL) with their methods; each by checkpoint name."""
+    student (B-LOC, B-CL) with their methods; each by checkpoint name. ``dirs``: each role's run
+    directory."""
 
-    omitted_when_none = ("model", "teacher", "student", "methods")
+    omitted_when_none = ("model", "teacher", "student", "methods", "dirs")
 
     fold: int
     seed: int
@@ -186,6 +187,7 @@ class FoldRun(Result):
     teacher: dict[str, FoldCheckpoint] | None = None
     student: dict[str, FoldCheckpoint] | None = None
     methods: PipelineMethods | None = None
+    dirs: dict[str, str] | None = None
 
     def role(self, name: str) -> dict[str, FoldCheckpoint]:
         """``model``, ``teacher`` or ``student``: its checkpoints."""
@@ -202,9 +204,21 @@ class FoldFloor(Result):
     darkness: float
 
 
+class FoldMeanMap(Result):
+    """The mean map of one fold's seeds' runs of one role at B-LOC (``histocam ensemble``) on
+    that fold's test split."""
+
+    fold: int
+    role: str
+    result: FoldCheckpoint
+
+
 class CrossvalResult(Result):
     """A cross-validation over group-disjoint folds × seeds (``histocam crossval``): the config,
-    the floors of each fold's test split, and every fold's run."""
+    the floors of each fold's test split, every fold's run and, when asked, each fold's mean map
+    of its seeds' runs."""
+
+    omitted_when_none = ("mean_maps",)
 
     config: dict[str, Any]
     folds: int
@@ -212,6 +226,7 @@ class CrossvalResult(Result):
     pipeline: bool
     floors: dict[int, FoldFloor]
     runs: list[FoldRun]
+    mean_maps: list[FoldMeanMap] | None = None
 
     @property
     def roles(self) -> list[str]:

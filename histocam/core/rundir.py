@@ -12,8 +12,10 @@ RUN/metrics/EXPERIMENT.json  stain-shift, tsne, thresholds
 ```
 
 ``RunDir`` hands out these paths and reads and writes the run's own formats (the log, the typed
-evaluation results); ``PipelineDir`` does the same for a pipeline's folder of runs. Nothing else in
-histocam spells a run's file name.
+evaluation results); ``PipelineDir`` does the same for a pipeline's folder of runs, ``CrossvalDir``
+for a cross-validation's and ``EnsembleDir`` for an ensemble's (``histocam ensemble``: the mean
+map of several runs, its evaluations under a run's file names). Nothing else in histocam spells a
+run's file name.
 
 **An epoch is committed by one write: ``last.pt``.** It holds, besides the weights and the
 optimiser, every log row so far and the names of the checkpoints the epoch selected;
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +66,26 @@ class EvaluationFiles:
     curves_csv: Path
     curves_png: Path
     maps: Path
+
+    @classmethod
+    def named(cls, folder: Path, stem: str) -> EvaluationFiles:
+        """The files ``folder/STEM.json``, ``STEM-per-image.csv``, ``STEM-curves.csv``,
+        ``STEM-curves.png`` and ``STEM-maps.npz``."""
+        return cls(*(folder / f"{stem}{suffix}" for suffix in (
+            ".json", "-per-image.csv", "-curves.csv", "-curves.png", "-maps.npz")))
+
+    def write(self, result: EvaluationResult) -> Path:
+        """The result's rows per image, then the result (its JSON last: an evaluation whose JSON
+        exists is complete)."""
+        write_per_image(self.per_image, result.per_image)
+        return result.write(self.json)
+
+    def read(self) -> EvaluationResult | None:
+        """The stored evaluation with its rows per image, None when there is none."""
+        result = EvaluationResult.read(self.json)
+        if result is None:
+            return None
+        return result.model_copy(update={"per_image": read_per_image(self.per_image)})
 
 
 class RunDir:
@@ -237,28 +260,16 @@ class RunDir:
     def evaluation(self, checkpoint: str, split: str = "test", tag: str | None = None
                    ) -> EvaluationFiles:
         self.checkpoint(checkpoint)
-        stem = self.metrics_dir(tag) / f"{checkpoint}-{split}"
-        return EvaluationFiles(stem.with_name(stem.name + ".json"),
-                               stem.with_name(stem.name + "-per-image.csv"),
-                               stem.with_name(stem.name + "-curves.csv"),
-                               stem.with_name(stem.name + "-curves.png"),
-                               stem.with_name(stem.name + "-maps.npz"))
+        return EvaluationFiles.named(self.metrics_dir(tag), f"{checkpoint}-{split}")
 
     def read_evaluation(self, checkpoint: str, split: str = "test", tag: str | None = None
                         ) -> EvaluationResult | None:
         """The stored evaluation with its rows per image, None when there is none."""
-        files = self.evaluation(checkpoint, split, tag)
-        result = EvaluationResult.read(files.json)
-        if result is None:
-            return None
-        return result.model_copy(update={"per_image": read_per_image(files.per_image)})
+        return self.evaluation(checkpoint, split, tag).read()
 
     def write_evaluation(self, result: EvaluationResult, tag: str | None = None) -> Path:
-        """The result's rows per image, then the result (its JSON last: an evaluation whose JSON
-        exists is complete)."""
-        files = self.evaluation(result.checkpoint, result.split, tag)
-        write_per_image(files.per_image, result.per_image)
-        return result.write(files.json)
+        """The result's rows per image, then the result (``EvaluationFiles.write``)."""
+        return self.evaluation(result.checkpoint, result.split, tag).write(result)
 
     def evaluation_is_current(self, checkpoint: str, split: str = "test") -> bool:
         """The evaluation exists and is newer than its checkpoint (not made before a retrain or
@@ -382,7 +393,8 @@ def runs_in(path: str | Path) -> list[RunDir]:
 
 class CrossvalDir:
     """The folder of a cross-validation (``histocam crossval``): one run or pipeline folder per
-    fold and seed, and the summary as JSON and as a markdown table."""
+    fold and seed, with ``--mean-map`` one ensemble folder per fold and role, and the summary as
+    JSON and as a markdown table."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -398,6 +410,11 @@ class CrossvalDir:
         """The fold folders present, in name order."""
         return sorted(p for p in self.root.glob("fold*-s*") if p.is_dir())
 
+    def mean_map(self, fold: int, role: str) -> Path:
+        """The ensemble folder (``EnsembleDir``) of the mean map of ``fold``'s seeds' runs of
+        ``role`` (``model``, ``teacher``, ``student``)."""
+        return self.root / f"mean-map-fold{fold}" / role
+
     @property
     def summary_json(self) -> Path:
         return self.root / "crossval.json"
@@ -405,3 +422,80 @@ class CrossvalDir:
     @property
     def summary_md(self) -> Path:
         return self.root / "crossval.md"
+
+
+class EnsembleDir:
+    """The folder of an ensemble (``histocam ensemble``): the runs whose maps it averages and, per
+    checkpoint and split, the evaluation of their mean map under a run's file names.
+
+    ```
+    OUT/.lock                      held by the process writing into it
+    OUT/members.json               the member runs (absolute paths, in the order given)
+    OUT/metrics/CKPT-SPLIT.json, -per-image.csv, -curves.csv, -curves.png
+    ```
+
+    A folder belongs to one set of runs: ``claim`` writes ``members.json`` into a new or empty
+    folder and refuses a folder that holds anything else, so an ensemble never writes over a run,
+    another ensemble or a user's files.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def lock(self, operation: str) -> RunLock:
+        """``with ensemble.lock("evaluation"):`` this process alone writes into the folder."""
+        return RunLock(self.lock_file, operation)
+
+    @property
+    def members(self) -> Path:
+        return self.root / "members.json"
+
+    def read_members(self) -> list[str] | None:
+        """The member runs, or None when the folder holds no ensemble."""
+        if not self.members.is_file():
+            return None
+        try:
+            runs = json.loads(self.members.read_text())["runs"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise RunError(f"{self.members}: not an ensemble's member list ({exc}); move the "
+                           "folder away") from None
+        return [str(r) for r in runs]
+
+    def claim(self, runs: list[Path]) -> None:
+        """Make the folder the ensemble of ``runs``, or check that it is; RunError when it holds
+        another ensemble or files that are not an ensemble's."""
+        wanted = [str(Path(r).resolve()) for r in runs]
+        found = self.read_members()
+        if found is None:
+            if self.root.exists() and (not self.root.is_dir() or any(
+                    p.name != self.lock_file.name for p in self.root.iterdir())):
+                raise RunError(f"{self.root}: exists and is not an ensemble's folder; give a new "
+                               "or empty folder as --out")
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.members, json.dumps({"runs": wanted}, indent=2) + "\n")
+        elif sorted(found) != sorted(wanted):
+            raise RunError(f"{self.root}: holds the ensemble of other runs ({', '.join(found)}); "
+                           "give another --out")
+
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    def evaluation(self, checkpoint: str, split: str = "test") -> EvaluationFiles:
+        if checkpoint not in CHECKPOINTS:
+            raise RunError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got "
+                           f"{checkpoint!r}")
+        return EvaluationFiles.named(self.metrics_dir(), f"{checkpoint}-{split}")
+
+    def read_evaluation(self, checkpoint: str, split: str = "test") -> EvaluationResult | None:
+        """The stored evaluation with its rows per image, None when there is none."""
+        return self.evaluation(checkpoint, split).read()
+
+    def write_evaluation(self, result: EvaluationResult) -> Path:
+        return self.evaluation(result.checkpoint, result.split).write(result)

@@ -32,6 +32,7 @@ from histocam.core.experiment_results import (
     CrossvalResult,
     FoldCheckpoint,
     FoldFloor,
+    FoldMeanMap,
     FoldRun,
     PipelineComparison,
     PipelineMethods,
@@ -42,6 +43,7 @@ from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.experiments.pipeline import PipelineConfig, run_pipeline
 from histocam.maps.colour import COLOUR_FLOOR, colour_map_pxap
+from histocam.runs.ensemble import ensemble_evaluation
 from histocam.runs.run import Run
 from histocam.train.run_config import RunConfig
 
@@ -84,21 +86,26 @@ def _per_class(result: EvaluationResult) -> dict[str, ClassSummary]:
             for name, c in per_class.items()}
 
 
-def evaluated(run: Run, checkpoint: str) -> FoldCheckpoint:
-    """A checkpoint on the fold's test split (its evaluation reused when newer than the
-    checkpoint) with its per-image AP."""
-    result = run.evaluation(checkpoint, "test")
+def fold_checkpoint(result: EvaluationResult) -> FoldCheckpoint:
+    """What the summary keeps of an evaluation on a fold's test split."""
     loc = result.localization
     return FoldCheckpoint(pxap=result.pxap, chance=loc.chance if loc is not None else None,
                           accuracy=result.accuracy, per_class=_per_class(result),
                           per_image_ap=result.image_ap())
 
 
+def evaluated(run: Run, checkpoint: str) -> FoldCheckpoint:
+    """A checkpoint on the fold's test split (its evaluation reused when newer than the
+    checkpoint) with its per-image AP."""
+    return fold_checkpoint(run.evaluation(checkpoint, "test"))
+
+
 def _train_run(tree: dict) -> dict[str, Any]:
     """Train one fold's run (resumed if it stopped early, reused if finished; ``Run.train``) and
     evaluate its B-LOC, B-CL and last checkpoints on the fold's test split."""
     run = Run.train(RunConfig.model_validate(tree))
-    return {"model": {c: evaluated(run, c) for c in (*SELECTED, "last")}}
+    return {"model": {c: evaluated(run, c) for c in (*SELECTED, "last")},
+            "dirs": {"model": str(run.dir)}}
 
 
 def _pipeline_run(tree: dict) -> dict[str, Any]:
@@ -111,10 +118,11 @@ def _pipeline_run(tree: dict) -> dict[str, Any]:
     if results is None or not folder.config.is_file() or p.changes_from(
             PipelineConfig.model_validate(yaml.safe_load(folder.config.read_text()))):
         results = run_pipeline(p, progress=False)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"dirs": {}}
     for role in ("teacher", "student"):
         summary = getattr(results, role)
         run = Run(summary.run)
+        out["dirs"][role] = str(run.dir)
         out[role] = {c: FoldCheckpoint(
             pxap=summary.at(c).pxap, chance=summary.at(c).chance, accuracy=summary.at(c).accuracy,
             per_class=_per_class(run.dir.read_evaluation(c)),
@@ -134,13 +142,31 @@ def floors(tree: dict, folds: int) -> dict[int, FoldFloor]:
     return out
 
 
+def mean_maps(runs: list[FoldRun], folds: int, roles: list[str], folder: CrossvalDir,
+              say: Callable[[str], None]) -> list[FoldMeanMap]:
+    """Each fold's mean map of its seeds' runs of each role at B-LOC on the fold's test split
+    (``histocam.runs.ensemble``; reused when evaluated after the runs' checkpoints)."""
+    out = []
+    for fold in range(folds):
+        for role in roles:
+            members = [Run(r.dirs[role]) for r in runs if r.fold == fold]
+            where = folder.mean_map(fold, role)
+            say(f"mean map of fold {fold}'s {len(members)} {role} runs: {where}")
+            result = ensemble_evaluation(members, "best-loc", "test", where)
+            out.append(FoldMeanMap(fold=fold, role=role, result=fold_checkpoint(result)))
+    return out
+
+
 def run_crossval(tree: dict, folds: int, seeds: list[int], teacher_runs: Path | str | None = None,
-                 say: Callable[[str], None] = print) -> CrossvalResult:
+                 say: Callable[[str], None] = print, mean_map: bool = False) -> CrossvalResult:
     """Train and evaluate every fold × seed of ``tree`` (a run or pipeline config as a dict);
-    returns the summary and writes it, as JSON and as a table, beside the runs."""
+    returns the summary and writes it, as JSON and as a table, beside the runs. ``mean_map``:
+    also each fold's mean map of its seeds' runs (two or more seeds)."""
     pipeline = is_pipeline(tree)
     if teacher_runs is not None and not pipeline:
         raise ValueError("--teacher-runs is for a pipeline config (teacher -> student)")
+    if mean_map and len(seeds) < 2:
+        raise ValueError("--mean-map averages the maps of a fold's seeds: give two or more seeds")
     folder = crossval_dir(tree)
     jobs = [(fold, seed) for fold in range(folds) for seed in seeds]
     runs = []
@@ -149,9 +175,11 @@ def run_crossval(tree: dict, folds: int, seeds: list[int], teacher_runs: Path | 
         one = fold_tree(tree, fold, folds, seed, teacher_runs)
         result = _pipeline_run(one) if pipeline else _train_run(one)
         runs.append(FoldRun(fold=fold, seed=seed, **result))
+    roles = ["teacher", "student"] if pipeline else ["model"]
+    averaged = mean_maps(runs, folds, roles, folder, say) if mean_map else None
     say("colour floor of each fold's test split")
     summary = CrossvalResult(config=tree, folds=folds, seeds=seeds, pipeline=pipeline,
-                             floors=floors(tree, folds), runs=runs)
+                             floors=floors(tree, folds), runs=runs, mean_maps=averaged)
     summary.write(folder.summary_json)
     folder.summary_md.write_text(crossval_table(summary) + "\n")
     return summary
@@ -217,4 +245,52 @@ def crossval_table(summary: CrossvalResult) -> str:
                          + f" | {test.mean_difference:+.2f} | {test.t:.2f} | "
                          f"{test.p:.2g} | {test.n} |")
         lines.append("\nt: two-sided paired Student t-test of student − teacher per-image AP.")
+    if summary.mean_maps:
+        lines += ["", mean_map_table(summary, names)]
+    return "\n".join(lines)
+
+
+def mean_map_table(summary: CrossvalResult, names: dict[str, str]) -> str:
+    """Markdown: each role's mean map of a fold's seeds (one map per fold, so n = folds) with
+    chance and the colour floor, and its per-image AP paired against each seed's run alone; for
+    a pipeline, the students' mean map against the teachers'."""
+    from histocam.metrics.stats import paired_ttest
+
+    folds, fl = summary.folds, summary.floors
+    chance = statistics.mean(fl[f].chance for f in range(folds))
+    floor = statistics.mean(fl[f].darkness for f in range(folds))
+
+    def images(role: str, seed: int | None = None) -> dict[str, float]:
+        """Per-image AP over every fold: of the mean map, or of one seed's runs."""
+        if seed is None:
+            return {i: v for m in summary.mean_maps if m.role == role
+                    for i, v in m.result.per_image_ap.items()}
+        return {i: v for r in summary.runs if r.seed == seed
+                for i, v in r.role(role)["best-loc"].per_image_ap.items()}
+
+    def test(a: dict[str, float], b: dict[str, float]) -> str:
+        """b − a per image."""
+        shared = sorted(set(a) & set(b))
+        t = paired_ttest([a[i] for i in shared], [b[i] for i in shared])
+        return f"{t.mean_difference:+.1f}, {t.p:.2g} ({t.n})"
+
+    lines = [f"Mean map of each fold's {len(summary.seeds)} seeds' runs at B-LOC (`histocam "
+             "ensemble`; one map per fold, so the ± is over folds), and its per-image AP against "
+             "each seed's run alone (paired t-test over every image of the folds).", "",
+             "| model | PxAP over folds | per fold | chance | colour floor | PxAP − floor | CL "
+             "over folds | per seed: per-image Δ vs the run alone, p (n) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for role in summary.roles:
+        mine = sorted((m for m in summary.mean_maps if m.role == role), key=lambda m: m.fold)
+        px = [m.result.pxap for m in mine]
+        cl = [m.result.accuracy for m in mine]
+        lines.append(f"| {names.get(role, role)} | {mean_std(px)} | "
+                     + ", ".join(f"{v:.1f}" for v in px)
+                     + f" | {chance:.1f} | {floor:.1f} | {statistics.mean(px) - floor:+.1f} | "
+                     f"{mean_std(cl)} | "
+                     + "; ".join(test(images(role, s), images(role)) for s in summary.seeds)
+                     + " |")
+    if summary.pipeline:
+        lines.append("\nStudent − teacher, mean maps: per-image Δ, p (n) = "
+                     + test(images("teacher"), images("student")) + ".")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from histocam.core.results import (
     PerImageRow,
 )
 from histocam.data.config import DataConfig
-from histocam.data.open import open_source
+from histocam.data.open import DatasetSource, open_source
 from histocam.maps.store import ShardedNpzWriter
 from histocam.metrics.class_histograms import ClassHistograms
 from histocam.metrics.classification import ClassificationAccuracy
@@ -49,6 +49,8 @@ from histocam.train.memory import fit_batch
 from histocam.train.split_pass import evaluate_split
 
 if TYPE_CHECKING:
+    from histocam.core.rundir import EvaluationFiles
+    from histocam.methods.base import WSOLMethod
     from histocam.runs.run import Run
 
 
@@ -77,11 +79,8 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
                                     limit=t.eval_batch_size)
     kwargs = dict(batch_size=batch, num_workers=t.num_workers, shard=True)
     own = open_source(run.config.data)
-    valpx = PixelHistogram(dev)
     label = f"{run.dir.name} {checkpoint}"
-    evaluate_split(method, own.dataset("valpx"), run.config.data, dev, {"pixels": valpx}, **kwargs,
-                   progress=f"{label}: valpx (τ*)")
-    tau = best_threshold(valpx) if valpx.pxap is not None else None
+    valpx, tau = tau_star_on_valpx(method, own, run.config.data, dev, kwargs, label)
     data_config = run.data_config(data)
     tag = run.data_tag(data)
     source = own if tag is None else open_source(data_config)
@@ -116,9 +115,19 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
         separability=metrics.separability.compute() if metrics.separability else None,
         per_image=metrics.rows())
     if collectives.is_main():
-        _write(run, tag, evaluation, metrics)
+        write_result(files, evaluation, metrics)
     collectives.barrier()  # the files exist before any rank goes on (e.g. to read them)
     return evaluation
+
+
+def tau_star_on_valpx(method: WSOLMethod, source: DatasetSource, data: DataConfig, device: torch.device,
+                      kwargs: dict, label: str) -> tuple[PixelHistogram, float | None]:
+    """valpx's pixel histograms of ``method``'s maps and τ* = argmax mIoU on them (None when
+    valpx has no foreground pixels)."""
+    valpx = PixelHistogram(device)
+    evaluate_split(method, source.dataset("valpx"), data, device, {"pixels": valpx}, **kwargs,
+                   progress=f"{label}: valpx (τ*)")
+    return valpx, (best_threshold(valpx) if valpx.pxap is not None else None)
 
 
 @dataclass
@@ -185,11 +194,11 @@ class SplitMetrics:
         return [PerImageRow(**{**p, **scores.get(p["id"], {})}) for p in self.predictions.rows]
 
 
-def _write(run: Run, tag: str | None, evaluation: EvaluationResult, metrics: SplitMetrics) -> None:
+def write_result(files: EvaluationFiles, evaluation: EvaluationResult,
+                 metrics: SplitMetrics) -> None:
     """The evaluation's files: curves (with localisation), then the result and its rows."""
-    files = run.dir.evaluation(evaluation.checkpoint, evaluation.split, tag)
     if evaluation.localization is not None:
         title = f"{evaluation.method} {evaluation.checkpoint} {evaluation.split}"
         write_threshold_curves(metrics.histograms.total(), files.curves_csv, files.curves_png,
                                title=title)
-    run.dir.write_evaluation(evaluation, tag)
+    files.write(evaluation)
