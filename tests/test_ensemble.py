@@ -3,6 +3,7 @@ own saved maps, and the runs and folders it refuses."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -142,6 +143,18 @@ def test_the_command_prints_the_table_and_one_line_errors(tmp_path: Path) -> Non
     assert done.exit_code == 0, done.output
     assert "B-LOC" in done.output and "the mean map of 2 runs" in done.output
     assert str(tmp_path / "ens" / "metrics" / "best-loc-test.json") in done.output
+    header = next(line for line in done.output.splitlines() if "selection" in line).split()
+    assert header[-1] == "@τ*"  # no separability column: an ensemble has no features
+    lines = runner.invoke(app, ["ensemble", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                                str(tmp_path / "ens"), "--device", "cpu", "-q", "--json",
+                                "--checkpoint", "both"]).output.splitlines()
+    stored = EnsembleDir(tmp_path / "ens").read_evaluation("best-cl")
+    assert [json.loads(line)["checkpoint"] for line in lines] == ["best-loc", "best-cl"]
+    assert json.loads(lines[1])["pxap"] == pytest.approx(stored.pxap)
+    bad = runner.invoke(app, ["ensemble", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                              str(tmp_path / "e3"), "--checkpoint", "best", "-q"])
+    assert bad.exit_code == 2 and "checkpoint must be one of" in bad.output
+    assert not (tmp_path / "e3").exists()
     refused = runner.invoke(app, ["ensemble", str(tmp_path / "a"), "--out", str(tmp_path / "e2"),
                                   "-q"])
     assert refused.exit_code == 2

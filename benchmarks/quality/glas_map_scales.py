@@ -5,7 +5,9 @@ For every fold and seed of the given cross-validation folders (``histocam crossv
 own map (the model, or a pipeline's student) is made again from its B-LOC checkpoint, chosen by the
 run's own selection at scale 1, with each set of input scales on top of the run's test-time views
 (``histocam.maps.views``); with ``--ensemble`` the maps of a fold's seeds are also averaged image by
-image (one map per fold: three trainings and three passes per image). Each is scored on valpx,
+image (one map per fold: three trainings and three passes per image). That mean is the plain mean
+of the runs' maps: for probability maps (PixelCAM) it is the map of ``histocam ensemble``, for
+min–max maps (LayerCAM) that map before ``histocam ensemble`` normalises it again. Each is scored on valpx,
 what a lever is chosen on, and on the test fold, which is only reported.
 
 One row per folder, scale set and kind (one seed's runs, or the seeds' mean map): valpx PxAP over

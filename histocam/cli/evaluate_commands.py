@@ -85,7 +85,6 @@ def evaluate(
 ) -> None:
     """Evaluate a trained run on a split; τ* is chosen on the run's valpx and applied to the split.
     On N processes: torchrun --nproc_per_node N -m histocam evaluate RUN (rank 0 writes)."""
-    import json
 
     from histocam.core import collectives
     from histocam.data.config import DataConfig
@@ -109,15 +108,7 @@ def evaluate(
                             separability=separability, batch_size=batch_size)
         results.append(result)
         if json_lines and collectives.is_main():
-            summary = {"checkpoint": name, "data": result.data, "accuracy": result.accuracy}
-            if result.localization is not None:
-                loc = result.localization
-                star = loc.at_tau_star_valpx
-                summary.update({"pxap": loc.pxap, "chance": loc.chance, **loc.area_rates,
-                                "tau_star_valpx": loc.tau_star_valpx,
-                                "dice_fg_at_tau_star": star.dice_fg if star else None,
-                                "iou_fg_at_tau_star": star.iou_fg if star else None})
-            typer.echo(json.dumps(summary))
+            typer.echo(json_line(result))
     if json_lines or not collectives.is_main():
         return
     print_results(results, split)
@@ -126,8 +117,25 @@ def evaluate(
                             save_maps)
 
 
-def print_results(results: list[EvaluationResult], split: str) -> None:
-    """The table of one evaluation per checkpoint, and a note per result that needs one."""
+def json_line(result: EvaluationResult) -> str:
+    """One checkpoint's metrics as one JSON line."""
+    import json
+
+    summary = {"checkpoint": result.checkpoint, "data": result.data, "accuracy": result.accuracy}
+    if result.localization is not None:
+        loc = result.localization
+        star = loc.at_tau_star_valpx
+        summary.update({"pxap": loc.pxap, "chance": loc.chance, **loc.area_rates,
+                        "tau_star_valpx": loc.tau_star_valpx,
+                        "dice_fg_at_tau_star": star.dice_fg if star else None,
+                        "iou_fg_at_tau_star": star.iou_fg if star else None})
+    return json.dumps(summary)
+
+
+def print_results(results: list[EvaluationResult], split: str, separability: bool = True
+                  ) -> None:
+    """The table of one evaluation per checkpoint (``separability``: with the column J), and a
+    note per result that needs one."""
     from histocam.core.rundir import LABEL
 
     rows, notes = [], []
@@ -135,7 +143,8 @@ def print_results(results: list[EvaluationResult], split: str) -> None:
         cl, label = result.classification, LABEL[result.checkpoint]
         j = result.separability.mean if result.separability is not None else None
         rows.append([label, number(cl.accuracy), number(cl.chance),
-                     *localization_cells(result.localization), number(j, 3)])
+                     *localization_cells(result.localization),
+                     *([number(j, 3)] if separability else [])])
         if cl.near_chance:
             notes.append(f"warning: {label} classifies near chance on {split} (CL "
                          f"{cl.accuracy:.1f}; always answering the most frequent class: "
@@ -143,7 +152,7 @@ def print_results(results: list[EvaluationResult], split: str) -> None:
         if result.localization is None:
             notes.append(f"{label}: no {split} image has a mask: no localisation metrics")
     print_table(["selection", "CL", "CL chance", "PxAP", "PxAP chance", "τ* (valpx)", *AREA,
-                 "Dice FG @τ*", "J"], rows)
+                 "Dice FG @τ*", *(["J"] if separability else [])], rows)
     for note in notes:
         typer.echo(note)
 
@@ -168,6 +177,8 @@ def ensemble(
     save_maps: bool = typer.Option(False, help="also save the mean maps (float16 .npz)"),
     device: str = typer.Option("auto"),
     batch_size: int | None = typer.Option(None, min=1, help=BATCH_HELP),
+    json_lines: bool = typer.Option(False, "--json", help="one JSON line per checkpoint instead "
+                                    "of the table"),
     quiet: bool = QUIET,
 ) -> None:
     """Evaluate the mean map of several runs: each image's map is the mean of the runs' maps
@@ -187,7 +198,11 @@ def ensemble(
                                  save_maps=save_maps) for name in names]
     if not collectives.is_main():
         return
-    print_results(results, split)
+    if json_lines:
+        for result in results:
+            typer.echo(json_line(result))
+        return
+    print_results(results, split, separability=False)
     typer.echo(f"data: {results[-1].data}; the mean map of {len(members)} runs: "
                + ", ".join(str(r) for r in runs) + ".")
     print_reading_and_files(results, [EnsembleDir(out).evaluation(n, split) for n in names],

@@ -97,24 +97,31 @@ def evaluate_ensemble(runs: list[Run], checkpoint: str, split: str, out: str | P
     torchrun every rank calls it, as ``evaluate_run``; rank 0 alone writes."""
     check_members(runs)
     folder = EnsembleDir(out)
+    files = folder.evaluation(checkpoint, split)  # a checkpoint name checked before any write
     dev = command_device(device)
     collectives.setup(dev)
+    methods, names = [], None
+    for run in runs:
+        method, class_names = run.method(checkpoint, str(dev))
+        if names is not None and class_names != names:
+            raise RunError(f"{run.dir}: classes {', '.join(class_names)}, {runs[0].dir} has "
+                           f"{', '.join(names)}")
+        if methods and method.probability_maps != methods[0].probability_maps:
+            raise RunError(f"{run.dir}: its maps are {MAP_SCALES[method.probability_maps]}, "
+                           f"{runs[0].dir}'s {MAP_SCALES[methods[0].probability_maps]}; an "
+                           "ensemble averages maps of one kind")
+        methods.append(method)
+        names = class_names
     with folder.lock("ensemble evaluation"):
+        refused = None
         if collectives.is_main():
-            folder.claim([r.dir.root for r in runs])
-        collectives.barrier()
-        methods, names = [], None
-        for run in runs:
-            method, class_names = run.method(checkpoint, str(dev))
-            if names is not None and class_names != names:
-                raise RunError(f"{run.dir}: classes {', '.join(class_names)}, {runs[0].dir} has "
-                               f"{', '.join(names)}")
-            if methods and method.probability_maps != methods[0].probability_maps:
-                raise RunError(f"{run.dir}: its maps are {MAP_SCALES[method.probability_maps]}, "
-                               f"{runs[0].dir}'s {MAP_SCALES[methods[0].probability_maps]}; an "
-                               "ensemble averages maps of one kind")
-            methods.append(method)
-            names = class_names
+            try:
+                folder.claim([r.dir.root for r in runs])
+            except RunError as exc:
+                refused = str(exc)
+        refused = collectives.from_main(refused)  # every rank stops, or none
+        if refused is not None:
+            raise RunError(refused)
         ensemble = MeanOfMethods(methods)
         data = runs[0].config.data
         t = runs[0].config.train
@@ -125,7 +132,6 @@ def evaluate_ensemble(runs: list[Run], checkpoint: str, split: str, out: str | P
         label = f"{folder.root.name} {checkpoint}"
         valpx, tau = tau_star_on_valpx(ensemble, source, data, dev, kwargs, label)
         metrics = SplitMetrics(len(names), tau, dev)
-        files = folder.evaluation(checkpoint, split)
         writer = ShardedNpzWriter(files.maps) if save_maps else None
         try:
             evaluate_split(ensemble, source.dataset(split), data, dev, metrics.collection(),
