@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from histocam.cli import app
 from histocam.core.experiment_results import CrossvalResult
+from histocam.core.rundir import RunError
 from histocam.data.open import open_source
 from histocam.experiments.crossval import crossval_table, fold_tree, run_crossval
 from histocam.runs import Run
@@ -239,7 +241,8 @@ def test_a_finished_pipeline_is_reused_across_settings_that_keep_its_weights() -
 
 def test_the_mean_map_rows_by_hand() -> None:
     summary = _summary({(0, 0): 60, (0, 1): 62, (1, 0): 70, (1, 1): 74})
-    # each fold's mean map: PxAP 65 and 75, its per-image AP 2 above seed 0's and 1 above seed 1's
+    # each fold's mean map: PxAP 65 and 75, its per-image AP 2.0 to 2.5 above seed 0's (mean
+    # 2.25); seed 1's are 2 and 4 above seed 0's in folds 0 and 1, so the mean map is 0.75 below
     seed0 = {i: v for r in summary.runs if r.seed == 0
              for i, v in r.model["best-loc"].per_image_ap.items()}
     seed1 = {i: v for r in summary.runs if r.seed == 1
@@ -261,7 +264,29 @@ def test_the_mean_map_rows_by_hand() -> None:
           for i in maps[f]["result"]["per_image_ap"]]
     assert cells[1:7] == ["70.0 ± 7.1", "65.0, 75.0", "51.0", "62.0", "+8.0", "90.0 ± 0.0"]
     assert cells[7].startswith(f"{np.mean(d0):+.1f}, ") and cells[7].endswith(" (6)")
-    assert f"; {np.mean(d1):+.1f}, " in cells[7]
+    assert f"; {np.mean(d1):+.1f}, " in cells[7] and np.mean(d1) == pytest.approx(-0.75)
+
+
+def test_the_mean_maps_of_student_and_teacher_are_paired() -> None:
+    summary = _summary({(0, 0): 60, (0, 1): 62, (1, 0): 70, (1, 1): 74}, pipeline=True)
+    maps = []
+    for fold in (0, 1):
+        for role, shift in (("teacher", 0.0), ("student", 3.0)):
+            ap = {f"f{fold}-{i}": 60.0 + 10 * fold + i + shift + (0.5 * i if shift else 0)
+                  for i in range(3)}
+            maps.append({"fold": fold, "role": role, "result": {
+                "pxap": 65.0 + shift, "chance": 50.0, "accuracy": 90.0, "per_class": {},
+                "per_image_ap": ap}})
+    summary = CrossvalResult.model_validate({**json.loads(summary.to_json()), "mean_maps": maps})
+    table = crossval_table(summary)
+    assert "| cam | 65.0 ± 0.0 |" in table and "| pixelcam | 68.0 ± 0.0 |" in table
+    # student − teacher per image: 3, 3.5, 4 in each fold, mean 3.5 over n = 6
+    line = next(x for x in table.splitlines() if x.startswith("Student − teacher, mean maps"))
+    from scipy.stats import ttest_rel
+
+    teacher = [60 + 10 * f + i for f in (0, 1) for i in range(3)]
+    student = [t + 3 + 0.5 * i for t, i in zip(teacher, [0, 1, 2] * 2)]
+    assert line.endswith(f"+3.5, {ttest_rel(student, teacher).pvalue:.2g} (6).")
 
 
 @pytest.mark.slow
@@ -275,14 +300,37 @@ def test_crossval_evaluates_each_folds_mean_map_once(tmp_path: Path) -> None:
     folder = CrossvalDir(tmp_path / "runs" / "cv")
     assert [(m.fold, m.role) for m in summary.mean_maps] == [(0, "model"), (1, "model")]
     for m in summary.mean_maps:
-        ensemble = EnsembleDir(folder.mean_map(m.fold, "model"))
+        ensemble = EnsembleDir(folder.mean_map(m.fold, [0, 1], "model"))
         assert ensemble.read_members() == [str(folder.fold(m.fold, s).resolve()) for s in (0, 1)]
         stored = ensemble.read_evaluation("best-loc")
         assert m.result.pxap == stored.pxap and m.result.per_image_ap == stored.image_ap()
         assert set(m.result.per_image_ap) == set(summary.runs[2 * m.fold].model[
             "best-loc"].per_image_ap)
     stamps = {p: p.stat().st_mtime_ns for p in folder.root.glob("mean-map-fold*/model/*/*")}
+    assert len(stamps) == 2 * 4  # per fold: the result, its rows and curves (CSV, PNG)
     again = run_crossval(tree, folds=2, seeds=[0, 1], mean_map=True, say=lambda _: None)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and again.mean_maps == \
         summary.mean_maps
     assert "Mean map of each fold's 2 seeds' runs" in folder.summary_md.read_text()
+    # one seed retrained: its fold's mean map is evaluated again, the other fold's reused
+    fold0 = EnsembleDir(folder.mean_map(0, [0, 1], "model")).evaluation("best-loc").json
+    fold1 = EnsembleDir(folder.mean_map(1, [0, 1], "model")).evaluation("best-loc").json
+    weights = Run(folder.fold(0, 1)).checkpoint_path("best-loc")
+    os.utime(weights, ns=(fold0.stat().st_mtime_ns + 10**9,) * 2)
+    before = fold1.stat().st_mtime_ns
+    run_crossval(tree, folds=2, seeds=[0, 1], mean_map=True, say=lambda _: None)
+    assert fold0.stat().st_mtime_ns > weights.stat().st_mtime_ns - 10**9
+    assert fold0.stat().st_mtime_ns != stamps[fold0] and fold1.stat().st_mtime_ns == before
+
+
+def test_a_teacher_shared_by_every_seed_has_no_mean_map(tmp_path: Path) -> None:
+    from histocam.core.experiment_results import FoldRun
+    from histocam.core.rundir import CrossvalDir
+    from histocam.experiments.crossval import mean_maps
+
+    runs = [FoldRun(fold=0, seed=s, dirs={"teacher": str(tmp_path / "t"),
+                                           "student": str(tmp_path / f"s{s}")}) for s in (0, 1)]
+    said: list[str] = []
+    with pytest.raises(RunError):  # the students are no runs here: the teacher was skipped first
+        mean_maps(runs, 1, [0, 1], ["teacher", "student"], CrossvalDir(tmp_path), said.append)
+    assert said == ["no mean map of the teacher: a fold's seeds share one teacher run"]

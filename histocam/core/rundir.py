@@ -410,10 +410,10 @@ class CrossvalDir:
         """The fold folders present, in name order."""
         return sorted(p for p in self.root.glob("fold*-s*") if p.is_dir())
 
-    def mean_map(self, fold: int, role: str) -> Path:
-        """The ensemble folder (``EnsembleDir``) of the mean map of ``fold``'s seeds' runs of
-        ``role`` (``model``, ``teacher``, ``student``)."""
-        return self.root / f"mean-map-fold{fold}" / role
+    def mean_map(self, fold: int, seeds: list[int], role: str) -> Path:
+        """The ensemble folder (``EnsembleDir``) of the mean map of ``fold``'s runs of ``role``
+        (``model``, ``teacher``, ``student``) trained with ``seeds``."""
+        return self.root / f"mean-map-fold{fold}-s{','.join(map(str, seeds))}" / role
 
     @property
     def summary_json(self) -> Path:
@@ -431,7 +431,7 @@ class EnsembleDir:
     ```
     OUT/.lock                      held by the process writing into it
     OUT/members.json               the member runs (absolute paths, in the order given)
-    OUT/metrics/CKPT-SPLIT.json, -per-image.csv, -curves.csv, -curves.png
+    OUT/metrics/CKPT-SPLIT.json, -per-image.csv, -curves.csv, -curves.png, -maps.npz
     ```
 
     A folder belongs to one set of runs: ``claim`` writes ``members.json`` into a new or empty

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from histocam.core.atomic import write_text_atomic
 from histocam.core.configs import apply_overrides
 from histocam.core.experiment_results import (
     ClassSummary,
@@ -142,15 +143,20 @@ def floors(tree: dict, folds: int) -> dict[int, FoldFloor]:
     return out
 
 
-def mean_maps(runs: list[FoldRun], folds: int, roles: list[str], folder: CrossvalDir,
-              say: Callable[[str], None]) -> list[FoldMeanMap]:
+def mean_maps(runs: list[FoldRun], folds: int, seeds: list[int], roles: list[str],
+              folder: CrossvalDir, say: Callable[[str], None]) -> list[FoldMeanMap]:
     """Each fold's mean map of its seeds' runs of each role at B-LOC on the fold's test split
-    (``histocam.runs.ensemble``; reused when evaluated after the runs' checkpoints)."""
+    (``histocam.runs.ensemble``; reused when evaluated after the runs' checkpoints). A role whose
+    seeds share one run (a teacher given for every seed) has no mean map."""
     out = []
-    for fold in range(folds):
-        for role in roles:
-            members = [Run(r.dirs[role]) for r in runs if r.fold == fold]
-            where = folder.mean_map(fold, role)
+    for role in roles:
+        dirs = {f: [r.dirs[role] for r in runs if r.fold == f] for f in range(folds)}
+        if any(len({str(Path(d).resolve()) for d in found}) < 2 for found in dirs.values()):
+            say(f"no mean map of the {role}: a fold's seeds share one {role} run")
+            continue
+        for fold in range(folds):
+            members = [Run(d) for d in dirs[fold]]
+            where = folder.mean_map(fold, seeds, role)
             say(f"mean map of fold {fold}'s {len(members)} {role} runs: {where}")
             result = ensemble_evaluation(members, "best-loc", "test", where)
             out.append(FoldMeanMap(fold=fold, role=role, result=fold_checkpoint(result)))
@@ -175,14 +181,20 @@ def run_crossval(tree: dict, folds: int, seeds: list[int], teacher_runs: Path | 
         one = fold_tree(tree, fold, folds, seed, teacher_runs)
         result = _pipeline_run(one) if pipeline else _train_run(one)
         runs.append(FoldRun(fold=fold, seed=seed, **result))
-    roles = ["teacher", "student"] if pipeline else ["model"]
-    averaged = mean_maps(runs, folds, roles, folder, say) if mean_map else None
     say("colour floor of each fold's test split")
     summary = CrossvalResult(config=tree, folds=folds, seeds=seeds, pipeline=pipeline,
-                             floors=floors(tree, folds), runs=runs, mean_maps=averaged)
-    summary.write(folder.summary_json)
-    folder.summary_md.write_text(crossval_table(summary) + "\n")
+                             floors=floors(tree, folds), runs=runs)
+    write_summary(summary, folder)  # kept, should a mean map fail
+    if mean_map:
+        summary = summary.model_copy(update={"mean_maps": mean_maps(
+            runs, folds, seeds, summary.roles, folder, say)})
+        write_summary(summary, folder)
     return summary
+
+
+def write_summary(summary: CrossvalResult, folder: CrossvalDir) -> None:
+    summary.write(folder.summary_json)
+    write_text_atomic(folder.summary_md, crossval_table(summary) + "\n")
 
 
 def mean_std(values: list[float], digits: int = 1) -> str:
@@ -280,7 +292,8 @@ def mean_map_table(summary: CrossvalResult, names: dict[str, str]) -> str:
              "| model | PxAP over folds | per fold | chance | colour floor | PxAP − floor | CL "
              "over folds | per seed: per-image Δ vs the run alone, p (n) |",
              "|---|---|---|---|---|---|---|---|"]
-    for role in summary.roles:
+    averaged = [role for role in summary.roles if any(m.role == role for m in summary.mean_maps)]
+    for role in averaged:
         mine = sorted((m for m in summary.mean_maps if m.role == role), key=lambda m: m.fold)
         px = [m.result.pxap for m in mine]
         cl = [m.result.accuracy for m in mine]
@@ -290,7 +303,7 @@ def mean_map_table(summary: CrossvalResult, names: dict[str, str]) -> str:
                      f"{mean_std(cl)} | "
                      + "; ".join(test(images(role, s), images(role)) for s in summary.seeds)
                      + " |")
-    if summary.pipeline:
+    if averaged == ["teacher", "student"]:
         lines.append("\nStudent − teacher, mean maps: per-image Δ, p (n) = "
                      + test(images("teacher"), images("student")) + ".")
     return "\n".join(lines)

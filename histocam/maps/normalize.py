@@ -39,3 +39,14 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], clamp: bool = True) -> t
 def normalize_cam(cams: torch.Tensor, size: tuple[int, int], relu: bool) -> torch.Tensor:
     """Protocol normalisation of low-resolution class maps B×h×w -> B×H×W in [0, 1]."""
     return upsample(minmax_normalize(cams.float(), relu), size)
+
+
+def mean_map(maps: list[torch.Tensor], size: tuple[int, int] | None, probability: bool
+             ) -> torch.Tensor:
+    """The mean of several B×h×w maps in [0, 1] (test-time views, input scales, runs), each
+    resized bilinearly to ``size`` (None: the finest of their grids), min–max normalised again
+    unless they are probabilities."""
+    if size is None:
+        size = max((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1])
+    mean = sum(upsample(m.float(), size) for m in maps) / len(maps)
+    return mean if probability else minmax_normalize(mean, relu=False)

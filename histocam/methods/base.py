@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from histocam.core.configs import StrictModel
-from histocam.maps.normalize import minmax_normalize
+from histocam.maps.normalize import mean_map, minmax_normalize
 from histocam.maps.normalize import upsample as upsample_maps
 from histocam.maps.views import VIEWS, from_view, scale_images, to_view
 from histocam.models.backbones import BackboneConfig, Encoder, create_encoder
@@ -192,10 +192,8 @@ class WSOLMethod(nn.Module, metaclass=abc.ABCMeta):
             logits = self(images).logits
         if len(maps) == 1 and self.config.map_scales == (1.0,):  # the map as localize_view made it
             return logits, maps[0]
-        size = (tuple(images.shape[-2:]) if upsample
-                else max((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1]))
-        mean = sum(upsample_maps(m.float(), size) for m in maps) / len(maps)
-        return logits, (mean if self.probability_maps else minmax_normalize(mean, relu=False))
+        return logits, mean_map(maps, tuple(images.shape[-2:]) if upsample else None,
+                                self.probability_maps)
 
     def localize_view(self, images: torch.Tensor, classes: torch.Tensor,
                       upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

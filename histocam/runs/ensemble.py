@@ -1,14 +1,16 @@
 """``histocam ensemble RUN RUN [RUN ...] --out DIR``: the mean map of several runs, evaluated.
 
-The runs (typically one config trained with several seeds) must share their data config (dataset,
-split, fold, evaluation size) and their classes, and their maps must be of one kind (probabilities,
-or min–max normalised maps). Each image's map is the mean of the members' maps of its ground-truth
-class, each member at its own checkpoint of the given name (its own B-LOC epoch, say) and with its
-own test-time views and scales, min–max normalised again unless the maps are probabilities, as the
-views of one method are (``WSOLMethod.localize_with_logits``); the image's class probabilities
-are the mean of the members' softmax outputs. τ* is chosen on the mean map of valpx, never on the
-evaluated split. The result is an ``EvaluationResult`` in the ensemble's own folder
-(``core.rundir.EnsembleDir``); the member runs are only read.
+The runs (typically one config trained with several seeds) must share their whole ``data`` config
+(so the same dataset, split, fold and evaluation size) and their classes, and their maps must be
+of one kind (probabilities, or min–max normalised maps). Each image's map is the mean of the
+members' maps of its ground-truth class, each member at its own checkpoint of the given name (its
+own B-LOC epoch, say) and with its own test-time views and scales, min–max normalised again unless
+the maps are probabilities, as the views of one method are (``maps.normalize.mean_map``); the
+image's class probabilities are the mean of the members' softmax outputs. τ* is chosen on the mean
+map of valpx, never on the evaluated split. The result is an ``EvaluationResult`` in the
+ensemble's own folder (``core.rundir.EnsembleDir``); the member runs are only read, and a member
+checkpoint that changes during the evaluation (a run still training) stops it before anything is
+written.
 
 A mean of independently trained models' outputs is the classic ensemble (Lakshminarayanan et al.,
 2017, "Simple and scalable predictive uncertainty estimation using deep ensembles"): it costs one
@@ -27,14 +29,16 @@ from histocam.core.devices import command_device
 from histocam.core.results import MAP_SCALES, EvaluationResult
 from histocam.core.rundir import EnsembleDir, RunError
 from histocam.data.open import open_source
-from histocam.maps.normalize import minmax_normalize
-from histocam.maps.normalize import upsample as upsample_maps
-from histocam.maps.store import ShardedNpzWriter
+from histocam.maps.normalize import mean_map
 from histocam.methods.base import MethodOutput, WSOLMethod
-from histocam.runs.evaluation import SplitMetrics, tau_star_on_valpx, write_result
+from histocam.runs.evaluation import (
+    SplitMetrics,
+    evaluate_split_saving_maps,
+    tau_star_on_valpx,
+    write_result,
+)
 from histocam.runs.run import Run
 from histocam.train.memory import fit_batch
-from histocam.train.split_pass import evaluate_split
 
 
 class MeanOfMethods(nn.Module):
@@ -63,11 +67,8 @@ class MeanOfMethods(nn.Module):
         """(logits, maps) as ``WSOLMethod.localize_with_logits``; with ``upsample=False`` the
         members' low-resolution maps are resized to the finest member's grid before the mean."""
         outs = [m.localize_with_logits(images, classes, upsample) for m in self.members]
-        maps = [m.float() for _, m in outs]
-        size = max((tuple(m.shape[-2:]) for m in maps), key=lambda hw: hw[0] * hw[1])
-        mean = sum(upsample_maps(m, size) for m in maps) / len(maps)
-        logits = self.mean_logits([out for out, _ in outs])
-        return logits, (mean if self.probability_maps else minmax_normalize(mean, relu=False))
+        return (self.mean_logits([out for out, _ in outs]),
+                mean_map([m for _, m in outs], None, self.probability_maps))
 
 
 def check_members(runs: list[Run]) -> None:
@@ -100,6 +101,7 @@ def evaluate_ensemble(runs: list[Run], checkpoint: str, split: str, out: str | P
     files = folder.evaluation(checkpoint, split)  # a checkpoint name checked before any write
     dev = command_device(device)
     collectives.setup(dev)
+    weights = checkpoint_times(runs, checkpoint)
     methods, names = [], None
     for run in runs:
         method, class_names = run.method(checkpoint, str(dev))
@@ -117,7 +119,7 @@ def evaluate_ensemble(runs: list[Run], checkpoint: str, split: str, out: str | P
         if collectives.is_main():
             try:
                 folder.claim([r.dir.root for r in runs])
-            except RunError as exc:
+            except (RunError, OSError) as exc:
                 refused = str(exc)
         refused = collectives.from_main(refused)  # every rank stops, or none
         if refused is not None:
@@ -125,24 +127,15 @@ def evaluate_ensemble(runs: list[Run], checkpoint: str, split: str, out: str | P
         ensemble = MeanOfMethods(methods)
         data = runs[0].config.data
         t = runs[0].config.train
-        batch = batch_size or fit_batch(methods[0], data.eval_size, dev,
-                                        limit=min(r.config.train.eval_batch_size for r in runs))
+        limit = min(r.config.train.eval_batch_size for r in runs)
+        batch = batch_size or min(fit_batch(m, data.eval_size, dev, limit=limit) for m in methods)
         kwargs = dict(batch_size=batch, num_workers=t.num_workers, shard=True)
         source = open_source(data)
         label = f"{folder.root.name} {checkpoint}"
         valpx, tau = tau_star_on_valpx(ensemble, source, data, dev, kwargs, label)
         metrics = SplitMetrics(len(names), tau, dev)
-        writer = ShardedNpzWriter(files.maps) if save_maps else None
-        try:
-            evaluate_split(ensemble, source.dataset(split), data, dev, metrics.collection(),
-                           **kwargs, map_sink=(lambda i, m: writer.add(i, m.half().numpy()))
-                           if writer else None, progress=f"{label}: {split}")
-        except BaseException:
-            if writer:
-                writer.abort()
-            raise
-        if writer:
-            writer.close()
+        evaluate_split_saving_maps(ensemble, source.dataset(split), data, dev, metrics, kwargs,
+                                   f"{label}: {split}", files.maps if save_maps else None)
         kinds = dict.fromkeys(r.config.method.name for r in runs)
         result = EvaluationResult(
             run=str(folder.root), checkpoint=checkpoint, split=split,
@@ -152,23 +145,37 @@ def evaluate_ensemble(runs: list[Run], checkpoint: str, split: str, out: str | P
             localization=metrics.localization(valpx if tau is not None else None,
                                               source.class_names),
             per_image=metrics.rows())
+        if checkpoint_times(runs, checkpoint) != weights:
+            raise RunError(f"{folder.root}: a member's {checkpoint} checkpoint changed during the "
+                           "evaluation (a run still training?); nothing written, evaluate again")
         if collectives.is_main():
             write_result(files, result, metrics)
         collectives.barrier()
     return result
 
 
+def checkpoint_times(runs: list[Run], checkpoint: str) -> list[int]:
+    """Each member's ``checkpoint`` file's modification time (ns); RunError naming a run that
+    lacks it."""
+    times = []
+    for run in runs:
+        path = run.checkpoint_path(checkpoint)
+        if not path.is_file():
+            raise RunError(f"{path}: checkpoint not found (is the run trained?)")
+        times.append(path.stat().st_mtime_ns)
+    return times
+
+
 def ensemble_evaluation(runs: list[Run], checkpoint: str, split: str, out: str | Path, *,
                         device: str = "auto") -> EvaluationResult:
-    """The stored evaluation of the mean map of ``runs`` in ``out``, evaluated first when there
-    is none, when ``out`` holds other runs' (RunError, as ``evaluate_ensemble``) or when a
-    member's checkpoint is newer than it (a run trained again)."""
+    """The stored evaluation of the mean map of ``runs`` in ``out``, evaluated first
+    (``evaluate_ensemble``) when there is none or when a member's checkpoint is newer than it (a
+    run trained again); RunError when ``out`` holds another ensemble."""
     folder = EnsembleDir(out)
     files = folder.evaluation(checkpoint, split)
     found = folder.read_members()
     if found is not None and files.json.is_file() and sorted(found) == sorted(
-            str(r.dir.root.resolve()) for r in runs) and all(
-            r.checkpoint_path(checkpoint).stat().st_mtime <= files.json.stat().st_mtime
-            for r in runs):
+            str(r.dir.root.resolve()) for r in runs) and max(
+            checkpoint_times(runs, checkpoint)) <= files.json.stat().st_mtime_ns:
         return folder.read_evaluation(checkpoint, split)
     return evaluate_ensemble(runs, checkpoint, split, out, device=device)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from histocam.core import collectives
 from histocam.core.devices import command_device
@@ -50,7 +51,6 @@ from histocam.train.split_pass import evaluate_split
 
 if TYPE_CHECKING:
     from histocam.core.rundir import EvaluationFiles
-    from histocam.methods.base import WSOLMethod
     from histocam.runs.run import Run
 
 
@@ -92,18 +92,9 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
     metrics = SplitMetrics(len(class_names), tau, dev,
                           SeparabilityIndex(source.class_names) if separability else None)
     files = run.dir.evaluation(checkpoint, split, tag)
-    writer = ShardedNpzWriter(files.maps) if save_maps else None
-    try:
-        evaluate_split(method, source.dataset(split), data_config, dev, metrics.collection(),
-                       **kwargs, map_sink=(lambda i, m: writer.add(i, m.half().numpy()))
-                       if writer else None,
-                       progress=f"{label}: {split}" + (f" of {tag}" if tag else ""))
-    except BaseException:
-        if writer:
-            writer.abort()
-        raise
-    if writer:
-        writer.close()  # rank 0 writes the one store
+    evaluate_split_saving_maps(method, source.dataset(split), data_config, dev, metrics, kwargs,
+                               f"{label}: {split}" + (f" of {tag}" if tag else ""),
+                               files.maps if save_maps else None)
     evaluation = EvaluationResult(
         run=str(run.dir), checkpoint=checkpoint, split=split, method=run.config.method.name,
         data=data_config.dataset, maps=MAP_SCALES[method.probability_maps],
@@ -120,10 +111,12 @@ def evaluate_run(run: Run, checkpoint: str, split: str = "test", *,
     return evaluation
 
 
-def tau_star_on_valpx(method: WSOLMethod, source: DatasetSource, data: DataConfig, device: torch.device,
-                      kwargs: dict, label: str) -> tuple[PixelHistogram, float | None]:
-    """valpx's pixel histograms of ``method``'s maps and τ* = argmax mIoU on them (None when
-    valpx has no foreground pixels)."""
+def tau_star_on_valpx(method: nn.Module, source: DatasetSource, data: DataConfig,
+                      device: torch.device, kwargs: dict, label: str
+                      ) -> tuple[PixelHistogram, float | None]:
+    """valpx's pixel histograms of ``method``'s maps (a ``WSOLMethod``, or anything with its
+    ``localize_with_logits``) and τ* = argmax mIoU on them (None when valpx has no foreground
+    pixels)."""
     valpx = PixelHistogram(device)
     evaluate_split(method, source.dataset("valpx"), data, device, {"pixels": valpx}, **kwargs,
                    progress=f"{label}: valpx (τ*)")
@@ -192,6 +185,24 @@ class SplitMetrics:
         """One row per image: its prediction, and its scores when it has a mask."""
         scores = {row["id"]: row for row in self.per_image.rows}
         return [PerImageRow(**{**p, **scores.get(p["id"], {})}) for p in self.predictions.rows]
+
+
+def evaluate_split_saving_maps(method: nn.Module, dataset, data: DataConfig, device: torch.device,
+                               metrics: SplitMetrics, kwargs: dict, progress: str,
+                               maps: Path | None) -> None:
+    """One pass over ``dataset`` feeding ``metrics``; with ``maps`` every map is also streamed
+    to that float16 store (its parts removed if the pass fails; rank 0 writes the one store)."""
+    writer = ShardedNpzWriter(maps) if maps is not None else None
+    try:
+        evaluate_split(method, dataset, data, device, metrics.collection(), **kwargs,
+                       map_sink=(lambda i, m: writer.add(i, m.half().numpy())) if writer else None,
+                       progress=progress)
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    if writer:
+        writer.close()
 
 
 def write_result(files: EvaluationFiles, evaluation: EvaluationResult,
