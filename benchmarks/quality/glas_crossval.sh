@@ -13,6 +13,8 @@ set -euo pipefail
 out=${1:-runs/cv}
 seeds=${2:-0,1,2}
 cv() { histocam crossval --folds 3 --seeds "$seeds" "$@"; }
+# with two or more seeds the students' folders also get each fold's mean map of its seeds' runs
+mean_map=$([[ $seeds == *,* ]] && echo --mean-map || true)
 c=benchmarks/configs
 
 # the histocam settings: four teachers and PixelCAM on each
@@ -24,7 +26,7 @@ cv -c $c/glas-deepmil.yaml name=deepmil out_dir="$out"
 # the trainer never reads, for glas_selection.py (the weights are the same without them)
 for teacher in cam layercam gradcampp deepmil; do
   cv -c $c/pixelcam-glas.yaml name="pixelcam-$teacher" out_dir="$out" --teacher-runs "$out/$teacher" \
-    student.train.log_valcl_pxap=true student.train.trace_test_pxap=true
+    student.train.log_valcl_pxap=true student.train.trace_test_pxap=true $mean_map
 done
 # NEGEV on LayerCAM, its teacher in NEGEV's and PixelCAM's GlaS tables
 cv -c $c/negev-glas.yaml name=negev-layercam out_dir="$out" --teacher-runs "$out/layercam"
@@ -49,6 +51,12 @@ for encoder in efficientnet_lite1 efficientnet_lite2; do
     method.backbone.name=$encoder method.backbone.pretrained=imagenet
 done
 cv -c $c/glas.yaml name=cam-macenko out_dir="$out/levers" data.stain_normalize=macenko
+
+# the LayerCAM teacher's maps over input scales 1 and 1.5, B-LOC chosen on the scaled maps, and
+# PixelCAM on its stored maps (on the finer grid of the larger scale), each beside the one-scale run
+cv -c $c/glas-layercam.yaml name=layercam-scales out_dir="$out/levers" 'method.map_scales=[1.0,1.5]'
+cv -c $c/pixelcam-glas.yaml name=pixelcam-layercam-scales out_dir="$out/levers" \
+  --teacher-runs "$out/levers/layercam-scales"
 
 # a second round: PixelCAM on LayerCAM's students as teachers (kept only if valpx says so)
 cv -c $c/pixelcam-glas.yaml name=pixelcam-layercam-round2 out_dir="$out/rounds" \
