@@ -393,8 +393,8 @@ def runs_in(path: str | Path) -> list[RunDir]:
 
 class CrossvalDir:
     """The folder of a cross-validation (``histocam crossval``): one run or pipeline folder per
-    fold and seed, with ``--mean-map`` one ensemble folder per fold and role, and the summary as
-    JSON and as a markdown table."""
+    fold and seed, with ``--mean-map`` one ensemble folder per fold, seed set and role, and the
+    summary as JSON and as a markdown table."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
