@@ -96,18 +96,19 @@ def test_no_two_modules_share_a_file_name():
     assert {name: paths for name, paths in shared.items() if SHARED_NAMES.get(name) != paths} == {}
 
 
-#: What only the run directory's module spells: the file names of a run and of a pipeline.
+#: What only the run directory modules spell: the file names of a run and of the folders of runs.
 RUN_FILE_NAMES = ("config.yaml", "log.csv", "best-loc.pt", "best-cl.pt", "last.pt", "resume.pt",
                   "checkpoints/", "metrics/", "cams/", "-per-image.csv", "-curves.csv",
                   "-curves.png", "-maps.npz", "stain-shift.json", "tsne.json", "thresholds.json",
                   "pipeline.yaml", "comparison.json", "comparison.md", "figures/maps.png",
                   "crossval.json", "crossval.md")
-RUN_DIRECTORY_MODULE = PACKAGE / "core" / "rundir.py"
+#: A run's own folder, and the folders made of runs (pipeline, cross-validation, ensemble).
+RUN_DIRECTORY_MODULES = {PACKAGE / "core" / "rundir.py", PACKAGE / "core" / "studydirs.py"}
 
 
-def test_only_the_run_directory_module_spells_run_file_names():
+def test_only_the_run_directory_modules_spell_run_file_names():
     found = [f"{path.relative_to(PACKAGE)}:{i}: {name}"
-             for path in sorted(PACKAGE.rglob("*.py")) if path != RUN_DIRECTORY_MODULE
+             for path in sorted(PACKAGE.rglob("*.py")) if path not in RUN_DIRECTORY_MODULES
              for i, line in enumerate(path.read_text().splitlines(), 1)
              for name in RUN_FILE_NAMES if name in line]
     assert found == []

@@ -291,7 +291,7 @@ def test_the_mean_maps_of_student_and_teacher_are_paired() -> None:
 
 @pytest.mark.slow
 def test_crossval_evaluates_each_folds_mean_map_once(tmp_path: Path) -> None:
-    from histocam.core.rundir import CrossvalDir, EnsembleDir
+    from histocam.core.studydirs import CrossvalDir, EnsembleDir
 
     tree = _tree(_patients_csv(tmp_path / "data"), tmp_path / "runs")
     with pytest.raises(ValueError, match="two or more seeds"):
@@ -325,7 +325,7 @@ def test_crossval_evaluates_each_folds_mean_map_once(tmp_path: Path) -> None:
 
 def test_a_teacher_shared_by_every_seed_has_no_mean_map(tmp_path: Path) -> None:
     from histocam.core.experiment_results import FoldRun
-    from histocam.core.rundir import CrossvalDir
+    from histocam.core.studydirs import CrossvalDir
     from histocam.experiments.crossval import mean_maps
 
     runs = [FoldRun(fold=0, seed=s, dirs={"teacher": str(tmp_path / "t"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from histocam.core.experiment_results import PipelineComparison
 from histocam.core.results import Classification
-from histocam.core.rundir import PipelineDir
+from histocam.core.studydirs import PipelineDir
 from histocam.experiments.demo import demo_config, what_it_shows
 from histocam.experiments.pipeline import comparison_table
 

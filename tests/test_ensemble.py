@@ -15,7 +15,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from histocam.cli import app
-from histocam.core.rundir import EnsembleDir, RunError
+from histocam.core.rundir import RunError
+from histocam.core.studydirs import EnsembleDir
 from histocam.runs import Run
 from histocam.runs.ensemble import MeanOfMethods, evaluate_ensemble
 from histocam.train import RunConfig

@@ -43,7 +43,8 @@ from glas_levers import criteria, lever_table
 from tables import mean_std
 
 from histocam.core.experiment_results import CrossvalResult
-from histocam.core.rundir import LABEL, SELECTED, CrossvalDir, runs_in
+from histocam.core.rundir import LABEL, SELECTED, runs_in
+from histocam.core.studydirs import CrossvalDir
 from histocam.data.open import open_source
 from histocam.maps.colour import COLOUR_FLOOR, colour_map_pxap
 from histocam.metrics.per_image import PerImageScores

@@ -12,7 +12,8 @@ from typing import Any
 from tables import mean_std
 
 from histocam.core.experiment_results import CrossvalResult
-from histocam.core.rundir import CrossvalDir, runs_in
+from histocam.core.rundir import runs_in
+from histocam.core.studydirs import CrossvalDir
 from histocam.metrics.stats import paired_ttest
 from histocam.train.run_config import tree_changes
 

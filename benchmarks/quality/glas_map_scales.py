@@ -34,7 +34,8 @@ from tables import mean_std
 
 from histocam.core.atomic import write_text_atomic
 from histocam.core.experiment_results import CrossvalResult
-from histocam.core.rundir import CrossvalDir, runs_in
+from histocam.core.rundir import runs_in
+from histocam.core.studydirs import CrossvalDir
 from histocam.data.open import open_source
 from histocam.metrics.histogram import PixelHistogram
 from histocam.metrics.per_image import PerImageScores

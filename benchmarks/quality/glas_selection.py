@@ -32,7 +32,8 @@ from pathlib import Path
 from tables import mean_std
 
 from histocam.core.experiment_results import CrossvalResult
-from histocam.core.rundir import CrossvalDir, RunDir, runs_in
+from histocam.core.rundir import RunDir, runs_in
+from histocam.core.studydirs import CrossvalDir
 
 Curve = list[float]
 

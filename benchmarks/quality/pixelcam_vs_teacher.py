@@ -24,7 +24,8 @@ from tables import mean_std
 
 from histocam.core.configs import apply_overrides
 from histocam.core.experiment_results import PipelineComparison
-from histocam.core.rundir import LABEL, SELECTED, PipelineDir
+from histocam.core.rundir import LABEL, SELECTED
+from histocam.core.studydirs import PipelineDir
 from histocam.experiments.pipeline import PipelineConfig, run_pipeline
 from histocam.metrics.separability import DEFINITION
 

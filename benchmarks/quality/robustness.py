@@ -29,7 +29,8 @@ import yaml
 from tables import mean_std
 
 from histocam.core.experiment_results import PipelineComparison, StainShiftResult
-from histocam.core.rundir import LABEL, SELECTED, PipelineDir, RunDir
+from histocam.core.rundir import LABEL, SELECTED, RunDir
+from histocam.core.studydirs import PipelineDir
 from histocam.experiments.stain_shift import N_LEVELS, StainShift, run_stain_shift
 from histocam.runs import Run
 

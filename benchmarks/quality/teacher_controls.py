@@ -173,7 +173,8 @@ def report(student_dir: Path, out_root: Path, control: str, seed: int) -> list[s
     from tables import mean_std
 
     from histocam.core.experiment_results import CrossvalResult
-    from histocam.core.rundir import CrossvalDir, RunDir
+    from histocam.core.rundir import RunDir
+    from histocam.core.studydirs import CrossvalDir
     from histocam.metrics.stats import paired_ttest
 
     summary = CrossvalResult.read(CrossvalDir(student_dir).summary_json)

@@ -186,7 +186,7 @@ def ensemble(
     theirs; τ* is chosen on the mean map of valpx. The runs are only read; the results go to
     --out."""
     from histocam.core import collectives
-    from histocam.core.rundir import EnsembleDir
+    from histocam.core.studydirs import EnsembleDir
     from histocam.runs import Run
     from histocam.runs.ensemble import evaluate_ensemble
 

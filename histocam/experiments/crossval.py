@@ -39,7 +39,8 @@ from histocam.core.experiment_results import (
     PipelineMethods,
 )
 from histocam.core.results import EvaluationResult
-from histocam.core.rundir import LABEL, SELECTED, CrossvalDir, PipelineDir
+from histocam.core.rundir import LABEL, SELECTED
+from histocam.core.studydirs import CrossvalDir, PipelineDir
 from histocam.data.config import DataConfig
 from histocam.data.open import open_source
 from histocam.experiments.pipeline import PipelineConfig, run_pipeline

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from histocam.core.experiment_results import PipelineComparison
 from histocam.core.progress import Stages
-from histocam.core.rundir import PipelineDir
+from histocam.core.studydirs import PipelineDir
 from histocam.experiments.pipeline import (
     PIPELINE_STAGES,
     PipelineConfig,

@@ -31,7 +31,8 @@ from histocam.core.experiment_results import (
 )
 from histocam.core.progress import Stages
 from histocam.core.results import PairedTest
-from histocam.core.rundir import LABEL, SELECTED, PipelineDir
+from histocam.core.rundir import LABEL, SELECTED
+from histocam.core.studydirs import PipelineDir
 from histocam.data.config import DataConfig
 from histocam.experiments.map_figure import save_map_figure
 from histocam.methods.base import MethodConfig

@@ -8,7 +8,7 @@ own B-LOC epoch, say) and with its own test-time views and scales, min–max nor
 the maps are probabilities, as the views of one method are (``maps.normalize.mean_map``); the
 image's class probabilities are the mean of the members' softmax outputs. τ* is chosen on the mean
 map of valpx, never on the evaluated split. The result is an ``EvaluationResult`` in the
-ensemble's own folder (``core.rundir.EnsembleDir``); the member runs are only read, and a member
+ensemble's own folder (``core.studydirs.EnsembleDir``); the member runs are only read, and a member
 checkpoint that changes during the evaluation (a run still training) stops it before anything is
 written.
 
@@ -27,7 +27,8 @@ from torch import nn
 from histocam.core import collectives
 from histocam.core.devices import command_device
 from histocam.core.results import MAP_SCALES, EvaluationResult
-from histocam.core.rundir import EnsembleDir, RunError
+from histocam.core.rundir import RunError
+from histocam.core.studydirs import EnsembleDir
 from histocam.data.open import open_source
 from histocam.maps.normalize import mean_map
 from histocam.methods.base import MethodOutput, WSOLMethod
